@@ -1,0 +1,220 @@
+"""SQLAlchemy 2.0 typed models: the system of record for projects, references, clips and spend.
+
+Media paths are stored relative to the media root (see ``domain.media``) so a ``VIDPIPE_HOME`` can
+move, and so every read goes through the one function that confines paths to that root.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    """Declarative base; Alembic reads ``Base.metadata``."""
+
+
+class Manifest(Base):
+    """A cast list: the characters, props and environments a project's scenes may reference."""
+
+    __tablename__ = "manifests"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+    assets: Mapped[list[Asset]] = relationship(
+        back_populates="manifest", cascade="all, delete-orphan", order_by="Asset.asset_key"
+    )
+
+
+class Project(Base):
+    """A video project: a storyboard of scenes, optionally with a manifest."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    slug: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    target_clip_duration: Mapped[int] = mapped_column(Integer, default=8)
+    aspect_ratio: Mapped[str] = mapped_column(String(8), default="16:9")
+    video_model: Mapped[str] = mapped_column(String(80), default="veo-3.1-generate-001")
+    manifest_id: Mapped[Optional[uuid.UUID]] = mapped_column(
+        ForeignKey("manifests.id"), nullable=True
+    )
+    archived: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, server_default=func.now(), onupdate=func.now()
+    )
+
+    manifest: Mapped[Optional[Manifest]] = relationship()
+    scenes: Mapped[list[Scene]] = relationship(
+        back_populates="project", cascade="all, delete-orphan", order_by="Scene.scene_index"
+    )
+
+
+class Scene(Base):
+    """One storyboard scene; ``scene_index`` is the Dagster partition key."""
+
+    __tablename__ = "scenes"
+    __table_args__ = (UniqueConstraint("project_id", "scene_index"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
+    scene_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+
+    project: Mapped[Project] = relationship(back_populates="scenes")
+    keyframes: Mapped[list[Keyframe]] = relationship(
+        back_populates="scene", cascade="all, delete-orphan", order_by="Keyframe.position"
+    )
+    clip: Mapped[Optional[VideoClip]] = relationship(
+        back_populates="scene", cascade="all, delete-orphan", uselist=False
+    )
+
+
+class Keyframe(Base):
+    """A start or end keyframe image of a scene."""
+
+    __tablename__ = "keyframes"
+    __table_args__ = (UniqueConstraint("scene_id", "position"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    scene_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scenes.id"), index=True)
+    position: Mapped[str] = mapped_column(String(8))  # "start" | "end"
+    image_url: Mapped[str] = mapped_column(String(500))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+
+    scene: Mapped[Scene] = relationship(back_populates="keyframes")
+
+
+class Asset(Base):
+    """A manifest entry with its original reference photo (never overwritten)."""
+
+    __tablename__ = "assets"
+    __table_args__ = (UniqueConstraint("manifest_id", "asset_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    manifest_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("manifests.id"), index=True)
+    asset_key: Mapped[str] = mapped_column(String(80))  # the spec's `id`, stable across imports
+    manifest_tag: Mapped[str] = mapped_column(String(40), index=True)
+    asset_type: Mapped[str] = mapped_column(String(20))
+    name: Mapped[Optional[str]] = mapped_column(String(200), nullable=True)
+    reference_image_url: Mapped[Optional[str]] = mapped_column(String(500), nullable=True)
+    original_sha256: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    reverse_prompt: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    quality_score: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    is_face_crop: Mapped[bool] = mapped_column(Boolean, default=False)
+    source_asset_id: Mapped[Optional[uuid.UUID]] = mapped_column(
+        ForeignKey("assets.id"), nullable=True
+    )
+    face_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
+
+    manifest: Mapped[Manifest] = relationship(back_populates="assets")
+    clean_references: Mapped[list[AssetCleanReference]] = relationship(
+        cascade="all, delete-orphan", order_by="AssetCleanReference.created_at"
+    )
+
+
+class SceneManifest(Base):
+    """A scene's composition and placements, and the references selected for it."""
+
+    __tablename__ = "scene_manifests"
+    __table_args__ = (UniqueConstraint("project_id", "scene_index"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
+    scene_index: Mapped[int] = mapped_column(Integer)
+    manifest_json: Mapped[dict[str, Any]] = mapped_column(JSON)
+    selected_reference_tags: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
+
+
+class AssetCleanReference(Base):
+    """A clean reference image for an asset at one tier (plan 08-01: exactly these ten columns)."""
+
+    __tablename__ = "asset_clean_references"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    asset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("assets.id"), index=True)
+    tier: Mapped[str] = mapped_column(String(20))  # 'tier2_rembg', 'tier3_gemini', ...
+    clean_image_url: Mapped[str] = mapped_column(String(500))
+    generation_prompt: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    face_similarity_score: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    quality_score: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False)
+    generation_cost: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+
+class VideoClip(Base):
+    """The generated clip of one scene (one row per scene, updated in place on regeneration)."""
+
+    __tablename__ = "video_clips"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    scene_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("scenes.id"), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|done|failed
+    backend: Mapped[Optional[str]] = mapped_column(String(20), nullable=True)
+    file_url: Mapped[Optional[str]] = mapped_column(String(500), nullable=True)
+    duration_seconds: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    conditioning_mode: Mapped[Optional[str]] = mapped_column(String(20), nullable=True)
+    conditioning_reason: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    remediation_level: Mapped[int] = mapped_column(Integer, default=0)
+    operation_name: Mapped[Optional[str]] = mapped_column(String(500), nullable=True)
+    fingerprint: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    reference_tags: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, server_default=func.now(), onupdate=func.now()
+    )
+
+    scene: Mapped[Scene] = relationship(back_populates="clip")
+
+
+class GenerationLedger(Base):
+    """One row per paid API request, written *before* the request is sent.
+
+    The fingerprint identifies what the request would produce; a ``done`` row is reused, an
+    ``in_flight`` row is resumed from its ``operation_name``, so nothing is paid for twice.
+    States: submitting, in_flight, done, failed_unbilled, failed_billed.
+    """
+
+    __tablename__ = "generation_ledger"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # "video" | "image"
+    model: Mapped[str] = mapped_column(String(80))
+    backend: Mapped[str] = mapped_column(String(20))
+    project_slug: Mapped[Optional[str]] = mapped_column(String(64), nullable=True, index=True)
+    subject: Mapped[Optional[str]] = mapped_column(String(120), nullable=True)  # scene or asset
+    state: Mapped[str] = mapped_column(String(20), default="submitting")
+    operation_name: Mapped[Optional[str]] = mapped_column(String(500), nullable=True)
+    billed: Mapped[bool] = mapped_column(Boolean, default=False)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    result_url: Mapped[Optional[str]] = mapped_column(String(500), nullable=True)
+    details: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, server_default=func.now(), onupdate=func.now()
+    )

@@ -1,0 +1,102 @@
+"""The one interface every generation backend implements (Vertex, the animatic preview renderer).
+
+Errors are classified once here so that the spend-safety logic can decide, without knowing the
+backend, whether a failure was billed, may be retried, or needs prompt remediation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from vidpipe_dagster.domain.video_requests import VideoRequest
+
+ErrorKind = Literal[
+    "transient",  # 429 RESOURCE_EXHAUSTED, 5xx, timeouts, dropped connections: back off, same job
+    "rejected",  # 4xx before generation (bad argument, unsupported combination): not billed
+    "content_policy",  # prompt or output blocked by safety filters: not billed, remediate
+    "not_found",  # the operation name is unknown to the service
+    "failed",  # generation ran and failed: treat as billed, do not resubmit silently
+]
+
+
+class GenerationApiError(Exception):
+    """A classified API failure. ``billed`` says whether the provider charges for it."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status_code: int | None = None,
+        support_codes: tuple[str, ...] = (),
+        billed: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+        self.message = message
+        self.status_code = status_code
+        self.support_codes = support_codes
+        self.billed = billed
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind == "transient"
+
+    def __str__(self) -> str:
+        code = f" (HTTP {self.status_code})" if self.status_code else ""
+        support = f"; support codes: {', '.join(self.support_codes)}" if self.support_codes else ""
+        return f"{self.kind}{code}: {self.message}{support}"
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    """The state of a long-running video operation as last polled."""
+
+    name: str
+    done: bool
+    video_bytes: bytes | None = None
+    video_uri: str | None = None
+    mime_type: str = "video/mp4"
+    rai_filtered_count: int = 0
+    rai_filtered_reasons: tuple[str, ...] = field(default_factory=tuple)
+    error_message: str | None = None
+    error_code: int | None = None
+
+    @property
+    def content_filtered(self) -> bool:
+        return (
+            self.done and self.rai_filtered_count > 0 and not (self.video_bytes or self.video_uri)
+        )
+
+
+class VideoClient(Protocol):
+    """Submit, poll and fetch Veo-style long-running video generations."""
+
+    backend: str  # "vertex" | "animatic"
+    is_preview: bool  # True for local renderers: results must be labelled as previews
+
+    async def submit(self, request: VideoRequest) -> str:
+        """Start a generation; returns the operation name. Raises GenerationApiError."""
+        ...
+
+    async def poll(self, operation_name: str) -> OperationResult:
+        """One status read of a running operation. Raises GenerationApiError."""
+        ...
+
+    async def fetch_video(self, result: OperationResult) -> bytes:
+        """The mp4 bytes of a finished operation (inline bytes or a download). Retry-safe."""
+        ...
+
+
+class ImageClient(Protocol):
+    """Ask an image model for a new image conditioned on an input image (Tier 3 clean sheets)."""
+
+    backend: str
+
+    async def generate_image(
+        self, *, model: str, prompt: str, image: bytes, mime_type: str
+    ) -> bytes:
+        """Returns the generated image bytes. Raises GenerationApiError (content_policy, ...)."""
+        ...
