@@ -182,6 +182,7 @@ class VideoClip(Base):
     reference_tags: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)  # reused, no API call
     error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, server_default=func.now(), onupdate=func.now()

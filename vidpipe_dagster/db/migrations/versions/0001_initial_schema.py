@@ -158,6 +158,7 @@ def upgrade() -> None:
     sa.Column('reference_tags', sa.JSON(), nullable=True),
     sa.Column('cost_usd', sa.Float(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('cached', sa.Boolean(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('updated_at', sa.DateTime(), server_default=sa.func.now(), nullable=False),
     sa.ForeignKeyConstraint(['scene_id'], ['scenes.id'], ),

@@ -1,0 +1,37 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set themselves up first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast lint demo dev bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup  ## the whole suite, as CI runs it
+	$(BIN)/pytest -q
+
+test-fast: setup  ## skip the slow end-to-end tests
+	$(BIN)/pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check vidpipe_dagster tests bench
+	$(BIN)/ruff format --check vidpipe_dagster tests bench
+
+demo: setup  ## build, import and materialize the demo projects offline
+	$(BIN)/vidpipe-dagster demo
+
+dev: setup  ## the Dagster UI over $VIDPIPE_HOME (default ./.vidpipe)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.vidpipe/dagster} $(BIN)/dagster dev -w workspace.yaml
+
+bench: setup
+	$(BIN)/python bench/clips.py
+
+clean:
+	rm -rf $(VENV) .vidpipe .pytest_cache .ruff_cache

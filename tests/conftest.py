@@ -1,0 +1,172 @@
+"""Shared fixtures: an isolated VIDPIPE_HOME with a migrated database, and spec builders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import yaml
+from PIL import Image
+
+from vidpipe_dagster.db.session import migrate, session_scope
+from vidpipe_dagster.project_import import import_project
+from vidpipe_dagster.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A fresh VIDPIPE_HOME under tmp_path with the schema migrated."""
+    home = tmp_path / "vidpipe_home"
+    monkeypatch.setenv("VIDPIPE_HOME", str(home))
+    monkeypatch.delenv("VIDPIPE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("VIDPIPE_MEDIA_ROOT", raising=False)
+    (tmp_path / "dagster_home").mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    s = Settings.from_env()
+    s.ensure_dirs()
+    migrate(s.database_url)
+    return s
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+def save_png(path: Path, color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path, format="PNG")
+    return path
+
+
+def small_spec(slug: str = "spring-ad", *, manifest: bool = True) -> dict[str, Any]:
+    """The README's example spec (paths relative to the spec file)."""
+    spec: dict[str, Any] = {
+        "project": {
+            "slug": slug,
+            "name": "Spring ad",
+            "target_clip_duration": 6,
+            "aspect_ratio": "16:9",
+            "video_model": "veo-3.1-generate-001",
+        },
+        "scenes": [
+            {
+                "index": 0,
+                "prompt": "Mia walks into the park",
+                "start_frame": "frames/0_start.png",
+                "end_frame": "frames/0_end.png",
+                "manifest": {
+                    "composition": {
+                        "shot_type": "close_up",
+                        "camera_movement": "static",
+                        "focal_point": "CHAR_01",
+                    },
+                    "placements": [
+                        {"asset_tag": "CHAR_01", "role": "subject", "position": "center"},
+                        {"asset_tag": "ENV_01", "role": "background", "position": "background"},
+                    ],
+                },
+            },
+            {
+                "index": 1,
+                "prompt": "The park at dusk",
+                "start_frame": "frames/1_start.png",
+                "end_frame": "frames/1_end.png",
+                "manifest": {
+                    "composition": {"shot_type": "establishing"},
+                    "placements": [
+                        {"asset_tag": "ENV_01", "role": "background"},
+                        {"asset_tag": "CHAR_09", "role": "subject"},
+                    ],
+                },
+            },
+        ],
+    }
+    if manifest:
+        spec["manifest"] = {
+            "name": "spring cast",
+            "assets": [
+                {
+                    "id": "mia",
+                    "tag": "CHAR_01",
+                    "type": "CHARACTER",
+                    "name": "Mia",
+                    "image": "img/mia.png",
+                    "reverse_prompt": "young woman, red coat",
+                    "quality_score": 8.0,
+                },
+                {
+                    "id": "mia_face",
+                    "tag": "CHAR_01",
+                    "type": "CHARACTER",
+                    "image": "img/mia_face.png",
+                    "face_crop_of": "mia",
+                    "quality_score": 8.5,
+                },
+                {
+                    "id": "park",
+                    "tag": "ENV_01",
+                    "type": "ENVIRONMENT",
+                    "image": "img/park.png",
+                    "quality_score": 7.0,
+                },
+            ],
+        }
+    else:
+        for scene in spec["scenes"]:
+            scene.pop("manifest")
+    return spec
+
+
+SpecWriter = Callable[..., Path]
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> SpecWriter:
+    """Write a spec dict and its images into a folder; returns the YAML path."""
+
+    def write(spec: dict[str, Any], folder: str = "spec", images: bool = True) -> Path:
+        root = tmp_path / folder
+        root.mkdir(parents=True, exist_ok=True)
+        if images:
+            colors = iter(
+                [
+                    (200, 40, 40),
+                    (220, 180, 160),
+                    (40, 160, 60),
+                    (60, 60, 200),
+                    (90, 90, 90),
+                    (250, 250, 0),
+                    (0, 200, 200),
+                    (120, 0, 120),
+                ]
+            )
+            paths = [a["image"] for a in (spec.get("manifest") or {}).get("assets", [])]
+            for scene in spec["scenes"]:
+                paths += [scene.get("start_frame"), scene.get("end_frame")]
+            for rel in paths:
+                if rel and not (root / rel).exists():
+                    save_png(root / rel, next(colors, (10, 10, 10)))
+        path = root / "project.yaml"
+        path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def imported(settings: Settings, write_spec: SpecWriter) -> Callable[..., str]:
+    """Import a spec into the test database; returns the slug."""
+
+    def do(spec: dict[str, Any] | None = None, folder: str = "spec") -> str:
+        spec = spec or small_spec()
+        path = write_spec(spec, folder)
+        with session_scope(settings.database_url) as session:
+            import_project(session, path, settings.media_root)
+        return spec["project"]["slug"]
+
+    return do

@@ -1,0 +1,54 @@
+"""The command line: one readable error line, JSON status, import then materialize."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import SpecWriter, small_spec
+from vidpipe_dagster.cli import main
+from vidpipe_dagster.settings import Settings
+
+
+def test_import_error_is_one_line_and_nonzero(
+    settings: Settings, write_spec: SpecWriter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = small_spec()
+    spec["scenes"][1]["index"] = 0
+    code = main(["import", str(write_spec(spec))])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: invalid project spec") and "Traceback" not in err
+
+
+def test_unknown_project(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "nope", "--json"]) == 2
+    assert "no project 'nope'" in capsys.readouterr().err
+    assert main(["materialize", "nope"]) == 2
+    assert "run `vidpipe-dagster import`" in capsys.readouterr().err
+
+
+def test_import_materialize_status(
+    settings: Settings, write_spec: SpecWriter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["import", str(write_spec(small_spec()))]) == 0
+    assert "created: 2 scenes, 3 assets" in capsys.readouterr().out
+    assert main(["materialize", "spring-ad", "--stage", "references"]) == 0
+    assert "references: materialized [0, 1]" in capsys.readouterr().out
+    assert main(["status", "spring-ad", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["project"] == "spring-ad"
+    scene0 = status["scenes"][0]
+    assert scene0["index"] == 0
+    assert scene0["selected_reference_tags"] == ["CHAR_01", "CHAR_01", "ENV_01"]
+    assert [(r["tag"], r["face_crop"]) for r in scene0["selected_references"]] == [
+        ("CHAR_01", True),
+        ("CHAR_01", False),
+        ("ENV_01", False),
+    ]
+    assert all(
+        r["image"].startswith(str(settings.media_root)) for r in scene0["selected_references"]
+    )
+    assert {a["tag"] for a in status["assets"]} == {"CHAR_01", "ENV_01"}
+    assert all(a["clean_sheets"] == [] for a in status["assets"])

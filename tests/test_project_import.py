@@ -1,0 +1,209 @@
+"""Project import: every rejection leaves the database unchanged; re-import updates in place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.conftest import SpecWriter, save_png, small_spec
+from vidpipe_dagster.db.models import Asset, AssetCleanReference, Project, SceneManifest
+from vidpipe_dagster.db.session import session_scope
+from vidpipe_dagster.project_import import SpecError, import_project
+from vidpipe_dagster.settings import Settings
+
+
+def run_import(settings: Settings, path: Path) -> None:
+    with session_scope(settings.database_url) as session:
+        import_project(session, path, settings.media_root)
+
+
+def project_count(settings: Settings) -> int:
+    with session_scope(settings.database_url) as session:
+        return session.scalar(select(func.count()).select_from(Project)) or 0
+
+
+def expect_rejected(settings: Settings, path: Path, *fragments: str) -> str:
+    with pytest.raises(SpecError) as info:
+        run_import(settings, path)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    assert project_count(settings) == 0
+    media = settings.media_root / "projects"
+    assert not media.exists() or not any(media.rglob("*.png"))
+    return message
+
+
+def test_import_creates_rows_and_copies_media(settings: Settings, write_spec: SpecWriter) -> None:
+    run_import(settings, write_spec(small_spec()))
+    with session_scope(settings.database_url) as session:
+        project = session.scalars(select(Project)).one()
+        assert project.slug == "spring-ad" and project.target_clip_duration == 6
+        assets = {a.asset_key: a for a in project.manifest.assets}
+        assert (
+            assets["mia_face"].is_face_crop
+            and assets["mia_face"].source_asset_id == assets["mia"].id
+        )
+        stored = settings.media_root / assets["mia"].reference_image_url
+        assert stored.is_file() and assets["mia"].original_sha256
+        assert [s.scene_index for s in project.scenes] == [0, 1]
+        assert [k.position for k in project.scenes[0].keyframes] == ["end", "start"]
+        sm = session.scalars(select(SceneManifest).where(SceneManifest.scene_index == 1)).one()
+        # undeclared tags are kept in the scene manifest
+        assert {p["asset_tag"] for p in sm.manifest_json["placements"]} == {"ENV_01", "CHAR_09"}
+
+
+def test_missing_image(settings: Settings, write_spec: SpecWriter) -> None:
+    spec = small_spec()
+    path = write_spec(spec)
+    (path.parent / "img/park.png").unlink()
+    expect_rejected(settings, path, "manifest asset 'park' image", "does not exist")
+
+
+def test_not_an_image(settings: Settings, write_spec: SpecWriter) -> None:
+    path = write_spec(small_spec())
+    (path.parent / "frames/0_end.png").write_bytes(b"this is not a png")
+    expect_rejected(settings, path, "scene 0 end_frame", "not a decodable image")
+
+
+def test_truncated_image(settings: Settings, write_spec: SpecWriter) -> None:
+    path = write_spec(small_spec())
+    target = path.parent / "img/mia.png"
+    save_png(target, (1, 2, 3), size=(256, 256))
+    target.write_bytes(target.read_bytes()[:200])
+    expect_rejected(settings, path, "manifest asset 'mia' image", "not a decodable image")
+
+
+def test_unreadable_image(settings: Settings, write_spec: SpecWriter) -> None:
+    path = write_spec(small_spec())
+    target = path.parent / "img/mia.png"
+    target.unlink()
+    target.mkdir()  # a directory where a file should be: unreadable as an image
+    expect_rejected(settings, path, "manifest asset 'mia' image", "not a file")
+
+
+def test_path_with_dotdot(settings: Settings, write_spec: SpecWriter, tmp_path: Path) -> None:
+    spec = small_spec()
+    spec["manifest"]["assets"][2]["image"] = "../outside.png"
+    save_png(tmp_path / "outside.png", (5, 5, 5))
+    expect_rejected(settings, write_spec(spec), "leaves the folder")
+
+
+def test_absolute_path(settings: Settings, write_spec: SpecWriter, tmp_path: Path) -> None:
+    spec = small_spec()
+    spec["scenes"][0]["start_frame"] = str(save_png(tmp_path / "abs.png", (5, 5, 5)))
+    expect_rejected(settings, write_spec(spec), "is absolute")
+
+
+def test_symlink_out(settings: Settings, write_spec: SpecWriter, tmp_path: Path) -> None:
+    path = write_spec(small_spec())
+    outside = save_png(tmp_path / "secret.png", (9, 9, 9))
+    link = path.parent / "img/park.png"
+    link.unlink()
+    os.symlink(outside, link)
+    expect_rejected(settings, path, "leaves the folder")
+
+
+def test_duplicate_scene_indexes(settings: Settings, write_spec: SpecWriter) -> None:
+    spec = small_spec()
+    spec["scenes"][1]["index"] = 0
+    expect_rejected(settings, write_spec(spec), "duplicate scene index(es): 0")
+
+
+def test_face_crop_of_unknown_asset(settings: Settings, write_spec: SpecWriter) -> None:
+    spec = small_spec()
+    spec["manifest"]["assets"][1]["face_crop_of"] = "nobody"
+    expect_rejected(settings, write_spec(spec), "face_crop_of 'nobody' names no asset")
+
+
+def test_invalid_enum_value(settings: Settings, write_spec: SpecWriter) -> None:
+    spec = small_spec()
+    spec["manifest"]["assets"][2]["type"] = "PLANET"
+    spec["scenes"][0]["manifest"]["placements"][0]["role"] = "hero"
+    message = expect_rejected(settings, write_spec(spec), "manifest.assets.2.type")
+    assert "scenes.0.manifest.placements.0.role" in message
+
+
+def test_malformed_yaml(settings: Settings, write_spec: SpecWriter) -> None:
+    path = write_spec(small_spec())
+    path.write_text("project: {slug: [unclosed\n", encoding="utf-8")
+    expect_rejected(settings, path, "is not valid YAML")
+
+
+def test_schema_error_names_the_field(settings: Settings, write_spec: SpecWriter) -> None:
+    spec = small_spec()
+    del spec["scenes"][0]["prompt"]
+    spec["project"]["slug"] = "Bad Slug"
+    message = expect_rejected(settings, write_spec(spec), "scenes.0.prompt", "project.slug")
+    assert "Field required" in message
+
+
+def test_reimport_keeps_derived_rows_for_unchanged_inputs(
+    settings: Settings, write_spec: SpecWriter
+) -> None:
+    path = write_spec(small_spec())
+    run_import(settings, path)
+    with session_scope(settings.database_url) as session:
+        mia = session.scalars(select(Asset).where(Asset.asset_key == "mia")).one()
+        park = session.scalars(select(Asset).where(Asset.asset_key == "park")).one()
+        mia.face_embedding = b"\x00" * 16
+        for asset in (mia, park):
+            session.add(
+                AssetCleanReference(
+                    asset_id=asset.id, tier="tier2_rembg", clean_image_url="x.png", is_primary=True
+                )
+            )
+        sm = session.scalars(select(SceneManifest).where(SceneManifest.scene_index == 0)).one()
+        sm.selected_reference_tags = ["CHAR_01", "ENV_01"]
+        mia_id = mia.id
+
+    save_png(path.parent / "img/park.png", (1, 99, 1))  # only the park photo changes
+    run_import(settings, path)
+    with session_scope(settings.database_url) as session:
+        mia = session.get(Asset, mia_id)
+        assert mia is not None and mia.face_embedding == b"\x00" * 16
+        assert [c.is_primary for c in mia.clean_references] == [True]
+        park = session.scalars(select(Asset).where(Asset.asset_key == "park")).one()
+        assert [c.is_primary for c in park.clean_references] == [False]  # stale, kept for history
+        sm = session.scalars(select(SceneManifest).where(SceneManifest.scene_index == 0)).one()
+        assert sm.selected_reference_tags == ["CHAR_01", "ENV_01"]
+        assert session.scalar(select(func.count()).select_from(Project)) == 1
+
+
+def test_reimport_with_changed_placements_clears_selection(
+    settings: Settings, write_spec: SpecWriter
+) -> None:
+    spec = small_spec()
+    path = write_spec(spec)
+    run_import(settings, path)
+    with session_scope(settings.database_url) as session:
+        sm = session.scalars(select(SceneManifest).where(SceneManifest.scene_index == 0)).one()
+        sm.selected_reference_tags = ["CHAR_01"]
+    spec["scenes"][0]["manifest"]["composition"]["shot_type"] = "wide_shot"
+    run_import(settings, write_spec(spec))
+    with session_scope(settings.database_url) as session:
+        sm = session.scalars(select(SceneManifest).where(SceneManifest.scene_index == 0)).one()
+        assert sm.selected_reference_tags is None
+        assert sm.manifest_json["composition"]["shot_type"] == "wide_shot"
+
+
+def test_failed_reimport_changes_nothing(settings: Settings, write_spec: SpecWriter) -> None:
+    spec = small_spec()
+    run_import(settings, write_spec(spec))
+    spec["project"]["name"] = "Renamed"
+    spec["scenes"][1]["start_frame"] = "frames/missing.png"
+    with pytest.raises(SpecError, match=r"missing\.png"):
+        run_import(settings, write_spec(spec, images=False))
+    with session_scope(settings.database_url) as session:
+        assert session.scalars(select(Project.name)).one() == "Spring ad"
+
+
+def test_project_without_manifest(settings: Settings, write_spec: SpecWriter) -> None:
+    run_import(settings, write_spec(small_spec(manifest=False)))
+    with session_scope(settings.database_url) as session:
+        project = session.scalars(select(Project)).one()
+        assert project.manifest is None
+        assert session.scalar(select(func.count()).select_from(SceneManifest)) == 0

@@ -1,0 +1,1 @@
+"""The per-project asset factory and its stages, one module per stage."""

@@ -1,0 +1,185 @@
+"""The ``vidpipe-dagster`` command: init, import, materialize, status, demo, emulator.
+
+Errors exit non-zero with one readable line; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from vidpipe_dagster.settings import Settings
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+def _init(settings: Settings) -> None:
+    from vidpipe_dagster.db.session import migrate
+
+    settings.ensure_dirs()
+    migrate(settings.database_url)
+
+
+def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
+    from vidpipe_dagster.runner import ensure_dagster_home
+
+    _init(settings)
+    home = ensure_dagster_home(settings)
+    print(f"database:     {settings.database_url}")
+    print(f"media root:   {settings.media_root}")
+    print(f"DAGSTER_HOME: {home}")
+    return 0
+
+
+def _import(settings: Settings, spec: Path) -> str:
+    from vidpipe_dagster.db.session import session_scope
+    from vidpipe_dagster.project_import import import_project
+
+    _init(settings)
+    with session_scope(settings.database_url) as session:
+        summary = import_project(session, spec, settings.media_root)
+    return summary.describe()
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from vidpipe_dagster.project_import import SpecError
+
+    try:
+        print(_import(settings, Path(args.spec)))
+    except SpecError as exc:
+        raise CliError(str(exc)) from exc
+    print(
+        "The Dagster UI shows new projects after a reload: in `dagster dev`, open Deployment and "
+        "click Reload on the 'vidpipe' code location."
+    )
+    return 0
+
+
+def _print_reports(slug: str, reports: Sequence[object]) -> bool:
+    ok = True
+    for report in reports:
+        if report.skipped:  # type: ignore[attr-defined]
+            print(f"{slug} {report.stage}: skipped ({report.skipped})")  # type: ignore[attr-defined]
+            continue
+        done = ", ".join(report.succeeded) or "-"  # type: ignore[attr-defined]
+        print(f"{slug} {report.stage}: materialized [{done}]")  # type: ignore[attr-defined]
+        for key, error in report.failed.items():  # type: ignore[attr-defined]
+            ok = False
+            print(f"{slug} {report.stage}: partition {key} FAILED: {error}")  # type: ignore[attr-defined]
+    return ok
+
+
+def cmd_materialize(args: argparse.Namespace, settings: Settings) -> int:
+    from vidpipe_dagster.runner import STAGE_NAMES, RunnerError, materialize_project
+
+    stages = STAGE_NAMES if args.stage == "all" else (args.stage,)
+    try:
+        reports = materialize_project(
+            args.slug, stages, partitions=args.partition, settings=settings
+        )
+    except RunnerError as exc:
+        raise CliError(str(exc)) from exc
+    return 0 if _print_reports(args.slug, reports) else 1
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from vidpipe_dagster.db.session import session_scope
+    from vidpipe_dagster.status import StatusError, project_status
+
+    _init(settings)
+    try:
+        with session_scope(settings.database_url) as session:
+            status = project_status(session, args.slug, settings.media_root)
+    except StatusError as exc:
+        raise CliError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"{status['project']}: {status['name']} ({len(status['scenes'])} scenes)")
+    for scene in status["scenes"]:
+        clip = scene["clip"] or {}
+        print(
+            f"  scene {scene['index']}: references {scene['selected_reference_tags']}, "
+            f"clip {clip.get('status', 'none')} {clip.get('path') or ''}"
+        )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from vidpipe_dagster.demo import write_demo_projects
+    from vidpipe_dagster.runner import ensure_dagster_home, materialize_project
+
+    _init(settings)
+    home = ensure_dagster_home(settings)
+    inputs = settings.home / "demo_inputs"
+    ok = True
+    for spec in write_demo_projects(inputs):
+        print(_import(settings, spec))
+    from vidpipe_dagster.demo import DEMO_SLUGS
+
+    for slug in DEMO_SLUGS:
+        ok = _print_reports(slug, materialize_project(slug, settings=settings)) and ok
+    print()
+    print(f"Demo inputs:   {inputs}")
+    print(f"Media root:    {settings.media_root}")
+    print(f"Database:      {settings.database_url}")
+    for slug in DEMO_SLUGS:
+        print(f"Status:        .venv/bin/vidpipe-dagster status {slug} --json")
+    print("Open the UI:")
+    print(f"  export DAGSTER_HOME={home} VIDPIPE_HOME={settings.home}")
+    print("  .venv/bin/dagster dev -w workspace.yaml    # then open http://127.0.0.1:3000")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vidpipe_dagster.runner import STAGE_NAMES
+
+    parser = argparse.ArgumentParser(prog="vidpipe-dagster", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("init", help="create or upgrade the database and folders").set_defaults(
+        func=cmd_init
+    )
+    p = sub.add_parser("import", help="import (or update) a project from a YAML spec")
+    p.add_argument("spec", help="path to the project's YAML file (image paths are relative to it)")
+    p.set_defaults(func=cmd_import)
+    p = sub.add_parser("materialize", help="run a project's stages in-process")
+    p.add_argument("slug")
+    p.add_argument("--stage", choices=[*STAGE_NAMES, "all"], default="all")
+    p.add_argument("--partition", action="append", help="only this partition (repeatable)")
+    p.set_defaults(func=cmd_materialize)
+    p = sub.add_parser("status", help="show a project's references, clean sheets and clips")
+    p.add_argument("slug")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_status)
+    sub.add_parser("demo", help="build, import and materialize the demo projects").set_defaults(
+        func=cmd_demo
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        return int(args.func(args, settings))
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

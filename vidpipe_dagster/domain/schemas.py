@@ -1,0 +1,132 @@
+"""Pydantic schemas: the scene manifest (composition + placements) and the project spec YAML.
+
+The project spec is a public interface (README, "Project spec"); keep it backwards compatible.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+AssetType = Literal["CHARACTER", "ENVIRONMENT", "PROP", "VEHICLE"]
+PlacementRole = Literal["subject", "interaction_target", "background"]
+ShotType = Literal[
+    "establishing",
+    "wide_shot",
+    "medium_shot",
+    "close_up",
+    "extreme_close_up",
+    "two_shot",
+    "over_the_shoulder",
+]
+AspectRatio = Literal["16:9", "9:16"]
+
+SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SceneComposition(_Strict):
+    shot_type: ShotType = "medium_shot"
+    camera_movement: str = "static"
+    focal_point: str | None = None
+
+
+class AssetPlacement(_Strict):
+    asset_tag: str = Field(min_length=1, max_length=40)
+    role: PlacementRole
+    position: str | None = None
+    action: str | None = None
+    expression: str | None = None
+    wardrobe_notes: str | None = None
+
+
+class SceneManifestSchema(_Strict):
+    """What a scene shows: its composition and which manifest tags appear in which role.
+
+    Placements may name tags the manifest lacks (new-asset declarations): they are kept, and
+    reference selection skips them.
+    """
+
+    scene_index: int | None = None
+    composition: SceneComposition = SceneComposition()
+    placements: list[AssetPlacement] = []
+
+
+class ProjectInfo(_Strict):
+    slug: str
+    name: str = Field(min_length=1, max_length=200)
+    target_clip_duration: int = Field(default=8, ge=1, le=60)
+    aspect_ratio: AspectRatio = "16:9"
+    video_model: str = "veo-3.1-generate-001"
+
+    @field_validator("slug")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not SLUG_PATTERN.match(value):
+            raise ValueError(
+                "slug must be 1-63 lowercase letters, digits or '-', not starting with '-'"
+            )
+        return value
+
+
+class ManifestAssetSpec(_Strict):
+    id: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")
+    tag: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_]+$")
+    type: AssetType
+    name: str | None = None
+    image: str
+    reverse_prompt: str | None = None
+    quality_score: float | None = Field(default=None, ge=0, le=10)
+    face_crop_of: str | None = None
+
+
+class ManifestSpec(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    assets: list[ManifestAssetSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> ManifestSpec:
+        ids = [asset.id for asset in self.assets]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate asset id(s): {', '.join(duplicates)}")
+        for asset in self.assets:
+            if asset.face_crop_of is None:
+                continue
+            if asset.face_crop_of == asset.id:
+                raise ValueError(f"asset {asset.id!r}: face_crop_of names itself")
+            if asset.face_crop_of not in ids:
+                raise ValueError(
+                    f"asset {asset.id!r}: face_crop_of {asset.face_crop_of!r} names no asset "
+                    f"(known ids: {', '.join(ids)})"
+                )
+        return self
+
+
+class SceneSpec(_Strict):
+    index: int = Field(ge=0)
+    prompt: str = Field(min_length=1)
+    start_frame: str | None = None
+    end_frame: str | None = None
+    manifest: SceneManifestSchema | None = None
+
+
+class ProjectSpec(_Strict):
+    """The whole YAML file: one project, its optional manifest, its scenes."""
+
+    project: ProjectInfo
+    manifest: ManifestSpec | None = None
+    scenes: list[SceneSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_scene_indexes(self) -> ProjectSpec:
+        indexes = [scene.index for scene in self.scenes]
+        duplicates = sorted({i for i in indexes if indexes.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate scene index(es): {', '.join(map(str, duplicates))}")
+        return self

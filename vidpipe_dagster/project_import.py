@@ -1,0 +1,277 @@
+"""Import a project spec (YAML) into the database and media root, all or nothing.
+
+Everything is validated before anything is written: schema, paths (confined to the spec's folder),
+images (fully decoded). Media is copied content-addressed, so re-importing unchanged files is a
+no-op and rows derived from unchanged inputs (clean sheets, face embeddings, selected references,
+clips) survive a re-import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vidpipe_dagster.db.models import (
+    Asset,
+    Keyframe,
+    Manifest,
+    Project,
+    Scene,
+    SceneManifest,
+)
+from vidpipe_dagster.domain.media import (
+    MediaError,
+    confine,
+    decode_image,
+    read_image_bytes,
+    sha256_bytes,
+    write_atomic,
+)
+from vidpipe_dagster.domain.schemas import ProjectSpec
+
+
+class SpecError(ValueError):
+    """The spec cannot be imported; the message says what to fix. Nothing was changed."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    source: Path
+    data: bytes
+    sha256: str
+    suffix: str
+
+
+@dataclass
+class ImportSummary:
+    slug: str
+    created: bool
+    scenes: int
+    assets: int
+    changed: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        verb = "created" if self.created else "updated"
+        if self.created:
+            return f"project {self.slug!r} created: {self.scenes} scenes, {self.assets} assets"
+        changes = "; ".join(self.changed) if self.changed else "no input changed"
+        return (
+            f"project {self.slug!r} {verb}: {self.scenes} scenes, {self.assets} assets ({changes})"
+        )
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"  {where}: {error['msg']}")
+    return "invalid project spec:\n" + "\n".join(lines)
+
+
+def parse_spec(spec_path: Path) -> ProjectSpec:
+    """Read and validate the YAML; errors name the field and say what is expected."""
+    if not spec_path.is_file():
+        raise SpecError(f"spec file {spec_path} does not exist")
+    try:
+        raw = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{spec_path} is not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read {spec_path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{spec_path}: expected a mapping with 'project' and 'scenes' at the top")
+    try:
+        return ProjectSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(_format_validation_error(exc)) from exc
+
+
+def _load_images(spec: ProjectSpec, spec_dir: Path) -> dict[str, LoadedImage]:
+    """Every image the spec names, read and decoded; all problems reported together."""
+    wanted: list[tuple[str, str]] = []
+    if spec.manifest:
+        wanted += [(f"manifest asset {a.id!r} image", a.image) for a in spec.manifest.assets]
+    for scene in spec.scenes:
+        for position, rel in (("start_frame", scene.start_frame), ("end_frame", scene.end_frame)):
+            if rel:
+                wanted.append((f"scene {scene.index} {position}", rel))
+    loaded: dict[str, LoadedImage] = {}
+    problems: list[str] = []
+    for label, rel in wanted:
+        if rel in loaded:
+            continue
+        try:
+            path = confine(spec_dir, rel)
+            data = read_image_bytes(path, label=label)
+        except MediaError as exc:
+            problems.append(f"  {label}: {exc}")
+            continue
+        fmt = (decode_image(data).format or "png").lower()
+        suffix = {"jpeg": ".jpg"}.get(fmt, f".{fmt}")
+        loaded[rel] = LoadedImage(path, data, sha256_bytes(data), suffix)
+    if problems:
+        raise SpecError("cannot import: bad image path(s) or file(s):\n" + "\n".join(problems))
+    return loaded
+
+
+def _store(media_root: Path, slug: str, image: LoadedImage) -> str:
+    """Copy into the media root, content-addressed; returns the relative path."""
+    rel = f"projects/{slug}/inputs/{image.sha256[:20]}{image.suffix}"
+    target = media_root / rel
+    if not target.exists():
+        write_atomic(target, image.data)
+    return rel
+
+
+def import_project(session: Session, spec_path: Path, media_root: Path) -> ImportSummary:
+    """Validate ``spec_path`` fully, then upsert the project in the caller's transaction."""
+    spec_path = spec_path.resolve()
+    spec = parse_spec(spec_path)
+    images = _load_images(spec, spec_path.parent)
+    slug = spec.project.slug
+    stored = {rel: _store(media_root, slug, img) for rel, img in images.items()}
+
+    project = session.scalars(select(Project).where(Project.slug == slug)).one_or_none()
+    created = project is None
+    changed: list[str] = []
+    if project is None:
+        project = Project(slug=slug, name=spec.project.name)
+        session.add(project)
+    for attr in ("name", "target_clip_duration", "aspect_ratio", "video_model"):
+        new = getattr(spec.project, attr)
+        if not created and getattr(project, attr) != new:
+            changed.append(f"{attr} changed")
+        setattr(project, attr, new)
+    project.archived = False
+
+    asset_count = _sync_manifest(session, project, spec, images, stored, changed)
+    session.flush()
+    _sync_scenes(session, project, spec, images, stored, changed)
+    session.flush()
+    return ImportSummary(slug, created, len(spec.scenes), asset_count, changed)
+
+
+def _sync_manifest(
+    session: Session,
+    project: Project,
+    spec: ProjectSpec,
+    images: dict[str, LoadedImage],
+    stored: dict[str, str],
+    changed: list[str],
+) -> int:
+    if spec.manifest is None:
+        if project.manifest is not None:
+            changed.append("manifest removed")
+        project.manifest = None
+        return 0
+    manifest = project.manifest
+    if manifest is None:
+        manifest = Manifest(name=spec.manifest.name)
+        session.add(manifest)
+        project.manifest = manifest
+    manifest.name = spec.manifest.name
+    session.flush()
+
+    existing = {a.asset_key: a for a in manifest.assets}
+    keep: dict[str, Asset] = {}
+    for item in spec.manifest.assets:
+        image = images[item.image]
+        asset = existing.get(item.id)
+        if asset is None:
+            asset = Asset(manifest=manifest, asset_key=item.id)
+            session.add(asset)
+            changed.append(f"asset {item.id} added")
+        elif asset.original_sha256 != image.sha256:
+            changed.append(f"asset {item.id} image changed")
+            asset.face_embedding = None  # derived from the old image
+            for clean in asset.clean_references:  # stale: made from the old image
+                clean.is_primary = False
+        asset.manifest_tag = item.tag
+        asset.asset_type = item.type
+        asset.name = item.name
+        asset.reference_image_url = stored[item.image]
+        asset.original_sha256 = image.sha256
+        asset.reverse_prompt = item.reverse_prompt
+        asset.quality_score = item.quality_score
+        asset.is_face_crop = item.face_crop_of is not None
+        keep[item.id] = asset
+    for key, asset in existing.items():
+        if key not in keep:
+            changed.append(f"asset {key} removed")
+            manifest.assets.remove(asset)
+    session.flush()
+    for item in spec.manifest.assets:
+        source = keep[item.face_crop_of].id if item.face_crop_of else None
+        keep[item.id].source_asset_id = source
+    return len(keep)
+
+
+def _sync_scenes(
+    session: Session,
+    project: Project,
+    spec: ProjectSpec,
+    images: dict[str, LoadedImage],
+    stored: dict[str, str],
+    changed: list[str],
+) -> None:
+    scenes = {s.scene_index: s for s in project.scenes}
+    scene_manifests = {
+        sm.scene_index: sm
+        for sm in session.scalars(
+            select(SceneManifest).where(SceneManifest.project_id == project.id)
+        )
+    }
+    wanted = {s.index for s in spec.scenes}
+    for index, scene in scenes.items():
+        if index not in wanted:
+            changed.append(f"scene {index} removed")
+            project.scenes.remove(scene)
+    for index, sm in scene_manifests.items():
+        if index not in wanted:
+            session.delete(sm)
+
+    for item in spec.scenes:
+        scene = scenes.get(item.index)
+        if scene is None:
+            scene = Scene(scene_index=item.index, prompt=item.prompt)
+            project.scenes.append(scene)
+            changed.append(f"scene {item.index} added")
+        elif scene.prompt != item.prompt:
+            changed.append(f"scene {item.index} prompt changed")
+        scene.prompt = item.prompt
+        frames = {k.position: k for k in scene.keyframes}
+        for position, rel in (("start", item.start_frame), ("end", item.end_frame)):
+            frame = frames.get(position)
+            if rel is None:
+                if frame is not None:
+                    scene.keyframes.remove(frame)
+                continue
+            if frame is None:
+                frame = Keyframe(position=position, image_url="", content_sha256="")
+                scene.keyframes.append(frame)
+            elif frame.content_sha256 != images[rel].sha256:
+                changed.append(f"scene {item.index} {position} keyframe changed")
+            frame.image_url = stored[rel]
+            frame.content_sha256 = images[rel].sha256
+
+        sm = scene_manifests.get(item.index)
+        if item.manifest is None:
+            if sm is not None:
+                session.delete(sm)
+            continue
+        manifest_json = item.manifest.model_dump(mode="json", exclude_none=True)
+        manifest_json["scene_index"] = item.index
+        if sm is None:
+            sm = SceneManifest(
+                project_id=project.id, scene_index=item.index, manifest_json=manifest_json
+            )
+            session.add(sm)
+        elif sm.manifest_json != manifest_json:
+            changed.append(f"scene {item.index} placements changed")
+            sm.manifest_json = manifest_json
+            sm.selected_reference_tags = None  # must be selected again

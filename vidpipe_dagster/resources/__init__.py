@@ -1,0 +1,1 @@
+"""Dagster resources: one per outside system (database, media store, Vertex, local models)."""

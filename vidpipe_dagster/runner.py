@@ -1,0 +1,174 @@
+"""Materialize a project's stages in-process on a Dagster instance, so the UI shows history."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from vidpipe_dagster.assets.factory import build_project_assets
+from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
+from vidpipe_dagster.definitions import default_resources
+from vidpipe_dagster.settings import Settings
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # CLI name
+    asset: str  # asset name inside the project's group
+    partitioned_by: str  # "tags" | "scenes" | "none"
+    single_run: bool  # all partitions in one run (concurrent work inside the asset)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("clean-sheets", "clean_sheet", "tags", False),
+    Stage("references", "scene_references", "scenes", False),
+    Stage("clips", "scene_clip", "scenes", True),
+    Stage("final-cut", "final_cut", "none", False),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+class RunnerError(RuntimeError):
+    """A stage could not run or failed; the message names the project, stage and partitions."""
+
+
+@dataclass
+class StageReport:
+    stage: str
+    succeeded: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: str | None = None
+
+
+def ensure_dagster_home(settings: Settings) -> str:
+    """Use ``$DAGSTER_HOME``, defaulting to ``$VIDPIPE_HOME/dagster`` (printed by the CLI)."""
+    home = os.environ.get("DAGSTER_HOME") or str(settings.home / "dagster")
+    os.makedirs(home, exist_ok=True)
+    yaml_path = os.path.join(home, "dagster.yaml")
+    if not os.path.exists(yaml_path):
+        with open(yaml_path, "w", encoding="utf-8") as handle:
+            handle.write(
+                "# Local Dagster instance for vidpipe-dagster (see README, Deployment).\n"
+                "telemetry:\n  enabled: false\n"
+            )
+    os.environ["DAGSTER_HOME"] = home
+    return home
+
+
+def find_graph(slug: str, settings: Settings) -> ProjectGraph:
+    graphs = {g.slug: g for g in load_project_graphs(settings.database_url)}
+    if slug not in graphs:
+        known = ", ".join(sorted(graphs)) or "none imported yet"
+        raise RunnerError(
+            f"no active project {slug!r} (known: {known}); run `vidpipe-dagster import`"
+        )
+    return graphs[slug]
+
+
+def _first_error(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_failure_data:
+            error = event.step_failure_data.error
+            if error is None:
+                continue
+            while error.cause is not None and error.message.startswith("Error occurred"):
+                error = error.cause
+            return error.message.strip().splitlines()[-1] if error.message else "step failed"
+    return "run failed"
+
+
+def materialize_project(
+    slug: str,
+    stages: Sequence[str] = STAGE_NAMES,
+    *,
+    partitions: Sequence[str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    resources: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+    run_config: dict[str, Any] | None = None,
+    log_level: str = "WARNING",
+) -> list[StageReport]:
+    """Run the chosen stages in order; one failed partition never stops the other partitions."""
+    settings = settings or Settings.from_env()
+    graph = find_graph(slug, settings)
+    items = build_project_assets(graph)
+    keys = {
+        item.key
+        for item in items
+        if isinstance(item, dg.AssetsDefinition) and not isinstance(item, dg.AssetSpec)
+    }
+    resources = resources or default_resources(settings)
+    if instance is None:
+        ensure_dagster_home(settings)
+        instance = dg.DagsterInstance.get()
+    reports = []
+    for stage in STAGES:
+        if stage.name not in stages:
+            continue
+        report = StageReport(stage.name)
+        reports.append(report)
+        key = dg.AssetKey([graph.prefix, stage.asset])
+        if key not in keys:
+            report.skipped = (
+                "not part of this project" if stage.partitioned_by == "tags" else "not built"
+            )
+            continue
+        all_keys = {"tags": list(graph.tags), "scenes": list(graph.scene_keys), "none": [""]}[
+            stage.partitioned_by
+        ]
+        wanted = [k for k in all_keys if partitions is None or k in partitions or k == ""]
+        base_tags = {"vidpipe/project": slug, "vidpipe/stage": stage.name}
+
+        def run(
+            partition_key: str | None,
+            tags: dict[str, str],
+            key: dg.AssetKey = key,
+            base_tags: dict[str, str] = base_tags,
+            stage: Stage = stage,
+        ) -> dg.ExecuteInProcessResult:
+            return dg.materialize(
+                items,
+                selection=[key],
+                partition_key=partition_key,
+                instance=instance,
+                resources=resources,
+                run_config={
+                    "loggers": {"console": {"config": {"log_level": log_level}}},
+                    **((run_config or {}).get(stage.asset) or {}),
+                },
+                tags={**base_tags, **tags},
+                raise_on_error=False,
+            )
+
+        if stage.partitioned_by == "none":
+            _record(report, run(None, {}), ["all"])
+        elif stage.single_run and len(wanted) > 1 and _contiguous(wanted, all_keys):
+            range_tags = {
+                "dagster/asset_partition_range_start": wanted[0],
+                "dagster/asset_partition_range_end": wanted[-1],
+            }
+            _record(report, run(None, range_tags), wanted)
+        else:
+            for k in wanted:
+                _record(report, run(k, {"vidpipe/partition": k}), [k])
+    return reports
+
+
+def _contiguous(wanted: list[str], all_keys: list[str]) -> bool:
+    start = all_keys.index(wanted[0])
+    return all_keys[start : start + len(wanted)] == wanted
+
+
+def _record(report: StageReport, result: dg.ExecuteInProcessResult, expected: list[str]) -> None:
+    """Partitions materialized by this run succeeded; the rest failed with the run's first error."""
+    materialized = {event.partition or "all" for event in result.get_asset_materialization_events()}
+    error = None if result.success else _first_error(result)
+    for k in expected:
+        if k in materialized:
+            report.succeeded.append(k)
+        else:
+            report.failed[k] = error or "not materialized"

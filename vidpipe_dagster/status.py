@@ -1,0 +1,111 @@
+"""``vidpipe-dagster status``: one JSON object with a project's references, sheets and clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vidpipe_dagster.db.models import Project, SceneManifest
+from vidpipe_dagster.domain.reference_selection import select_references_for_scene
+
+
+class StatusError(LookupError):
+    pass
+
+
+def _abs(media_root: Path, rel: str | None) -> str | None:
+    return str((media_root / rel).resolve()) if rel else None
+
+
+def project_status(session: Session, slug: str, media_root: Path) -> dict[str, Any]:
+    project = session.scalars(select(Project).where(Project.slug == slug)).one_or_none()
+    if project is None:
+        known = ", ".join(session.scalars(select(Project.slug).order_by(Project.slug))) or "none"
+        raise StatusError(f"no project {slug!r} (known: {known})")
+    assets = list(project.manifest.assets) if project.manifest else []
+    scene_manifests = {
+        sm.scene_index: sm
+        for sm in session.scalars(
+            select(SceneManifest).where(SceneManifest.project_id == project.id)
+        )
+    }
+    scenes = []
+    for scene in project.scenes:
+        sm = scene_manifests.get(scene.scene_index)
+        persisted = sm.selected_reference_tags if sm else None
+        selected = []
+        if sm and persisted is not None:
+            picks = select_references_for_scene(sm.manifest_json, assets)
+            if [a.manifest_tag for a in picks] == persisted:
+                selected = [
+                    {
+                        "tag": a.manifest_tag,
+                        "asset_id": a.asset_key,
+                        "face_crop": bool(a.is_face_crop),
+                        "image": _abs(media_root, a.reference_image_url),
+                    }
+                    for a in picks
+                ]
+        scenes.append(
+            {
+                "index": scene.scene_index,
+                "prompt": scene.prompt,
+                "selected_reference_tags": persisted,
+                "selected_references": selected,
+                "clip": _clip(scene.clip, media_root),
+            }
+        )
+    return {
+        "project": project.slug,
+        "name": project.name,
+        "archived": project.archived,
+        "video_model": project.video_model,
+        "has_manifest": project.manifest is not None,
+        "scenes": scenes,
+        "assets": [
+            {
+                "tag": a.manifest_tag,
+                "asset_id": a.asset_key,
+                "type": a.asset_type,
+                "face_crop": bool(a.is_face_crop),
+                "image": _abs(media_root, a.reference_image_url),
+                "has_face_embedding": a.face_embedding is not None,
+                "clean_sheets": [
+                    {
+                        "tier": c.tier,
+                        "primary": c.is_primary,
+                        "path": _abs(media_root, c.clean_image_url),
+                        "similarity": c.face_similarity_score,
+                        "validated": c.face_similarity_score is not None,
+                        "cost_usd": c.generation_cost,
+                        "created_at": c.created_at.isoformat() if c.created_at else None,
+                    }
+                    for c in a.clean_references
+                ],
+            }
+            for a in assets
+        ],
+    }
+
+
+def _clip(clip: Any, media_root: Path) -> dict[str, Any] | None:
+    if clip is None:
+        return None
+    return {
+        "status": clip.status,
+        "path": _abs(media_root, clip.file_url),
+        "duration_seconds": clip.duration_seconds,
+        "conditioning_mode": clip.conditioning_mode,
+        "conditioning_reason": clip.conditioning_reason,
+        "remediation_level": clip.remediation_level,
+        "reference_tags": clip.reference_tags,
+        "cost_usd": clip.cost_usd,
+        "backend": clip.backend,
+        "preview": clip.backend == "animatic",
+        "cached": clip.cached,
+        "attempts": clip.attempts,
+        "error": clip.error,
+    }
