@@ -21,8 +21,8 @@ test-fast: setup  ## skip the slow end-to-end tests
 	$(BIN)/pytest -q -m "not slow"
 
 lint: setup
-	$(BIN)/ruff check vidpipe_dagster tests bench
-	$(BIN)/ruff format --check vidpipe_dagster tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 demo: setup  ## build, import and materialize the demo projects offline
 	$(BIN)/vidpipe-dagster demo
