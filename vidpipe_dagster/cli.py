@@ -136,6 +136,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
+def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
+    from vidpipe_dagster.testing.vertex_emulator import main as emulator_main
+
+    return emulator_main(args.emulator_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vidpipe_dagster.runner import STAGE_NAMES
 
@@ -160,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="build, import and materialize the demo projects").set_defaults(
         func=cmd_demo
     )
+    p = sub.add_parser(
+        "emulator",
+        help="run the local Vertex emulator (a test double, not Google) on 127.0.0.1",
+        add_help=False,
+    )
+    p.add_argument("emulator_args", nargs=argparse.REMAINDER, help="e.g. --port 8085")
+    p.set_defaults(func=cmd_emulator)
     return parser
 
 

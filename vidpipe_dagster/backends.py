@@ -1,0 +1,463 @@
+"""Generation backends: Veo and Gemini image through google-genai (Vertex mode), and the local
+animatic preview. No Dagster here; the resources in ``resources/`` construct these.
+
+All three implement the protocols in ``domain.generation_client``. The SDK's own retries are
+switched off (``HttpRetryOptions(attempts=1)``) so that the pipeline alone decides when a paid
+request is sent again; every failure surfaces once, classified as a ``GenerationApiError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Awaitable
+from typing import ClassVar, Literal, TypeVar
+
+import pydantic
+from google import genai
+from google.auth import exceptions as google_auth_exceptions
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from vidpipe_dagster.domain.generation_client import (
+    ErrorKind,
+    GenerationApiError,
+    OperationResult,
+)
+from vidpipe_dagster.domain.render import render_animatic
+from vidpipe_dagster.domain.video_requests import ImageInput, VideoRequest
+
+Call = Literal["submit", "poll", "fetch", "generate_image"]
+T = TypeVar("T")
+
+EMULATOR_PROJECT = "vidpipe-emulator"
+_SUPPORT_CODES = re.compile(r"support codes?:\s*([0-9][0-9,\s]*)", re.IGNORECASE)
+_POLICY_WORDS = re.compile(
+    r"usage guidelines|responsible ai|\bsafety\b|prohibited|sensitive words|violat|"
+    r"blocked|\brai\b|content polic",
+    re.IGNORECASE,
+)
+_SAFETY_FINISH = {
+    "SAFETY",
+    "IMAGE_SAFETY",
+    "PROHIBITED_CONTENT",
+    "IMAGE_PROHIBITED_CONTENT",
+    "BLOCKLIST",
+    "SPII",
+    "RECITATION",
+    "IMAGE_RECITATION",
+}
+
+
+def make_genai_client(
+    *,
+    project: str | None = None,
+    location: str = "us-central1",
+    emulator_host: str | None = None,
+    api_key: str | None = None,
+    timeout_s: float = 120.0,
+) -> genai.Client:
+    """A Vertex-mode google-genai client with SDK retries off.
+
+    ``emulator_host`` ("127.0.0.1:8085") points the client at the loopback emulator with a static
+    token, because anonymous credentials cannot be refreshed by the SDK. ``api_key`` selects
+    Vertex express mode (the SDK forbids combining it with project/location).
+    """
+    http_options = types.HttpOptions(
+        retry_options=types.HttpRetryOptions(attempts=1),
+        timeout=int(timeout_s * 1000),
+    )
+    if emulator_host:
+        from google.oauth2.credentials import Credentials
+
+        host = emulator_host.removeprefix("http://").rstrip("/")
+        http_options.base_url = f"http://{host}"
+        return genai.Client(
+            vertexai=True,
+            project=project or EMULATOR_PROJECT,
+            location=location,
+            credentials=Credentials(token="emulator"),
+            http_options=http_options,
+        )
+    if api_key:
+        return genai.Client(vertexai=True, api_key=api_key, http_options=http_options)
+    return genai.Client(
+        vertexai=True, project=project, location=location, http_options=http_options
+    )
+
+
+def generate_videos_args(
+    request: VideoRequest,
+) -> tuple[str, types.GenerateVideosSource, types.GenerateVideosConfig]:
+    """(model, source, config) for ``generate_videos``; references only as "asset" images."""
+    config = types.GenerateVideosConfig(
+        number_of_videos=1,
+        duration_seconds=request.duration_seconds,
+        aspect_ratio=request.aspect_ratio,
+        generate_audio=request.generate_audio,
+    )
+    if request.last_frame is not None:
+        config.last_frame = _image(request.last_frame)
+    if request.reference_images:
+        config.reference_images = [
+            types.VideoGenerationReferenceImage(image=_image(ref), reference_type="asset")
+            for ref in request.reference_images
+        ]
+    source = types.GenerateVideosSource(
+        prompt=request.prompt,
+        image=_image(request.first_frame) if request.first_frame is not None else None,
+    )
+    return request.model, source, config
+
+
+def classify_api_error(exc: BaseException, call: Call) -> GenerationApiError:
+    """Map an SDK or transport failure to our error kinds (see ``ErrorKind``)."""
+    if isinstance(exc, GenerationApiError):
+        return exc
+    if isinstance(exc, genai_errors.APIError):
+        code = int(exc.code or 0)
+        message = exc.message or str(exc)
+        support = _support_codes(message)
+        kind: ErrorKind
+        if code in (408, 429) or code >= 500:
+            kind = "transient"
+        elif code == 404 and call == "poll":
+            kind = "not_found"
+        elif _POLICY_WORDS.search(message) or (support and code == 400):
+            kind = "content_policy"
+        else:
+            kind = "rejected"
+        status = f"{exc.status}: " if exc.status else ""
+        return GenerationApiError(
+            kind, f"{status}{message}", status_code=code or None, support_codes=support
+        )
+    if isinstance(exc, _TRANSPORT_ERRORS):
+        detail = str(exc) or type(exc).__name__
+        if call == "submit":
+            detail += " (the request may have reached the service; check before paying again)"
+        return GenerationApiError("transient", f"{type(exc).__name__}: {detail}")
+    if isinstance(exc, google_auth_exceptions.GoogleAuthError):
+        return GenerationApiError("rejected", f"Google credentials failed: {exc}")
+    if isinstance(exc, ValueError | TypeError | pydantic.ValidationError):
+        return GenerationApiError("rejected", f"request refused before sending: {exc}")
+    raise exc
+
+
+class VertexVideoClient:
+    """Veo through google-genai in Vertex mode: one HTTP request per method call, no retries."""
+
+    backend = "vertex"
+    is_preview = False
+
+    def __init__(
+        self,
+        client: genai.Client,
+        *,
+        submit_timeout_s: float = 120.0,
+        poll_timeout_s: float = 30.0,
+        download_timeout_s: float = 300.0,
+    ) -> None:
+        self._client = client
+        self._submit_timeout_s = submit_timeout_s
+        self._poll_timeout_s = poll_timeout_s
+        self._download_timeout_s = download_timeout_s
+
+    async def submit(self, request: VideoRequest) -> str:
+        model, source, config = generate_videos_args(request)
+        operation = await _call(
+            self._client.aio.models.generate_videos(model=model, source=source, config=config),
+            "submit",
+            self._submit_timeout_s,
+        )
+        if not operation.name:
+            raise GenerationApiError(
+                "failed", "Veo accepted the request but returned no operation name", billed=True
+            )
+        return operation.name
+
+    async def poll(self, operation_name: str) -> OperationResult:
+        operation = await _call(
+            self._client.aio.operations.get(types.GenerateVideosOperation(name=operation_name)),
+            "poll",
+            self._poll_timeout_s,
+        )
+        return operation_result(operation_name, operation)
+
+    async def fetch_video(self, result: OperationResult) -> bytes:
+        if result.video_bytes:
+            return result.video_bytes
+        if result.content_filtered:
+            reasons = "; ".join(result.rai_filtered_reasons) or "no reason given"
+            raise GenerationApiError(
+                "content_policy",
+                f"the video was filtered: {reasons}",
+                support_codes=_support_codes(reasons),
+            )
+        if not result.video_uri:
+            raise GenerationApiError(
+                "failed", f"operation {result.name} finished without a video", billed=True
+            )
+        if result.video_uri.startswith(("http://", "https://")):
+            return await _call(
+                asyncio.to_thread(_download_http, result.video_uri, self._download_timeout_s),
+                "fetch",
+                self._download_timeout_s + 5,
+            )
+        if result.video_uri.startswith("gs://"):
+            return await _call(
+                asyncio.to_thread(_download_gcs, result.video_uri),
+                "fetch",
+                self._download_timeout_s,
+            )
+        raise GenerationApiError(
+            "failed", f"cannot download video URI {result.video_uri!r}", billed=True
+        )
+
+
+class VertexImageClient:
+    """Gemini image models through ``generate_content`` with the input image as the first part."""
+
+    backend = "vertex"
+
+    def __init__(self, client: genai.Client, *, timeout_s: float = 120.0) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+
+    async def generate_image(
+        self, *, model: str, prompt: str, image: bytes, mime_type: str
+    ) -> bytes:
+        response = await _call(
+            self._client.aio.models.generate_content(
+                model=model,
+                contents=[types.Part.from_bytes(data=image, mime_type=mime_type), prompt],
+                config=types.GenerateContentConfig(response_modalities=["IMAGE"]),
+            ),
+            "generate_image",
+            self._timeout_s,
+        )
+        return first_image(response)
+
+
+class AnimaticVideoClient:
+    """Local preview backend: renders a labelled animatic instead of calling Veo.
+
+    Results are shared by all instances in this process (a resource may hand out a new client per
+    call), but not across processes: there, poll answers ``not_found`` and the caller renders
+    again, which costs nothing. The newest ``MAX_KEPT`` results are kept.
+    """
+
+    backend = "animatic"
+    is_preview = True
+    MAX_KEPT = 256
+
+    _store: ClassVar[OrderedDict[str, tuple[bytes, float]]] = OrderedDict()
+    _store_lock: ClassVar[threading.Lock] = threading.Lock()
+    _counter: ClassVar[itertools.count[int]] = itertools.count(1)
+
+    def __init__(self, render_latency_s: float = 0.0, *, fps: int = 12, height: int = 360) -> None:
+        self.render_latency_s = render_latency_s
+        self.fps = fps
+        self.height = height
+
+    async def submit(self, request: VideoRequest) -> str:
+        tags = list(request.reference_tags)
+        references = [
+            (tags[i] if i < len(tags) else ref.label, ref.data)
+            for i, ref in enumerate(request.reference_images)
+        ]
+        if request.aspect_ratio not in ("16:9", "9:16"):
+            raise GenerationApiError("rejected", f"unsupported aspect ratio {request.aspect_ratio}")
+        try:
+            data = await asyncio.to_thread(
+                render_animatic,
+                start_frame=request.first_frame.data if request.first_frame else None,
+                end_frame=request.last_frame.data if request.last_frame else None,
+                references=references,
+                prompt=request.prompt,
+                duration_seconds=request.duration_seconds,
+                aspect_ratio="9:16" if request.aspect_ratio == "9:16" else "16:9",
+                fps=self.fps,
+                height=self.height,
+            )
+        except ValueError as exc:
+            raise GenerationApiError("rejected", f"animatic render refused: {exc}") from exc
+        with self._store_lock:
+            name = f"animatic/{request.fingerprint}/{next(self._counter)}"
+            self._store[name] = (data, time.monotonic() + self.render_latency_s)
+            while len(self._store) > self.MAX_KEPT:
+                self._store.popitem(last=False)
+        return name
+
+    async def poll(self, operation_name: str) -> OperationResult:
+        with self._store_lock:
+            entry = self._store.get(operation_name)
+        if entry is None:
+            raise GenerationApiError(
+                "not_found", f"animatic operation {operation_name} is not in this process"
+            )
+        data, ready_at = entry
+        if time.monotonic() < ready_at:
+            return OperationResult(name=operation_name, done=False)
+        return OperationResult(name=operation_name, done=True, video_bytes=data)
+
+    async def fetch_video(self, result: OperationResult) -> bytes:
+        if result.video_bytes:
+            return result.video_bytes
+        with self._store_lock:
+            entry = self._store.get(result.name)
+        if entry is None:
+            raise GenerationApiError("not_found", f"no animatic for operation {result.name}")
+        return entry[0]
+
+
+def operation_result(name: str, operation: types.GenerateVideosOperation) -> OperationResult:
+    """Flatten an SDK operation into our result (first video, filter counts, operation error)."""
+    if operation.error:
+        error = dict(operation.error)
+        return OperationResult(
+            name=name,
+            done=True,
+            error_message=str(error.get("message") or error),
+            error_code=_int_or_none(error.get("code")),
+        )
+    if not operation.done:
+        return OperationResult(name=name, done=False)
+    response = operation.response or operation.result
+    videos = (response.generated_videos or []) if response else []
+    video = next(
+        (v.video for v in videos if v.video and (v.video.video_bytes or v.video.uri)), None
+    )
+    return OperationResult(
+        name=name,
+        done=True,
+        video_bytes=video.video_bytes if video else None,
+        video_uri=video.uri if video else None,
+        mime_type=(video.mime_type if video else None) or "video/mp4",
+        rai_filtered_count=(response.rai_media_filtered_count or 0) if response else 0,
+        rai_filtered_reasons=tuple(response.rai_media_filtered_reasons or ()) if response else (),
+    )
+
+
+def first_image(response: types.GenerateContentResponse) -> bytes:
+    """The first inline image of a response; safety blocks and empty answers are content_policy."""
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None:
+        reason = _enum_name(feedback.block_reason)
+        detail = feedback.block_reason_message or "the prompt was blocked"
+        raise GenerationApiError("content_policy", f"prompt blocked ({reason}): {detail}")
+    finish_reasons: list[str] = []
+    texts: list[str] = []
+    for candidate in response.candidates or []:
+        reason = _enum_name(candidate.finish_reason) if candidate.finish_reason else ""
+        finish_reasons.append(reason)
+        for part in (candidate.content.parts if candidate.content else None) or []:
+            inline = part.inline_data
+            if inline and inline.data and (inline.mime_type or "").startswith("image/"):
+                return inline.data
+            if part.text:
+                texts.append(part.text)
+        if reason in _SAFETY_FINISH:
+            detail = candidate.finish_message or "the image was filtered"
+            raise GenerationApiError("content_policy", f"image blocked ({reason}): {detail}")
+    said = f"; model said: {' '.join(texts)[:200]}" if texts else ""
+    raise GenerationApiError(
+        "content_policy",
+        f"no image returned (finish reasons: {', '.join(finish_reasons) or 'none'}){said}",
+    )
+
+
+async def _call(awaitable: Awaitable[T], call: Call, timeout_s: float) -> T:
+    """Await one SDK request under a hard time bound, classifying every failure."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout=timeout_s)
+    except TimeoutError as exc:
+        raise GenerationApiError("transient", f"{call} timed out after {timeout_s:.0f} s") from exc
+    except GenerationApiError:
+        raise
+    except Exception as exc:
+        raise classify_api_error(exc, call) from exc
+
+
+def _transport_error_types() -> tuple[type[BaseException], ...]:
+    """Connection-level exception classes of whichever HTTP stacks are installed."""
+    found: list[type[BaseException]] = [ConnectionError, TimeoutError, urllib.error.URLError]
+    for module_name, attribute in (
+        ("httpx", "TransportError"),
+        ("httpx2", "TransportError"),
+        ("aiohttp", "ClientError"),
+        ("google.auth.exceptions", "TransportError"),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        cls = getattr(module, attribute, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+_TRANSPORT_ERRORS = _transport_error_types()
+
+
+def _image(image: ImageInput) -> types.Image:
+    return types.Image(image_bytes=image.data, mime_type=image.mime_type)
+
+
+def _support_codes(message: str) -> tuple[str, ...]:
+    codes: list[str] = []
+    for match in _SUPPORT_CODES.finditer(message):
+        codes.extend(code for code in re.split(r"[,\s]+", match.group(1)) if code)
+    return tuple(codes)
+
+
+def _enum_name(value: object) -> str:
+    return str(getattr(value, "value", value))
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
+def _download_http(url: str, timeout_s: float) -> bytes:
+    """Fetch a video URL (signed URLs, the emulator); 4xx means it is gone, not retryable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code in (408, 429) or exc.code >= 500:
+            raise GenerationApiError(
+                "transient", f"video download failed: HTTP {exc.code}", status_code=exc.code
+            ) from exc
+        raise GenerationApiError(
+            "failed",
+            f"video download failed: HTTP {exc.code} for {url}",
+            status_code=exc.code,
+            billed=True,
+        ) from exc
+
+
+def _download_gcs(uri: str) -> bytes:
+    """gs:// needs google-cloud-storage; the SDK cannot download GCS objects in Vertex mode."""
+    try:
+        storage = importlib.import_module("google.cloud.storage")
+    except ImportError as exc:
+        raise GenerationApiError(
+            "failed",
+            f"the video is at {uri}, and downloading gs:// URIs needs the google-cloud-storage "
+            "package (pip install google-cloud-storage); or leave output_gcs_uri unset so Veo "
+            "returns the video inline",
+            billed=True,
+        ) from exc
+    bucket, _, blob = uri.removeprefix("gs://").partition("/")
+    return storage.Client().bucket(bucket).blob(blob).download_as_bytes()
