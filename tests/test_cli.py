@@ -52,3 +52,10 @@ def test_import_materialize_status(
     )
     assert {a["tag"] for a in status["assets"]} == {"CHAR_01", "ENV_01"}
     assert all(a["clean_sheets"] == [] for a in status["assets"])
+
+
+def test_emulator_command_passes_its_options_through(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["emulator", "--help"])
+    assert info.value.code == 0
+    assert "--latency" in capsys.readouterr().out

@@ -136,12 +136,6 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
-def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
-    from vidpipe_dagster.testing.vertex_emulator import main as emulator_main
-
-    return emulator_main(args.emulator_args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from vidpipe_dagster.runner import STAGE_NAMES
 
@@ -171,12 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the local Vertex emulator (a test double, not Google) on 127.0.0.1",
         add_help=False,
     )
-    p.add_argument("emulator_args", nargs=argparse.REMAINDER, help="e.g. --port 8085")
-    p.set_defaults(func=cmd_emulator)
+    p.add_argument("options", nargs="*", help="--port N, --latency S, ... (see emulator --help)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:  # its own options (--port, --latency, ...) pass straight through
+        from vidpipe_dagster.testing.vertex_emulator import main as emulator_main
+
+        return emulator_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = Settings.from_env()
