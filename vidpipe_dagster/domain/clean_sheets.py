@@ -1,0 +1,556 @@
+"""Clean sheets: reference images redrawn so Veo sees the subject, not the scene around it.
+
+Tier 2 removes the background locally and composites the subject on neutral gray (#808080).
+rembg is used when its weights are on disk; otherwise OpenCV GrabCut, a weight-free engine that
+is labelled as such (``tier2_grabcut``) so nobody mistakes it for a model's output. Nothing here
+ever downloads weights. Tier 2 functions are CPU-bound and synchronous: callers run them in a
+thread.
+
+Tier 3 asks an image model (any ``ImageClient``) for an idealised reference and, for characters
+with a stored face embedding, accepts it only if the face still matches: 0.6 on tries 1-2, 0.5
+on try 3 (plan 08-02). Without a face model the image is accepted but marked "not validated"
+with the reason, never silently passed (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from vidpipe_dagster.domain.faces import FaceEmbedder, cosine_similarity
+from vidpipe_dagster.domain.generation_client import GenerationApiError, ImageClient
+from vidpipe_dagster.domain.media import MediaError, decode_image, png_bytes
+
+NEUTRAL_GRAY: tuple[int, int, int] = (128, 128, 128)  # #808080
+
+TIER2_REMBG = "tier2_rembg"
+TIER2_GRABCUT = "tier2_grabcut"
+TIER3_GEMINI = "tier3_gemini"
+
+REMBG_MODEL_ENV = "VIDPIPE_REMBG_MODEL"
+REMBG_MODEL_PATH_ENV = "VIDPIPE_REMBG_MODEL_PATH"
+DEFAULT_REMBG_MODEL = "u2net"
+CUSTOM_REMBG_SESSIONS = ("u2net_custom", "dis_custom", "ben_custom")
+
+DEFAULT_TIER3_PRICE_USD = 0.039
+TIER3_MAX_TRIES = 3
+
+
+class CleanSheetError(RuntimeError):
+    """A clean sheet could not be made from a valid image (e.g. no subject was separated)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Tier 2
+
+
+def composite_on_gray(rgba: Image.Image) -> Image.Image:
+    """The subject over #808080 using its alpha; opaque images come back unchanged as RGB."""
+    subject = rgba.convert("RGBA")
+    background = Image.new("RGBA", subject.size, (*NEUTRAL_GRAY, 255))
+    return Image.alpha_composite(background, subject).convert("RGB")
+
+
+def _upright_rgb(image_bytes: bytes, label: str) -> Image.Image:
+    return ImageOps.exif_transpose(decode_image(image_bytes, label=label)).convert("RGB")
+
+
+class BackgroundRemover(Protocol):
+    """One background-removal engine. ``remove`` returns the upright image with alpha."""
+
+    name: str  # engine: "rembg" | "grabcut"
+    model: str  # what ran: a rembg model name or file, or "opencv-grabcut"
+    tier_label: str  # AssetCleanReference.tier (String(20))
+
+    def remove(self, image_bytes: bytes) -> Image.Image: ...
+
+
+_rembg_sessions: dict[tuple[str, str], Any] = {}
+_rembg_lock = threading.Lock()
+
+
+def _rembg_session(model_name: str, model_file: Path) -> Any:
+    """One rembg session per (model, file) per process, pinned to a file already on disk.
+
+    rembg's session classes run unchanged except for their file lookup, which is overridden to
+    return ``model_file``: a named model can then never start a download, and a custom model may
+    live outside rembg's home (rembg refuses that for its HTTP server; here the path is operator
+    configuration).
+    """
+    key = (model_name, str(model_file))
+    with _rembg_lock:
+        session = _rembg_sessions.get(key)
+        if session is None:
+            import onnxruntime as ort
+            from rembg.sessions import sessions
+
+            base = sessions[model_name]
+            pinned = type(
+                f"Pinned{base.__name__}",
+                (base,),
+                {"download_models": classmethod(lambda cls, *a, **k: str(model_file))},
+            )
+            session = pinned(
+                model_name,
+                ort.SessionOptions(),
+                providers=["CPUExecutionProvider"],
+                model_path=str(model_file),
+            )
+            _rembg_sessions[key] = session
+        return session
+
+
+class RembgRemover:
+    """rembg with a local model: a named one found in rembg's home, or a custom ONNX file."""
+
+    name = "rembg"
+    tier_label = TIER2_REMBG
+
+    def __init__(self, model_name: str, model_file: str | Path) -> None:
+        self.model_name = model_name
+        self.model_file = Path(model_file).expanduser().resolve()
+        custom = model_name in CUSTOM_REMBG_SESSIONS
+        self.model = f"{model_name}:{self.model_file.name}" if custom else model_name
+
+    def remove(self, image_bytes: bytes) -> Image.Image:
+        import rembg
+
+        session = _rembg_session(self.model_name, self.model_file)
+        image = _upright_rgb(image_bytes, "background removal input")
+        # putalpha keeps colours straight (not premultiplied), so gray compositing has no dark rim
+        cutout = rembg.remove(image, session=session, putalpha=True)
+        return cutout.convert("RGBA")
+
+
+class GrabCutRemover:
+    """Weight-free engine: OpenCV GrabCut seeded with "everything near the border is background".
+
+    Work is bounded by computing the mask on a copy at most ``max_side`` pixels wide and scaling
+    the mask back up. Subjects that touch the frame edge lose that edge: use rembg for those.
+    """
+
+    name = "grabcut"
+    model = "opencv-grabcut"
+    tier_label = TIER2_GRABCUT
+
+    def __init__(
+        self, *, max_side: int = 512, iterations: int = 5, margin_fraction: float = 0.03
+    ) -> None:
+        self.max_side = max_side
+        self.iterations = iterations
+        self.margin_fraction = margin_fraction
+
+    def mask(self, rgb: np.ndarray) -> np.ndarray:
+        """Foreground probability 0-255 at the input's size."""
+        import cv2
+
+        height, width = rgb.shape[:2]
+        if min(height, width) < 8:
+            raise CleanSheetError(f"image of {width}x{height} px is too small to separate")
+        scale = min(1.0, self.max_side / max(height, width))
+        small = rgb
+        if scale < 1.0:
+            size = (max(8, round(width * scale)), max(8, round(height * scale)))
+            small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        sh, sw = small.shape[:2]
+        margin = max(1, round(self.margin_fraction * min(sh, sw)))
+        labels = np.zeros((sh, sw), np.uint8)
+        bgd_model = np.zeros((1, 65), np.float64)
+        fgd_model = np.zeros((1, 65), np.float64)
+        cv2.grabCut(
+            np.ascontiguousarray(small[:, :, ::-1]),  # OpenCV wants BGR
+            labels,
+            (margin, margin, sw - 2 * margin, sh - 2 * margin),
+            bgd_model,
+            fgd_model,
+            self.iterations,
+            cv2.GC_INIT_WITH_RECT,
+        )
+        fg = np.where((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, kernel)  # drop speckles of texture
+        if (sh, sw) != (height, width):
+            fg = cv2.resize(fg, (width, height), interpolation=cv2.INTER_LINEAR)
+        return fg
+
+    def remove(self, image_bytes: bytes) -> Image.Image:
+        image = _upright_rgb(image_bytes, "background removal input")
+        rgba = image.convert("RGBA")
+        rgba.putalpha(Image.fromarray(self.mask(np.asarray(image))))
+        return rgba
+
+
+def _rembg_weights_file(model_name: str) -> tuple[Path | None, str]:
+    """(file, "") when rembg would load ``model_name`` from disk, else (None, why not).
+
+    Mirrors rembg 2.0.86's lookup: ``<rembg home>/models/<name>/<name>.onnx`` (home from
+    ``U2NET_HOME``, ``REMBG_HOME``, ``XDG_DATA_HOME`` or ``~/.rembg``), then the legacy flat
+    ``$U2NET_HOME`` or ``~/.u2net/<name>.onnx``.
+    """
+    from rembg.sessions import sessions
+
+    session_class = sessions.get(model_name)
+    if session_class is None:
+        return None, f"rembg has no model named {model_name!r}"
+    if not session_class.is_local() or session_class.requires_credentials():
+        return None, f"rembg model {model_name!r} is a remote service; images stay local"
+    if model_name in CUSTOM_REMBG_SESSIONS:
+        return None, f"rembg model {model_name!r} needs {REMBG_MODEL_PATH_ENV}"
+    found = session_class.resolve_existing(f"{model_name}.onnx")
+    if found is None:
+        where = Path(session_class.model_dir()) / f"{model_name}.onnx"
+        return None, f"rembg weights for {model_name!r} are absent (looked for {where})"
+    return Path(found), ""
+
+
+def choose_background_remover(
+    model_name: str = DEFAULT_REMBG_MODEL, model_path: str | Path | None = None
+) -> tuple[BackgroundRemover, str]:
+    """rembg when its weights are on disk, else GrabCut; the note says which and why."""
+    if model_path:
+        file = Path(model_path).expanduser()
+        if file.is_file():
+            session = model_name if model_name in CUSTOM_REMBG_SESSIONS else "u2net_custom"
+            return RembgRemover(session, file), f"rembg {session} with local model {file}"
+        reason = f"rembg model file {file} does not exist"
+    else:
+        weights, reason = _rembg_weights_file(model_name)
+        if weights is not None:
+            return RembgRemover(model_name, weights), f"rembg {model_name} ({weights})"
+    return GrabCutRemover(), f"{reason}; used the weight-free engine (OpenCV GrabCut)"
+
+
+def choose_background_remover_from_env(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[BackgroundRemover, str]:
+    """``choose_background_remover`` configured by VIDPIPE_REMBG_MODEL / _MODEL_PATH."""
+    env = os.environ if environ is None else environ
+    return choose_background_remover(
+        env.get(REMBG_MODEL_ENV) or DEFAULT_REMBG_MODEL, env.get(REMBG_MODEL_PATH_ENV) or None
+    )
+
+
+@dataclass(frozen=True)
+class Tier2Result:
+    png_bytes: bytes  # RGB, subject over #808080
+    tier_label: str  # "tier2_rembg" | "tier2_grabcut"
+    engine: str
+    model: str
+    note: str
+    subject_fraction: float  # share of the image kept as subject (0-1)
+
+
+def make_tier2_clean_sheet(
+    image_bytes: bytes,
+    remover: BackgroundRemover,
+    *,
+    label: str = "reference image",
+    note: str = "",
+    min_subject_fraction: float = 0.005,
+) -> Tier2Result:
+    """Remove the background and composite on gray; a blank result raises ``CleanSheetError``.
+
+    ``label`` (e.g. the file name) names the input in every error; corrupt input raises
+    ``MediaError`` before any engine runs.
+    """
+    decode_image(image_bytes, label=label)
+    rgba = remover.remove(image_bytes)
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32)
+    fraction = float(alpha.mean() / 255.0)
+    if fraction < min_subject_fraction:
+        raise CleanSheetError(
+            f"{label}: {remover.name} separated no subject ({fraction:.1%} of the image kept)"
+        )
+    coverage = f"subject covers {fraction:.0%} of the image"
+    return Tier2Result(
+        png_bytes=png_bytes(composite_on_gray(rgba)),
+        tier_label=remover.tier_label,
+        engine=remover.name,
+        model=remover.model,
+        note=f"{note}; {coverage}" if note else coverage,
+        subject_fraction=fraction,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Tier 3
+
+_VIEWS = {
+    "CHARACTER": (
+        "Show the character front-facing in a full-body view, standing in a neutral pose, "
+        "face fully visible"
+    ),
+    "ENVIRONMENT": "Show the whole place from an unobstructed viewpoint, with no people in it",
+}
+_DEFAULT_VIEW = "Show the whole object in a clear three-quarter view, isolated"
+
+
+def build_conditioning_prompt(reverse_prompt: str | None, asset_type: str, name: str | None) -> str:
+    """The plan's clean-sheet directives around the asset's own description.
+
+    Environments keep their own surroundings (a gray backdrop would erase the subject).
+    """
+    kind = (asset_type or "asset").strip().upper()
+    subject = f"{kind.lower()} {name.strip()!r}" if name and name.strip() else kind.lower()
+    lines = [f"Create a clean reference image of the {subject} in the input image."]
+    if reverse_prompt and reverse_prompt.strip():
+        lines.append(f"Description: {reverse_prompt.strip()}")
+    lines.append(_VIEWS.get(kind, _DEFAULT_VIEW) + ".")
+    if kind != "ENVIRONMENT":
+        lines.append("Plain neutral gray background (#808080), nothing else behind the subject.")
+    lines += [
+        "Soft, even studio lighting without harsh shadows.",
+        "No occlusion: nothing covers or crops the subject.",
+        "Keep every distinguishing feature exactly as in the input "
+        "(face, hair, skin tone, clothing, colours, markings, proportions).",
+    ]
+    return "\n".join(lines)
+
+
+def threshold_for_try(number: int) -> float:
+    """Face-similarity threshold of a try (1-based): 0.6, 0.6, then 0.5 (plan 08-02)."""
+    if number < 1:
+        raise ValueError(f"tries are numbered from 1, got {number}")
+    return 0.6 if number <= 2 else 0.5
+
+
+TryOutcome = Literal[
+    "accepted",  # validated and above the threshold
+    "accepted_unvalidated",  # no validation applies or no face model: first image taken
+    "below_threshold",
+    "no_face",  # score 0.0
+    "invalid_image",  # the model returned bytes that are not an image (billed)
+    "content_policy",
+    "rejected",
+    "failed",
+    "not_found",
+    "transient",  # still failing after the transient retries
+]
+# passed / failed: scored against the stored embedding; not_applicable: nothing to compare
+# with; unavailable: no face model (or an incompatible one); not_run: would apply, but no
+# generated image reached validation (the tries stopped on errors first)
+Validation = Literal["passed", "failed", "not_applicable", "unavailable", "not_run"]
+
+
+@dataclass(frozen=True)
+class Tier3Try:
+    number: int
+    score: float | None
+    threshold: float | None
+    cost_usd: float
+    outcome: TryOutcome
+    reason: str
+    transient_retries: int = 0
+
+
+@dataclass(frozen=True)
+class Tier3Outcome:
+    accepted: bool
+    image_png: bytes | None  # RGB PNG of the accepted image
+    score: float | None  # accepted image's score; if none accepted, the best score seen
+    validation: Validation
+    tries: tuple[Tier3Try, ...]
+    total_cost_usd: float
+    prompt: str
+    model: str
+    reason: str
+    stopped_by: str | None = None  # error kind that ended the attempts early, if any
+
+    @property
+    def validated(self) -> bool:
+        return self.validation == "passed"
+
+    @property
+    def blocked(self) -> bool:
+        return self.stopped_by == "content_policy"
+
+    def tries_as_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(t) for t in self.tries]
+
+
+def normalize_generated_image(data: bytes, *, label: str) -> bytes:
+    """Prove the model's bytes are an image; re-encode as upright RGB PNG (alpha over gray)."""
+    try:
+        image = ImageOps.exif_transpose(decode_image(data, label=label))
+    except Image.DecompressionBombError as exc:
+        raise MediaError(f"{label} is not a usable image: {exc}") from exc
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        return png_bytes(composite_on_gray(image))
+    return png_bytes(image.convert("RGB"))
+
+
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One try's request after transient retries: the bytes or the error that ended it."""
+
+    data: bytes | None
+    error: GenerationApiError | None
+    transient_retries: int
+    billed_failures: int  # failed calls the provider still charged for
+
+
+async def _generate_with_backoff(
+    image_client: ImageClient,
+    *,
+    model: str,
+    prompt: str,
+    image: bytes,
+    mime_type: str,
+    retries: int,
+    base_s: float,
+    max_s: float,
+    sleep: Sleep,
+    rng: random.Random,
+) -> _Call:
+    """Call once, retrying transient errors with full-jitter exponential backoff.
+
+    The client does not retry (backends.py turns SDK retries off), so this is the one place it
+    happens for Tier 3, and it does not use up a validation try.
+    """
+    billed = 0
+    for attempt in range(retries + 1):
+        try:
+            data = await image_client.generate_image(
+                model=model, prompt=prompt, image=image, mime_type=mime_type
+            )
+            return _Call(data, None, attempt, billed)
+        except GenerationApiError as exc:
+            billed += int(exc.billed and exc.kind != "content_policy")
+            if exc.kind != "transient" or attempt == retries:
+                return _Call(None, exc, attempt, billed)
+            await sleep(rng.uniform(0.0, min(max_s, base_s * 2**attempt)))
+    raise AssertionError("unreachable")
+
+
+async def generate_tier3_clean_sheet(
+    *,
+    image_client: ImageClient,
+    model: str,
+    prompt: str,
+    image_bytes: bytes,
+    mime_type: str,
+    stored_embedding: np.ndarray | None,
+    embedder: FaceEmbedder | None,
+    price_per_image: float = DEFAULT_TIER3_PRICE_USD,
+    max_tries: int = TIER3_MAX_TRIES,
+    no_embedder_reason: str = "no face model installed",
+    label: str = "reference image",
+    transient_retries: int = 3,
+    backoff_base_s: float = 2.0,
+    backoff_max_s: float = 30.0,
+    sleep: Sleep = asyncio.sleep,
+    rng: random.Random | None = None,
+) -> Tier3Outcome:
+    """Up to ``max_tries`` generations, validated against ``stored_embedding`` when given.
+
+    Validation applies when the caller passes a stored embedding (characters that have one).
+    Errors: content_policy stops (same prompt is not resent, cost 0); rejected / failed /
+    not_found stop; transient errors are retried with backoff inside a try and stop only when
+    the retries run out (``stopped_by="transient"``, so a caller can let Dagster retry later).
+    A generated file that is not an image uses up its try (it was paid for).
+    """
+    decode_image(image_bytes, label=label)  # never pay to condition on a broken input
+    rng = rng or random.Random()
+    if stored_embedding is None:
+        validation: Validation = "not_applicable"
+        skip_reason = "validation not applicable (no stored face embedding)"
+    elif embedder is None:
+        validation = "unavailable"
+        skip_reason = f"not validated: {no_embedder_reason}"
+    else:
+        validation, skip_reason = "not_run", ""
+    tries: list[Tier3Try] = []
+    best: float | None = None
+
+    def finish(
+        accepted: bool,
+        reason: str,
+        *,
+        image_png: bytes | None = None,
+        score: float | None = None,
+        final: Validation | None = None,
+        stopped_by: str | None = None,
+    ) -> Tier3Outcome:
+        return Tier3Outcome(
+            accepted=accepted,
+            image_png=image_png,
+            score=score if accepted else best,
+            validation=final or validation,
+            tries=tuple(tries),
+            total_cost_usd=round(sum(t.cost_usd for t in tries), 6),
+            prompt=prompt,
+            model=model,
+            reason=reason,
+            stopped_by=stopped_by,
+        )
+
+    for number in range(1, max_tries + 1):
+        call = await _generate_with_backoff(
+            image_client,
+            model=model,
+            prompt=prompt,
+            image=image_bytes,
+            mime_type=mime_type,
+            retries=transient_retries,
+            base_s=backoff_base_s,
+            max_s=backoff_max_s,
+            sleep=sleep,
+            rng=rng,
+        )
+        retried = call.transient_retries
+        cost = price_per_image * call.billed_failures
+        if call.error is not None or call.data is None:
+            exc = call.error or GenerationApiError("failed", "no image bytes returned")
+            what = "blocked by content policy" if exc.kind == "content_policy" else exc.kind
+            reason = f"{exc} (after {retried} transient retries)" if retried else str(exc)
+            tries.append(Tier3Try(number, None, None, cost, exc.kind, reason, retried))
+            return finish(False, f"try {number} {what}: {reason}", stopped_by=exc.kind)
+        data = call.data
+        cost += price_per_image
+        try:
+            png = normalize_generated_image(data, label=f"tier 3 image (try {number})")
+        except MediaError as exc:
+            tries.append(Tier3Try(number, None, None, cost, "invalid_image", str(exc), retried))
+            continue
+        if embedder is None or stored_embedding is None:
+            tries.append(
+                Tier3Try(number, None, None, cost, "accepted_unvalidated", skip_reason, retried)
+            )
+            return finish(True, skip_reason, image_png=png)
+        embedding = await asyncio.to_thread(embedder.embed_largest_face, png)
+        threshold = threshold_for_try(number)
+        if embedding is None:
+            score, outcome, why = 0.0, "no_face", "no face found in the generated image"
+        else:
+            try:
+                score = cosine_similarity(stored_embedding, embedding)
+            except ValueError as exc:  # stored with another face model: cannot compare
+                reason = f"not validated: stored embedding does not match the face model ({exc})"
+                tries.append(
+                    Tier3Try(number, None, None, cost, "accepted_unvalidated", reason, retried)
+                )
+                return finish(True, reason, image_png=png, final="unavailable")
+            outcome, why = "below_threshold", f"face similarity {score:.3f} < {threshold}"
+        best = score if best is None else max(best, score)
+        validation = "failed"
+        if score >= threshold:
+            reason = f"face similarity {score:.3f} >= {threshold} on try {number}"
+            tries.append(Tier3Try(number, score, threshold, cost, "accepted", reason, retried))
+            return finish(True, reason, image_png=png, score=score, final="passed")
+        tries.append(Tier3Try(number, score, threshold, cost, outcome, why, retried))
+    best_text = "none" if best is None else f"{best:.3f}"
+    return finish(
+        False, f"no acceptable image in {max_tries} tries (best face similarity {best_text})"
+    )
