@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("slug")
     p.add_argument("--stage", choices=[*STAGE_NAMES, "all"], default="all")
     p.add_argument("--partition", action="append", help="only this partition (repeatable)")
+    p.add_argument(
+        "--tier",
+        choices=["tier2", "tier3"],
+        default="tier2",
+        help="clean sheets: tier2 (local, free) or tier3 (Gemini image, paid; falls back to tier2)",
+    )
     p.set_defaults(func=cmd_materialize)
     p = sub.add_parser("status", help="show a project's references, clean sheets and clips")
     p.add_argument("slug")

@@ -16,6 +16,8 @@ from vidpipe_dagster.assets.factory import build_project_assets
 from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
+from vidpipe_dagster.resources.models import LocalModelsResource
+from vidpipe_dagster.resources.vertex import VertexResource
 from vidpipe_dagster.settings import Settings
 
 
@@ -26,9 +28,23 @@ def default_resources(settings: Settings) -> dict[str, Any]:
         if os.environ.get("VIDPIPE_DATABASE_URL")
         else settings.database_url
     )
+    env = os.environ
     return {
         "database": DatabaseResource(url=url),
         "media": MediaStoreResource(root=str(settings.media_root)),
+        "models": LocalModelsResource(
+            rembg_model=env.get("VIDPIPE_REMBG_MODEL") or "u2net",
+            rembg_model_path=env.get("VIDPIPE_REMBG_MODEL_PATH") or None,
+            face_model_root=env.get("VIDPIPE_FACE_MODEL_ROOT") or "~/.insightface",
+            face_model_pack=env.get("VIDPIPE_FACE_MODEL_PACK") or "buffalo_l",
+        ),
+        "vertex": VertexResource(
+            project=env.get("GOOGLE_CLOUD_PROJECT") or None,
+            location=env.get("GOOGLE_CLOUD_LOCATION") or "us-central1",
+            emulator_host=env.get("VIDPIPE_VERTEX_EMULATOR_HOST") or None,
+            video_backend=env.get("VIDPIPE_VIDEO_BACKEND") or "auto",  # type: ignore[arg-type]
+            image_model=env.get("VIDPIPE_IMAGE_MODEL") or "gemini-2.5-flash-image",
+        ),
     }
 
 

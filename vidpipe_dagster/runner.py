@@ -89,10 +89,13 @@ def materialize_project(
     instance: dg.DagsterInstance | None = None,
     resources: dict[str, Any] | None = None,
     settings: Settings | None = None,
-    run_config: dict[str, Any] | None = None,
+    asset_config: dict[str, dict[str, Any]] | None = None,
     log_level: str = "WARNING",
 ) -> list[StageReport]:
-    """Run the chosen stages in order; one failed partition never stops the other partitions."""
+    """Run the chosen stages in order; one failed partition never stops the other partitions.
+
+    ``asset_config`` maps a stage's asset name (e.g. ``"clean_sheet"``) to its run config.
+    """
     settings = settings or Settings.from_env()
     graph = find_graph(slug, settings)
     items = build_project_assets(graph)
@@ -138,7 +141,11 @@ def materialize_project(
                 resources=resources,
                 run_config={
                     "loggers": {"console": {"config": {"log_level": log_level}}},
-                    **((run_config or {}).get(stage.asset) or {}),
+                    **(
+                        {"ops": {key.to_python_identifier(): {"config": config}}}
+                        if (config := (asset_config or {}).get(stage.asset))
+                        else {}
+                    ),
                 },
                 tags={**base_tags, **tags},
                 raise_on_error=False,

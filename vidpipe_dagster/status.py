@@ -79,7 +79,10 @@ def project_status(session: Session, slug: str, media_root: Path) -> dict[str, A
                         "primary": c.is_primary,
                         "path": _abs(media_root, c.clean_image_url),
                         "similarity": c.face_similarity_score,
-                        "validated": c.face_similarity_score is not None,
+                        # Tier 3 only: None means validation does not apply (Tier 2 keeps the face)
+                        "validated": (c.face_similarity_score is not None)
+                        if c.tier == "tier3_gemini"
+                        else None,
                         "cost_usd": c.generation_cost,
                         "created_at": c.created_at.isoformat() if c.created_at else None,
                     }

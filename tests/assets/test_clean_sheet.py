@@ -1,0 +1,320 @@
+"""Materialize ``clean_sheet`` in-process: rows, files, checks, fallbacks and the ledger."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from tests.conftest import SpecWriter
+from tests.fixtures.onnx_models import build_u2net_like_model, write_face_pack
+from vidpipe_dagster.assets.clean_sheet import gray_border_fraction
+from vidpipe_dagster.db.models import Asset, AssetCleanReference, GenerationLedger
+from vidpipe_dagster.db.session import session_scope
+from vidpipe_dagster.domain.media import sha256_file
+from vidpipe_dagster.project_import import import_project
+from vidpipe_dagster.runner import materialize_project
+from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
+
+KEY = dg.AssetKey(["cast", "clean_sheet"])
+
+
+def face_png(checkered: bool = False, size: int = 256) -> bytes:
+    """A red 'face' square on black, the tiny face pack's detector fires on red squares."""
+    image = np.zeros((size, size, 3), np.uint8)
+    image[64:192, 64:192] = (255, 0, 0)
+    if checkered:
+        checks = (np.indices((128, 128)).sum(axis=0) // 16) % 2 == 0
+        image[64:192, 64:192][checks] = (255, 255, 0)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def cast_spec(reverse_prompt: str = "a red square hero") -> dict:
+    return {
+        "project": {"slug": "cast", "name": "Cast"},
+        "manifest": {
+            "name": "cast",
+            "assets": [
+                {
+                    "id": "hero",
+                    "tag": "CHAR_01",
+                    "type": "CHARACTER",
+                    "image": "img/hero.png",
+                    "reverse_prompt": reverse_prompt,
+                    "quality_score": 8.0,
+                },
+                {"id": "ball", "tag": "PROP_01", "type": "PROP", "image": "img/ball.png"},
+                {"id": "park", "tag": "ENV_01", "type": "ENVIRONMENT", "image": "img/park.png"},
+            ],
+        },
+        "scenes": [
+            {
+                "index": 0,
+                "prompt": "hero with ball in the park",
+                "manifest": {
+                    "composition": {"shot_type": "wide_shot"},
+                    "placements": [
+                        {"asset_tag": "CHAR_01", "role": "subject"},
+                        {"asset_tag": "PROP_01", "role": "interaction_target"},
+                        {"asset_tag": "ENV_01", "role": "background"},
+                    ],
+                },
+            },
+        ],
+    }
+
+
+@pytest.fixture
+def cast(settings: Settings, write_spec: SpecWriter, tmp_path: Path) -> Path:
+    path = write_spec(cast_spec(), images=False)
+    (path.parent / "img").mkdir()
+    (path.parent / "img/hero.png").write_bytes(face_png())
+    ball = np.full((200, 200, 3), (30, 90, 30), np.uint8)
+    yy, xx = np.mgrid[:200, :200]
+    ball[(yy - 100) ** 2 + (xx - 100) ** 2 < 60**2] = (250, 250, 250)
+    Image.fromarray(ball).save(path.parent / "img/ball.png")
+    Image.new("RGB", (120, 80), (90, 160, 60)).save(path.parent / "img/park.png")
+    with session_scope(settings.database_url) as session:
+        import_project(session, path, settings.media_root)
+    return path
+
+
+def sheets(settings: Settings, key: str) -> list[AssetCleanReference]:
+    with session_scope(settings.database_url) as session:
+        asset = session.scalars(select(Asset).where(Asset.asset_key == key)).one()
+        return list(asset.clean_references)
+
+
+def run(settings: Settings, instance: dg.DagsterInstance, tags: list[str], **config) -> object:
+    [report] = materialize_project(
+        "cast",
+        ["clean-sheets"],
+        partitions=tags,
+        instance=instance,
+        settings=settings,
+        asset_config={"clean_sheet": config} if config else None,
+    )
+    return report
+
+
+def latest_metadata(instance: dg.DagsterInstance, tag: str) -> dict:
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=KEY, asset_partitions=[tag]), limit=1
+    ).records[0]
+    return record.asset_materialization.metadata
+
+
+def check_status(instance: dg.DagsterInstance, name: str) -> tuple[str, str | None]:
+    check_key = dg.AssetCheckKey(KEY, name)
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check_key])[
+        check_key
+    ]
+    evaluation = record.event.dagster_event.event_specific_data  # AssetCheckEvaluation
+    return record.status.value, (evaluation.severity.value if not evaluation.passed else None)
+
+
+def test_tier2_default_uses_weight_free_engine_and_keeps_original(
+    settings: Settings, cast: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("U2NET_HOME", str(cast.parent / "no-weights-here"))
+    with session_scope(settings.database_url) as session:
+        ball = session.scalars(select(Asset).where(Asset.asset_key == "ball")).one()
+        original_url, original_hash = ball.reference_image_url, ball.original_sha256
+    report = run(settings, instance, ["PROP_01", "ENV_01"])
+    assert report.succeeded == ["ENV_01", "PROP_01"], report.failed
+    [sheet] = sheets(settings, "ball")
+    assert sheet.tier == "tier2_grabcut" and sheet.is_primary and sheet.generation_cost == 0.0
+    assert sheet.face_similarity_score is None
+    path = settings.media_root / sheet.clean_image_url
+    assert sheet.clean_image_url == f"clean_sheets/tier2_{sheet.asset_id}.png"
+    img = np.asarray(Image.open(path).convert("RGB"))
+    assert gray_border_fraction(path.read_bytes()) > 0.95
+    assert tuple(img[100, 100]) == (250, 250, 250)  # the subject survives
+    with session_scope(settings.database_url) as session:
+        ball = session.scalars(select(Asset).where(Asset.asset_key == "ball")).one()
+        assert ball.reference_image_url == original_url  # never overwritten
+        assert sha256_file(settings.media_root / original_url) == original_hash
+    assert sheets(settings, "park") == []  # environments keep their original
+    meta = latest_metadata(instance, "PROP_01")
+    assert "weight-free engine" in meta["background_removal"].value
+    assert "data:image/jpeg;base64" in meta["before_after"].value
+    assert check_status(instance, "tier2_background_is_neutral_gray") == ("SUCCEEDED", None)
+    assert check_status(instance, "original_reference_untouched") == ("SUCCEEDED", None)
+
+
+def test_tier2_with_a_local_rembg_model(
+    settings: Settings,
+    cast: Path,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    model = build_u2net_like_model(tmp_path / "tiny_u2net.onnx", gain=12.0, offset=0.5)
+    monkeypatch.setenv("VIDPIPE_REMBG_MODEL_PATH", str(model))
+    assert run(settings, instance, ["PROP_01"]).succeeded == ["PROP_01"]
+    [sheet] = sheets(settings, "ball")
+    assert sheet.tier == "tier2_rembg"
+    png = (settings.media_root / sheet.clean_image_url).read_bytes()
+    assert gray_border_fraction(png) > 0.95
+    assert "rembg u2net_custom" in latest_metadata(instance, "PROP_01")["background_removal"].value
+
+
+def test_repeated_runs_keep_exactly_one_primary(
+    settings: Settings, cast: Path, instance: dg.DagsterInstance
+) -> None:
+    for _ in range(3):
+        assert run(settings, instance, ["PROP_01"]).succeeded == ["PROP_01"]
+    rows = sheets(settings, "ball")
+    assert len(rows) == 1 and rows[0].is_primary  # identical output: no duplicate rows
+    assert check_status(instance, "exactly_one_primary_clean_sheet") == ("SUCCEEDED", None)
+
+
+def test_missing_original_fails_that_partition_only(
+    settings: Settings, cast: Path, instance: dg.DagsterInstance
+) -> None:
+    with session_scope(settings.database_url) as session:
+        ball = session.scalars(select(Asset).where(Asset.asset_key == "ball")).one()
+        (settings.media_root / ball.reference_image_url).unlink()
+    report = run(settings, instance, ["PROP_01", "CHAR_01"])
+    assert report.succeeded == ["CHAR_01"]
+    assert "asset 'ball' reference image" in report.failed["PROP_01"]
+    assert "does not exist" in report.failed["PROP_01"]
+    assert sheets(settings, "ball") == []
+    assert not list((settings.media_root / "clean_sheets").glob("*ball*"))
+
+
+def test_corrupt_original_fails_clearly_and_leaves_no_file(
+    settings: Settings, cast: Path, instance: dg.DagsterInstance
+) -> None:
+    with session_scope(settings.database_url) as session:
+        ball = session.scalars(select(Asset).where(Asset.asset_key == "ball")).one()
+        (settings.media_root / ball.reference_image_url).write_bytes(b"\x89PNG broken")
+        ball_id = ball.id
+    report = run(settings, instance, ["PROP_01"])
+    assert "not a decodable image" in report.failed["PROP_01"]
+    assert not (settings.media_root / f"clean_sheets/tier2_{ball_id}.png").exists()
+    leftovers = (
+        list((settings.media_root / "clean_sheets").glob("*.part"))
+        if (settings.media_root / "clean_sheets").exists()
+        else []
+    )
+    assert leftovers == []
+
+
+@pytest.fixture
+def face_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "insightface"
+    write_face_pack(root, "tinypack")
+    monkeypatch.setenv("VIDPIPE_FACE_MODEL_ROOT", str(root))
+    monkeypatch.setenv("VIDPIPE_FACE_MODEL_PACK", "tinypack")
+    return root
+
+
+def ledger_rows(settings: Settings) -> list[GenerationLedger]:
+    with session_scope(settings.database_url) as session:
+        return list(
+            session.scalars(select(GenerationLedger).where(GenerationLedger.kind == "image"))
+        )
+
+
+def test_tier3_passes_face_validation_on_the_first_try(
+    settings: Settings,
+    cast: Path,
+    instance: dg.DagsterInstance,
+    face_pack: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with VertexEmulator(image_responder=lambda prompt, image: face_png()) as emu:
+        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
+        assert emu.generate_content_count == 1
+        [sheet] = sheets(settings, "hero")
+        assert sheet.tier == "tier3_gemini" and sheet.is_primary
+        assert sheet.face_similarity_score == pytest.approx(1.0, abs=1e-4)
+        assert sheet.generation_cost == pytest.approx(0.039)
+        assert "#808080" in (sheet.generation_prompt or "")
+        assert [r.state for r in ledger_rows(settings)] == ["done"]
+        assert check_status(instance, "face_identity_validated") == ("SUCCEEDED", None)
+        # a rerun reuses the paid-for sheet: no API call
+        assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
+        assert emu.generate_content_count == 1
+        assert "reused" in str(latest_metadata(instance, "CHAR_01")["notes"].value)
+    with session_scope(settings.database_url) as session:
+        hero = session.scalars(select(Asset).where(Asset.asset_key == "hero")).one()
+        assert hero.face_embedding is not None  # computed from the original photo
+
+
+def test_tier3_three_failed_face_checks_fall_back_to_tier2(
+    settings: Settings,
+    cast: Path,
+    instance: dg.DagsterInstance,
+    face_pack: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with VertexEmulator(image_responder=lambda prompt, image: face_png(checkered=True)) as emu:
+        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
+        assert emu.generate_content_count == 3
+    [sheet] = sheets(settings, "hero")
+    assert sheet.tier.startswith("tier2")
+    meta = latest_metadata(instance, "CHAR_01")
+    tries = meta["tier3_tries"].value["hero"]
+    assert [t["threshold"] for t in tries] == [0.6, 0.6, 0.5]
+    assert all(t["outcome"] == "below_threshold" for t in tries)
+    assert meta["total_cost_usd"].value == pytest.approx(3 * 0.039)
+    assert len(ledger_rows(settings)) == 3
+    assert check_status(instance, "face_identity_validated") == ("FAILED", "WARN")
+
+
+def test_tier3_blocked_by_content_policy_falls_back(
+    settings: Settings,
+    write_spec: SpecWriter,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    cast: Path,
+) -> None:
+    with VertexEmulator(blocked_prompt_substrings=["red square hero"]) as emu:
+        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
+    [sheet] = sheets(settings, "hero")
+    assert sheet.tier.startswith("tier2")
+    notes = str(latest_metadata(instance, "CHAR_01")["notes"].value)
+    assert "content policy" in notes or "content_policy" in notes
+    assert [r.billed for r in ledger_rows(settings)] == [False]
+
+
+def test_tier3_without_a_face_model_is_marked_not_validated(
+    settings: Settings,
+    cast: Path,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("VIDPIPE_FACE_MODEL_ROOT", str(tmp_path / "no-face-models"))
+    with session_scope(settings.database_url) as session:  # an embedding from an earlier install
+        hero = session.scalars(select(Asset).where(Asset.asset_key == "hero")).one()
+        hero.face_embedding = np.ones(32, np.float32).tobytes()
+    with VertexEmulator(image_responder=lambda prompt, image: face_png()) as emu:
+        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
+    [sheet] = sheets(settings, "hero")
+    assert sheet.tier == "tier3_gemini" and sheet.face_similarity_score is None
+    assert check_status(instance, "face_identity_validated") == ("FAILED", "WARN")
+
+
+def test_tier3_without_vertex_falls_back_with_the_reason(
+    settings: Settings, cast: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VIDPIPE_VERTEX_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    assert run(settings, instance, ["PROP_01"], tier="tier3").succeeded == ["PROP_01"]
+    assert sheets(settings, "ball")[0].tier.startswith("tier2")
+    assert "Vertex is not configured" in str(latest_metadata(instance, "PROP_01")["notes"].value)
