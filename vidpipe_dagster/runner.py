@@ -170,12 +170,24 @@ def _contiguous(wanted: list[str], all_keys: list[str]) -> bool:
     return all_keys[start : start + len(wanted)] == wanted
 
 
+def _per_partition_errors(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """A multi-partition step reports each scene's reason in its Failure's ``failed`` metadata."""
+    for event in result.all_events:
+        data = event.step_failure_data if event.event_type_value == "STEP_FAILURE" else None
+        if data is not None and data.user_failure_data is not None:
+            failed = data.user_failure_data.metadata.get("failed")
+            if failed is not None and isinstance(failed.value, dict):
+                return {str(k): str(v) for k, v in failed.value.items()}
+    return {}
+
+
 def _record(report: StageReport, result: dg.ExecuteInProcessResult, expected: list[str]) -> None:
-    """Partitions materialized by this run succeeded; the rest failed with the run's first error."""
+    """Partitions materialized by this run succeeded; the rest failed with their own reason."""
     materialized = {event.partition or "all" for event in result.get_asset_materialization_events()}
     error = None if result.success else _first_error(result)
+    reasons = _per_partition_errors(result)
     for k in expected:
         if k in materialized:
             report.succeeded.append(k)
         else:
-            report.failed[k] = error or "not materialized"
+            report.failed[k] = reasons.get(k) or error or "not materialized"

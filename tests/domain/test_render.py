@@ -214,3 +214,20 @@ def test_thumbnail_strip_spreads_frames_across_the_clip() -> None:
 def test_probe_rejects_invalid_mp4_with_value_error(bad: bytes | Path) -> None:
     with pytest.raises(ValueError):
         probe_mp4(bad)
+
+
+def test_concat_of_previews_stays_labelled_as_preview() -> None:
+    clip = render_animatic(
+        start_frame=None,
+        end_frame=None,
+        references=[],
+        prompt="p",
+        duration_seconds=1,
+        aspect_ratio="16:9",
+        fps=4,
+        height=90,
+    )
+    joined, starts = concat_mp4([clip, clip], height=90)
+    info = probe_mp4(joined)
+    assert info.is_animatic and starts == [0.0, 1.0]
+    assert abs(info.duration_seconds - 2.0) < 0.3

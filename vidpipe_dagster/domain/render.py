@@ -177,7 +177,8 @@ def concat_mp4(
 
     Clips are decoded and re-encoded at one size (letterboxed) and one frame rate (the first
     clip's unless given), so Veo clips and animatics of any shape can be mixed. If any clip has
-    sound, the output has an AAC track with silence where a clip had none.
+    sound, the output has an AAC track with silence where a clip had none. If any clip is an
+    animatic preview, the output's container metadata says so too.
     """
     if not clips:
         raise ValueError("concat_mp4 needs at least one clip")
@@ -189,6 +190,9 @@ def concat_mp4(
     boundaries: list[float] = []
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="mp4") as container:
+        if any(info.is_animatic for info in infos):  # a cut with previews stays labelled
+            container.metadata["title"] = PREVIEW_METADATA
+            container.metadata["comment"] = f"{PREVIEW_METADATA}: contains local renders"
         stream = _add_h264_stream(container, width, out_h, rate)
         audio_stream = container.add_stream("aac", rate=_AUDIO_RATE) if with_audio else None
         if audio_stream is not None:

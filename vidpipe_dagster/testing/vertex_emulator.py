@@ -160,6 +160,7 @@ class VertexEmulator:
         fault_rates: Mapping[Endpoint, float] | None = None,
         fault_kinds: Sequence[FaultKind] = ("429",),
         rai_filter_substrings: Sequence[str] = (),
+        rai_filter: Callable[[str], bool] | None = None,
         submit_blocked_substrings: Sequence[str] = (),
         operation_error_substrings: Sequence[str] = (),
         blocked_prompt_substrings: Sequence[str] = (),
@@ -176,6 +177,7 @@ class VertexEmulator:
         self.video_models = dict(video_models or DEFAULT_VIDEO_MODELS)
         self.image_models = tuple(image_models)
         self.rai_filter_substrings = list(rai_filter_substrings)
+        self.rai_filter = rai_filter  # prompt -> filtered?, e.g. only unremediated prompts
         self.submit_blocked_substrings = list(submit_blocked_substrings)
         self.operation_error_substrings = list(operation_error_substrings)
         self.blocked_prompt_substrings = list(blocked_prompt_substrings)
@@ -426,7 +428,8 @@ class VertexEmulator:
         lowered = prompt.lower()
         if any(s.lower() in lowered for s in self.operation_error_substrings):
             return {"error": {"code": 13, "message": "Video generation failed: internal error."}}
-        if any(s.lower() in lowered for s in self.rai_filter_substrings):
+        filtered = any(s.lower() in lowered for s in self.rai_filter_substrings)
+        if filtered or (self.rai_filter is not None and self.rai_filter(prompt)):
             return {
                 "response": {
                     "@type": _RESPONSE_TYPE,

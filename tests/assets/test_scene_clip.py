@@ -1,0 +1,306 @@
+"""``scene_clip`` and ``final_cut`` in-process, with the real google-genai client on the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import small_spec
+from vidpipe_dagster.backends import VertexVideoClient, make_genai_client
+from vidpipe_dagster.db.ledger import Ledger
+from vidpipe_dagster.db.models import Asset, GenerationLedger, Scene, VideoClip
+from vidpipe_dagster.db.session import session_factory, session_scope
+from vidpipe_dagster.domain.render import probe_mp4
+from vidpipe_dagster.domain.video_requests import REMEDIATION_PREFIXES
+from vidpipe_dagster.runner import materialize_project
+from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
+
+FAST = {"poll_interval_seconds": 0.05, "backoff_base_seconds": 0.01, "requests_per_minute": 0}
+
+
+def clips(settings: Settings, slug: str = "spring-ad") -> dict[int, VideoClip]:
+    with session_scope(settings.database_url) as session:
+        rows = session.execute(
+            select(Scene.scene_index, VideoClip).join(VideoClip, VideoClip.scene_id == Scene.id)
+        ).all()
+        return {i: c for i, c in rows}
+
+
+def run(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    stages: list[str],
+    slug: str = "spring-ad",
+    **config,
+) -> dict:
+    reports = materialize_project(
+        slug,
+        stages,
+        instance=instance,
+        settings=settings,
+        asset_config={"scene_clip": {**FAST, **config}},
+    )
+    return {r.stage: r for r in reports}
+
+
+def clip_metadata(instance: dg.DagsterInstance, slug: str, scene: str) -> dict:
+    key = dg.AssetKey([slug.replace("-", "_"), "scene_clip"])
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[scene]), limit=1
+    ).records[0]
+    return record.asset_materialization.metadata
+
+
+@pytest.fixture
+def emulator(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    with VertexEmulator(latency_s=0.1, video_height=90, video_fps=4) as emu:
+        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        yield emu
+
+
+def test_animatic_backend_renders_labelled_previews_and_the_final_cut(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    monkeypatch.delenv("VIDPIPE_VERTEX_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    imported()
+    reports = run(settings, instance, ["references", "clips", "final-cut"])
+    assert reports["clips"].succeeded == ["0", "1"] and not reports["clips"].failed
+    assert reports["final-cut"].succeeded == ["all"]
+    rows = clips(settings)
+    for clip in rows.values():
+        assert clip.status == "done" and clip.backend == "animatic" and clip.cost_usd == 0.0
+        info = probe_mp4(settings.media_root / clip.file_url)
+        assert info.is_animatic and info.duration_seconds == pytest.approx(8.0, abs=0.1)
+        assert clip.conditioning_mode == "references" and clip.duration_seconds == 8.0
+    meta = clip_metadata(instance, "spring-ad", "0")
+    assert "animatic preview" in meta["backend"].value
+    assert "data:image/jpeg;base64" in meta["preview"].value
+    final = settings.media_root / "projects/spring-ad/final_cut.mp4"
+    assert probe_mp4(final).duration_seconds == pytest.approx(16.0, abs=0.3)
+    assert probe_mp4(final).is_animatic
+
+
+def test_vertex_references_mode_then_a_rerun_costs_nothing(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,  # noqa: ANN001
+) -> None:
+    imported()
+    reports = run(settings, instance, ["references", "clips"])
+    assert reports["clips"].succeeded == ["0", "1"], reports["clips"].failed
+    body = emulator.last_bodies["submit"]["instances"][0]
+    assert "image" not in body and "lastFrame" not in body  # Veo rejects frames + references
+    assert all(r["referenceType"].lower() == "asset" for r in body["referenceImages"])
+    rows = clips(settings)
+    assert rows[0].reference_tags == ["CHAR_01", "CHAR_01", "ENV_01"]
+    assert {c.duration_seconds for c in rows.values()} == {8.0}
+    assert rows[0].cost_usd == pytest.approx(8 * 0.40)  # veo-3.1 with audio
+    assert set(emulator.submissions_by_fingerprint.values()) == {1}
+    submits = emulator.submit_count
+
+    again = run(settings, instance, ["clips"])
+    assert again["clips"].succeeded == ["0", "1"]
+    assert emulator.submit_count == submits  # zero new submissions
+    assert clip_metadata(instance, "spring-ad", "1")["status"].value == "cached"
+    assert all(c.cached for c in clips(settings).values())
+
+
+def test_project_without_manifest_uses_frames_and_target_duration(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,  # noqa: ANN001
+) -> None:
+    imported(small_spec("plain", manifest=False))
+    reports = run(settings, instance, ["references", "clips"], slug="plain")
+    assert reports["clips"].succeeded == ["0", "1"]
+    body = emulator.last_bodies["submit"]
+    assert "referenceImages" not in body["instances"][0]
+    assert "image" in body["instances"][0] and "lastFrame" in body["instances"][0]
+    assert body["parameters"]["durationSeconds"] == 6
+    for clip in clips(settings, "plain").values():
+        assert clip.conditioning_mode == "frames" and clip.duration_seconds == 6.0
+        assert clip.reference_tags == []
+
+
+def test_transient_faults_finish_every_clip_without_paying_twice(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,  # noqa: ANN001
+) -> None:
+    spec = small_spec()
+    for i in range(2, 8):  # eight scenes
+        spec["scenes"].append({**spec["scenes"][1], "index": i, "prompt": f"park shot {i}"})
+    imported(spec)
+    emulator.set_fault_rate("submit", 0.3, kinds=("429", "500"))
+    emulator.set_fault_rate("poll", 0.3, kinds=("429", "500", "drop"))
+    reports = run(settings, instance, ["references", "clips"], max_in_flight=4)
+    assert reports["clips"].succeeded == [str(i) for i in range(8)], reports["clips"].failed
+    assert emulator.submit_attempts > emulator.submit_count  # faults really happened
+    assert set(emulator.submissions_by_fingerprint.values()) == {1}
+    with session_scope(settings.database_url) as session:
+        billed = session.scalars(
+            select(GenerationLedger.fingerprint).where(GenerationLedger.billed.is_(True))
+        ).all()
+    assert len(billed) == len(set(billed)) == 8
+
+
+def test_content_filter_on_level_0_is_remediated_with_references_kept(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,  # noqa: ANN001
+) -> None:
+    imported()
+    emulator.rai_filter = lambda prompt: not prompt.startswith(REMEDIATION_PREFIXES[1])
+    reports = run(settings, instance, ["references", "clips"])
+    assert reports["clips"].succeeded == ["0", "1"]
+    rows = clips(settings)
+    assert {c.remediation_level for c in rows.values()} == {1}
+    assert rows[0].reference_tags == ["CHAR_01", "CHAR_01", "ENV_01"]
+    assert emulator.last_bodies["submit"]["instances"][0]["referenceImages"]
+    with session_scope(settings.database_url) as session:
+        states = sorted(session.scalars(select(GenerationLedger.state)).all())
+    assert states == ["done", "done", "failed_unbilled", "failed_unbilled"]
+
+
+def test_content_filter_at_every_level_fails_with_reasons(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,  # noqa: ANN001
+) -> None:
+    imported()
+    emulator.rai_filter_substrings = ["park at dusk"]
+    reports = run(settings, instance, ["references", "clips"])
+    assert reports["clips"].succeeded == ["0"]
+    assert "90789179" in reports["clips"].failed["1"]  # the API's support code
+    failed = clips(settings)[1]
+    assert failed.status == "failed" and "usage guidelines" in (failed.error or "")
+    assert failed.remediation_level == 2
+
+
+def test_vanished_reference_fails_only_its_scene(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,  # noqa: ANN001
+) -> None:
+    imported()
+    run(settings, instance, ["references"])
+    with session_scope(settings.database_url) as session:
+        face = session.scalars(select(Asset).where(Asset.asset_key == "mia_face")).one()
+        (settings.media_root / face.reference_image_url).unlink()
+    reports = run(settings, instance, ["clips"])
+    assert reports["clips"].succeeded == ["1"]
+    assert (
+        "mia" in reports["clips"].failed["0"] and "does not exist" in reports["clips"].failed["0"]
+    )
+    rows = clips(settings)
+    assert rows[0].status == "failed" and rows[1].status == "done"
+    final = run(settings, instance, ["final-cut"])["final-cut"]
+    assert "scene 0 (failed)" in final.failed["all"]
+
+
+def test_a_run_killed_after_submit_resumes_without_a_new_submission(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,  # noqa: ANN001
+) -> None:
+    """Submit scene 1 by hand exactly as the engine does, then 'die'; the asset must resume it."""
+    imported()
+    run(settings, instance, ["references"])
+    from vidpipe_dagster.assets.scene_clip import SceneClipConfig, _scene_inputs
+    from vidpipe_dagster.db.project_graphs import load_project_graphs
+    from vidpipe_dagster.resources.database import DatabaseResource
+    from vidpipe_dagster.resources.media import MediaStoreResource
+
+    [graph] = load_project_graphs(settings.database_url)
+    job = _scene_inputs(
+        DatabaseResource(url=settings.database_url),
+        MediaStoreResource(root=str(settings.media_root)),
+        graph,
+        "1",
+        SceneClipConfig(),
+    ).job
+    assert job is not None
+    ledger = Ledger(session_factory(settings.database_url))
+    entry = ledger.open_submission(
+        job.request.fingerprint,
+        kind="video",
+        model=job.request.model,
+        backend="vertex",
+        project_slug="spring-ad",
+        subject="scene 1",
+    )
+    client = VertexVideoClient(make_genai_client(emulator_host=emulator.address, project="p"))
+    operation = asyncio.run(client.submit(job.request))
+    ledger.record_operation(entry, operation)  # ... and the worker dies here
+    assert emulator.submit_count == 1
+
+    reports = run(settings, instance, ["clips"])
+    assert reports["clips"].succeeded == ["0", "1"]
+    assert emulator.submit_count == 2  # only scene 0 was submitted
+    assert clip_metadata(instance, "spring-ad", "1")["status"].value == "resumed"
+    assert ledger.billed_count(job.request.fingerprint) == 1
+
+
+def test_clip_checks_pass(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,  # noqa: ANN001
+) -> None:
+    imported()
+    run(settings, instance, ["references", "clips"])
+    key = dg.AssetKey(["spring_ad", "scene_clip"])
+    for name in (
+        "clip_is_valid_mp4_of_expected_duration",
+        "references_and_mode_legal_for_model",
+        "at_most_one_billed_generation_per_request",
+        "cost_recorded",
+    ):
+        check = dg.AssetCheckKey(key, name)
+        status = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
+        assert status.status.value == "SUCCEEDED", name
+
+
+def test_status_json_reports_the_clip(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from vidpipe_dagster.cli import main
+
+    imported()
+    run(settings, instance, ["references", "clips"])
+    assert main(["status", "spring-ad", "--json"]) == 0
+    clip = json.loads(capsys.readouterr().out)["scenes"][0]["clip"]
+    assert {
+        "status",
+        "path",
+        "duration_seconds",
+        "conditioning_mode",
+        "remediation_level",
+        "cost_usd",
+        "backend",
+        "cached",
+    } <= set(clip)
+    assert clip["backend"] == "vertex" and clip["preview"] is False
+    assert Path(clip["path"]).is_file()

@@ -1,0 +1,424 @@
+"""``<project>/scene_clip``: one generated clip per scene, many scenes concurrently in one run.
+
+A backfill runs as a single run (``BackfillPolicy.single_run``): the scenes are submitted and
+polled together by the spend-safe engine, bounded by in-flight and requests-per-minute limits.
+Each finished scene is materialized on its own; failed scenes fail the run with their reasons and
+never hide the others.
+"""
+
+import asyncio
+import base64
+import io
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dagster as dg
+from sqlalchemy import select
+
+from vidpipe_dagster.assets.partitions import ProjectPartitions, stage_key
+from vidpipe_dagster.clip_generation import ClipJob, ClipOutcome, Limits, generate_clips
+from vidpipe_dagster.db.ledger import Ledger
+from vidpipe_dagster.db.models import Project, Scene, SceneManifest, VideoClip
+from vidpipe_dagster.db.project_graphs import ProjectGraph
+from vidpipe_dagster.domain.media import MediaError, image_mime_type, read_image_bytes
+from vidpipe_dagster.domain.reference_selection import (
+    chosen_reference,
+    select_references_for_scene,
+)
+from vidpipe_dagster.domain.render import probe_mp4, thumbnail_strip
+from vidpipe_dagster.domain.video_requests import (
+    MODEL_CAPABILITIES,
+    ImageInput,
+    VideoRequest,
+    build_video_request,
+    image_input,
+)
+from vidpipe_dagster.resources.database import DatabaseResource
+from vidpipe_dagster.resources.media import MediaStoreResource
+from vidpipe_dagster.resources.vertex import VertexResource
+
+CHECK_VALID_MP4 = "clip_is_valid_mp4_of_expected_duration"
+CHECK_REQUEST_LEGAL = "references_and_mode_legal_for_model"
+CHECK_ONE_BILLED = "at_most_one_billed_generation_per_request"
+CHECK_COST = "cost_recorded"
+PREVIEW_LABEL = "animatic preview (local render, not Veo)"
+
+
+class SceneClipConfig(dg.Config):
+    """Run config for clip generation (defaults are safe for Vertex's per-model quota)."""
+
+    conditioning_policy: Literal["auto", "frames", "references", "hybrid"] = "auto"
+    max_in_flight: int = 4
+    requests_per_minute: int = 10
+    poll_interval_seconds: float = 10.0
+    backoff_base_seconds: float = 1.0  # transient errors: full-jitter exponential backoff
+    generate_audio: bool = True
+    price_per_second_usd: dict[str, float] = {}  # model -> USD per second, overrides defaults
+
+
+@dataclass(frozen=True)
+class SceneInputs:
+    key: str
+    scene_id: Any
+    job: ClipJob | None
+    error: str | None = None
+
+
+def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsDefinition:
+    key = stage_key(graph, "scene_clip")
+
+    @dg.asset(
+        key=key,
+        group_name=graph.prefix,
+        partitions_def=parts.scenes,
+        deps=[stage_key(graph, "scene_references"), stage_key(graph, "keyframes")],
+        description=(
+            "One clip per scene from Veo 3.1 (or the local animatic preview when Vertex is not "
+            "configured), with up to 3 reference images; every paid request is ledgered first."
+        ),
+        code_version="1",
+        kinds={"python", "video"},
+        tags={"vidpipe/project": graph.slug},
+        pool="veo",
+        output_required=False,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=[
+            dg.AssetCheckSpec(
+                CHECK_VALID_MP4,
+                asset=key,
+                description="The stored file is an mp4 whose duration is the requested one "
+                "(8 s with references, the project target otherwise).",
+            ),
+            dg.AssetCheckSpec(
+                CHECK_REQUEST_LEGAL,
+                asset=key,
+                description="At most 3 references and a conditioning mode the model accepts.",
+            ),
+            dg.AssetCheckSpec(
+                CHECK_ONE_BILLED,
+                asset=key,
+                description="The ledger shows at most one billed generation per request.",
+            ),
+            dg.AssetCheckSpec(
+                CHECK_COST, asset=key, description="Every finished clip has its cost recorded."
+            ),
+        ],
+    )
+    def scene_clip(
+        context: dg.AssetExecutionContext,
+        config: SceneClipConfig,
+        database: DatabaseResource,
+        media: MediaStoreResource,
+        vertex: VertexResource,
+    ):  # noqa: ANN202 - a generator of materializations and check results
+        keys = list(context.partition_keys)
+        client = vertex.video_client()
+        backend = client.backend
+        context.log.info(
+            f"{len(keys)} scene(s) with backend {backend}"
+            + (f" ({PREVIEW_LABEL})" if client.is_preview else "")
+        )
+        inputs = [_scene_inputs(database, media, graph, k, config) for k in keys]
+        jobs = [i.job for i in inputs if i.job is not None]
+        ledger = Ledger(database.sessionmaker())
+        slug = graph.slug
+
+        def store(fingerprint: str, data: bytes) -> str:
+            rel = f"projects/{slug}/clips/{fingerprint[:24]}.mp4"
+            media.write(rel, data)
+            return rel
+
+        def load(url: str) -> bytes | None:
+            try:
+                path = media.path(url)
+            except MediaError:
+                return None
+            return path.read_bytes() if path.is_file() else None
+
+        outcomes: list[ClipOutcome] = asyncio.run(
+            generate_clips(
+                jobs,
+                client,
+                ledger,
+                Limits(
+                    max_in_flight=config.max_in_flight,
+                    requests_per_minute=config.requests_per_minute,
+                    backoff_base=config.backoff_base_seconds,
+                ),
+                load_result=load,
+                store_result=store,
+                price_table=config.price_per_second_usd or None,
+                poll_interval=0.05 if client.is_preview else config.poll_interval_seconds,
+                on_event=lambda k, message: context.log.info(f"scene {k}: {message}"),
+            )
+        )
+        by_key = {o.key: o for o in outcomes}
+        failed: dict[str, str] = {}
+        checks: dict[str, list[str]] = {name: [] for name in (CHECK_VALID_MP4, CHECK_REQUEST_LEGAL)}
+        infos: dict[str, dict[str, Any]] = {}
+        for item in inputs:
+            outcome = by_key.get(item.key)
+            if outcome is None:
+                failed[item.key] = item.error or "not generated"
+                _record_failure(database, item, failed[item.key], backend)
+                continue
+            if outcome.status != "done" or outcome.video_bytes is None:
+                failed[item.key] = outcome.error or "generation failed"
+                _record_failure(database, item, failed[item.key], backend, outcome)
+                continue
+            info = _record_success(database, item, outcome, backend, client.is_preview)
+            infos[item.key] = info
+            for problem in _problems(outcome.request, info):
+                checks[problem[0]].append(f"scene {item.key}: {problem[1]}")
+            yield dg.AssetMaterialization(
+                asset_key=context.asset_key,
+                partition=item.key,
+                metadata=_metadata(outcome, info, backend, client.is_preview),
+            )
+
+        billed = {
+            o.request.fingerprint: ledger.billed_count(o.request.fingerprint)
+            for o in outcomes
+            if o.status == "done"
+        }
+        over_billed = {fp[:12]: n for fp, n in billed.items() if n > 1}
+        yield dg.AssetCheckResult(
+            check_name=CHECK_VALID_MP4,
+            passed=not checks[CHECK_VALID_MP4],
+            metadata={
+                "problems": dg.MetadataValue.json(checks[CHECK_VALID_MP4]),
+                "durations": dg.MetadataValue.json(
+                    {k: v["duration_seconds"] for k, v in infos.items()}
+                ),
+            },
+        )
+        yield dg.AssetCheckResult(
+            check_name=CHECK_REQUEST_LEGAL,
+            passed=not checks[CHECK_REQUEST_LEGAL],
+            metadata={"problems": dg.MetadataValue.json(checks[CHECK_REQUEST_LEGAL])},
+        )
+        yield dg.AssetCheckResult(
+            check_name=CHECK_ONE_BILLED,
+            passed=not over_billed,
+            metadata={"billed_per_request": dg.MetadataValue.json(over_billed or "all <= 1")},
+        )
+        yield dg.AssetCheckResult(
+            check_name=CHECK_COST,
+            passed=all(v["cost_usd"] is not None for v in infos.values()),
+            metadata={
+                "cost_usd": dg.MetadataValue.json({k: v["cost_usd"] for k, v in infos.items()}),
+                "total_cost_usd": round(sum(v["cost_usd"] or 0 for v in infos.values()), 4),
+            },
+        )
+        if failed:
+            lines = "; ".join(f"scene {k}: {v}" for k, v in sorted(failed.items()))
+            done = sorted(infos)
+            raise dg.Failure(
+                description=f"{len(failed)} of {len(keys)} scene(s) failed ({lines}); "
+                f"materialized: {done or 'none'}",
+                metadata={"failed": dg.MetadataValue.json(failed), "done": done},
+                allow_retries=False,
+            )
+
+    return scene_clip
+
+
+def _scene_inputs(
+    database: DatabaseResource,
+    media: MediaStoreResource,
+    graph: ProjectGraph,
+    key: str,
+    config: SceneClipConfig,
+) -> SceneInputs:
+    """Read the scene's prompt, keyframes and chosen references and shape its request."""
+    index = int(key)
+    with database.session() as session:
+        project = session.scalars(select(Project).where(Project.slug == graph.slug)).one()
+        scene = session.scalars(
+            select(Scene).where(Scene.project_id == project.id, Scene.scene_index == index)
+        ).one()
+        try:
+            frames = {
+                k.position: _image(media, k.image_url, f"scene {index} {k.position} keyframe")
+                for k in scene.keyframes
+            }
+            references = _references(session, media, project, index)
+        except (MediaError, LookupError) as exc:
+            return SceneInputs(key, scene.id, None, str(exc))
+        common = {
+            "model": project.video_model,
+            "prompt": scene.prompt,
+            "target_duration": project.target_clip_duration,
+            "aspect_ratio": project.aspect_ratio,
+            "first_frame": frames.get("start"),
+            "last_frame": frames.get("end"),
+            "generate_audio": config.generate_audio,
+        }
+        try:
+            request = build_video_request(
+                **common, references=references, policy=config.conditioning_policy
+            )
+            fallback = (
+                build_video_request(**common, references=(), policy="frames")
+                if request.conditioning_mode != "frames"
+                else None
+            )
+        except ValueError as exc:
+            return SceneInputs(key, scene.id, None, f"cannot shape the request: {exc}")
+        return SceneInputs(key, scene.id, ClipJob(key, graph.slug, request, fallback))
+
+
+def _image(media: MediaStoreResource, rel: str | None, label: str) -> ImageInput:
+    if not rel:
+        raise MediaError(f"{label}: no image recorded")
+    data = read_image_bytes(media.path(rel), label=label)
+    return image_input(data, image_mime_type(data), label)
+
+
+def _references(
+    session: Any, media: MediaStoreResource, project: Project, index: int
+) -> list[tuple[str, ImageInput]]:
+    """The persisted selection, each with its primary clean sheet or else its original."""
+    if project.manifest is None:
+        return []
+    scene_manifest = session.scalars(
+        select(SceneManifest).where(
+            SceneManifest.project_id == project.id, SceneManifest.scene_index == index
+        )
+    ).one_or_none()
+    if scene_manifest is None:
+        return []
+    if scene_manifest.selected_reference_tags is None:
+        raise LookupError(
+            f"scene {index}: references were never selected; materialize "
+            f"{project.slug}/scene_references for this scene first"
+        )
+    picks = select_references_for_scene(scene_manifest.manifest_json, project.manifest.assets)
+    if [a.manifest_tag for a in picks] != scene_manifest.selected_reference_tags:
+        raise LookupError(
+            f"scene {index}: the manifest changed since references were selected; "
+            "materialize scene_references again"
+        )
+    refs = []
+    for asset in picks:
+        chosen = chosen_reference(session, asset)
+        label = f"reference {chosen.tag} (asset {chosen.asset_key!r}, {chosen.source})"
+        refs.append((chosen.tag, _image(media, chosen.image_url, label)))
+    return refs
+
+
+def _clip_row(session: Any, scene_id: Any) -> VideoClip:
+    clip = session.scalars(select(VideoClip).where(VideoClip.scene_id == scene_id)).one_or_none()
+    if clip is None:
+        clip = VideoClip(scene_id=scene_id)
+        session.add(clip)
+    return clip
+
+
+def _record_failure(
+    database: DatabaseResource,
+    item: SceneInputs,
+    error: str,
+    backend: str,
+    outcome: ClipOutcome | None = None,
+) -> None:
+    """A failed scene keeps its previous file (already paid for); only status and error change."""
+    with database.session() as session:
+        clip = _clip_row(session, item.scene_id)
+        clip.status = "failed"
+        clip.error = error
+        clip.backend = backend
+        if outcome is not None:
+            clip.remediation_level = outcome.remediation_level
+            clip.operation_name = outcome.operation_name
+            clip.attempts = outcome.attempts
+
+
+def _record_success(
+    database: DatabaseResource,
+    item: SceneInputs,
+    outcome: ClipOutcome,
+    backend: str,
+    preview: bool,
+) -> dict[str, Any]:
+    request = outcome.request
+    assert outcome.video_bytes is not None
+    try:
+        probe = probe_mp4(outcome.video_bytes)
+        duration, problem = probe.duration_seconds, None
+    except ValueError as exc:
+        duration, problem = None, str(exc)
+    with database.session() as session:
+        clip = _clip_row(session, item.scene_id)
+        clip.status = "done"
+        clip.backend = backend
+        clip.file_url = outcome.result_url
+        clip.duration_seconds = duration
+        clip.conditioning_mode = request.conditioning_mode
+        clip.conditioning_reason = request.conditioning_reason
+        clip.remediation_level = outcome.remediation_level
+        clip.operation_name = outcome.operation_name
+        clip.fingerprint = request.fingerprint
+        clip.reference_tags = list(request.reference_tags)
+        clip.cost_usd = outcome.cost_usd
+        clip.attempts = outcome.attempts
+        clip.cached = outcome.cached
+        clip.error = None
+    return {
+        "duration_seconds": duration,
+        "probe_error": problem,
+        "cost_usd": outcome.cost_usd,
+        "path": outcome.result_url,
+        "preview": preview,
+    }
+
+
+def _problems(request: VideoRequest, info: dict[str, Any]) -> list[tuple[str, str]]:
+    problems = []
+    if info["probe_error"]:
+        problems.append((CHECK_VALID_MP4, f"not a valid mp4: {info['probe_error']}"))
+    elif abs((info["duration_seconds"] or 0) - request.duration_seconds) > 0.25:
+        problems.append(
+            (
+                CHECK_VALID_MP4,
+                f"duration {info['duration_seconds']:.2f} s, requested {request.duration_seconds} s",
+            )
+        )
+    if request.reference_images and request.duration_seconds != 8:
+        problems.append((CHECK_VALID_MP4, "references attached but duration is not 8 s"))
+    caps = MODEL_CAPABILITIES.get(request.model)
+    if len(request.reference_images) > 3:
+        problems.append((CHECK_REQUEST_LEGAL, f"{len(request.reference_images)} references"))
+    if caps is not None:
+        if request.reference_images and not caps.supports_references:
+            problems.append((CHECK_REQUEST_LEGAL, f"{request.model} takes no references"))
+        if request.conditioning_mode == "hybrid" and not caps.supports_hybrid:
+            problems.append((CHECK_REQUEST_LEGAL, f"{request.model} rejects hybrid requests"))
+    return problems
+
+
+def _metadata(
+    outcome: ClipOutcome, info: dict[str, Any], backend: str, preview: bool
+) -> dict[str, Any]:
+    request = outcome.request
+    strip = thumbnail_strip(outcome.video_bytes or b"", n=4)
+    buffer = io.BytesIO()
+    strip.convert("RGB").save(buffer, format="JPEG", quality=75)
+    uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    label = f"**{PREVIEW_LABEL}**\n\n" if preview else ""
+    return {
+        "status": "cached" if outcome.cached else ("resumed" if outcome.resumed else "generated"),
+        "backend": PREVIEW_LABEL if preview else backend,
+        "preview": dg.MetadataValue.md(f"{label}![thumbnails]({uri})"),
+        "path": info["path"] or "",
+        "duration_seconds": info["duration_seconds"] or 0.0,
+        "conditioning_mode": request.conditioning_mode,
+        "conditioning_reason": request.conditioning_reason,
+        "references": dg.MetadataValue.json(list(request.reference_tags)),
+        "remediation_level": outcome.remediation_level,
+        "cost_usd": outcome.cost_usd,
+        "api_calls": outcome.api_calls,
+        "billed_attempts": outcome.attempts,
+        "fingerprint": request.fingerprint,
+        "operation_name": outcome.operation_name or "",
+    }
