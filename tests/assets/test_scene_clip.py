@@ -1,4 +1,4 @@
-"""``scene_clip`` and ``final_cut`` in-process, with the real google-genai client on the emulator."""
+"""``scene_clip`` and ``final_cut`` in-process, with the real google-genai client on an emulator."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def clip_metadata(instance: dg.DagsterInstance, slug: str, scene: str) -> dict:
 
 
 @pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def emulator(monkeypatch: pytest.MonkeyPatch):
     with VertexEmulator(latency_s=0.1, video_height=90, video_fps=4) as emu:
         monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
         yield emu
@@ -67,7 +67,7 @@ def test_animatic_backend_renders_labelled_previews_and_the_final_cut(
     settings: Settings,
     imported,
     instance: dg.DagsterInstance,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("VIDPIPE_VERTEX_EMULATOR_HOST", raising=False)
     monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
@@ -93,7 +93,7 @@ def test_vertex_references_mode_then_a_rerun_costs_nothing(
     settings: Settings,
     imported,
     instance: dg.DagsterInstance,
-    emulator: VertexEmulator,  # noqa: ANN001
+    emulator: VertexEmulator,
 ) -> None:
     imported()
     reports = run(settings, instance, ["references", "clips"])
@@ -119,7 +119,7 @@ def test_project_without_manifest_uses_frames_and_target_duration(
     settings: Settings,
     imported,
     instance: dg.DagsterInstance,
-    emulator: VertexEmulator,  # noqa: ANN001
+    emulator: VertexEmulator,
 ) -> None:
     imported(small_spec("plain", manifest=False))
     reports = run(settings, instance, ["references", "clips"], slug="plain")
@@ -137,7 +137,7 @@ def test_transient_faults_finish_every_clip_without_paying_twice(
     settings: Settings,
     imported,
     instance: dg.DagsterInstance,
-    emulator: VertexEmulator,  # noqa: ANN001
+    emulator: VertexEmulator,
 ) -> None:
     spec = small_spec()
     for i in range(2, 8):  # eight scenes
@@ -160,7 +160,7 @@ def test_content_filter_on_level_0_is_remediated_with_references_kept(
     settings: Settings,
     imported,
     instance: dg.DagsterInstance,
-    emulator: VertexEmulator,  # noqa: ANN001
+    emulator: VertexEmulator,
 ) -> None:
     imported()
     emulator.rai_filter = lambda prompt: not prompt.startswith(REMEDIATION_PREFIXES[1])
@@ -179,7 +179,7 @@ def test_content_filter_at_every_level_fails_with_reasons(
     settings: Settings,
     imported,
     instance: dg.DagsterInstance,
-    emulator: VertexEmulator,  # noqa: ANN001
+    emulator: VertexEmulator,
 ) -> None:
     imported()
     emulator.rai_filter_substrings = ["park at dusk"]
@@ -195,7 +195,7 @@ def test_vanished_reference_fails_only_its_scene(
     settings: Settings,
     imported,
     instance: dg.DagsterInstance,
-    emulator: VertexEmulator,  # noqa: ANN001
+    emulator: VertexEmulator,
 ) -> None:
     imported()
     run(settings, instance, ["references"])
@@ -217,7 +217,7 @@ def test_a_run_killed_after_submit_resumes_without_a_new_submission(
     settings: Settings,
     imported,
     instance: dg.DagsterInstance,
-    emulator: VertexEmulator,  # noqa: ANN001
+    emulator: VertexEmulator,
 ) -> None:
     """Submit scene 1 by hand exactly as the engine does, then 'die'; the asset must resume it."""
     imported()
@@ -261,7 +261,7 @@ def test_clip_checks_pass(
     settings: Settings,
     imported,
     instance: dg.DagsterInstance,
-    emulator: VertexEmulator,  # noqa: ANN001
+    emulator: VertexEmulator,
 ) -> None:
     imported()
     run(settings, instance, ["references", "clips"])
@@ -281,7 +281,7 @@ def test_status_json_reports_the_clip(
     settings: Settings,
     imported,
     instance: dg.DagsterInstance,
-    emulator: VertexEmulator,  # noqa: ANN001
+    emulator: VertexEmulator,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import json

@@ -110,7 +110,7 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
         database: DatabaseResource,
         media: MediaStoreResource,
         vertex: VertexResource,
-    ):  # noqa: ANN202 - a generator of materializations and check results
+    ):
         keys = list(context.partition_keys)
         client = vertex.video_client()
         backend = client.backend
@@ -381,7 +381,8 @@ def _problems(request: VideoRequest, info: dict[str, Any]) -> list[tuple[str, st
         problems.append(
             (
                 CHECK_VALID_MP4,
-                f"duration {info['duration_seconds']:.2f} s, requested {request.duration_seconds} s",
+                f"duration {info['duration_seconds']:.2f} s, "
+                f"requested {request.duration_seconds} s",
             )
         )
     if request.reference_images and request.duration_seconds != 8:
