@@ -1,0 +1,635 @@
+"""The spend-safe engine against a scripted in-memory Veo (the real client is tested against the
+emulator elsewhere). Virtual time: every sleep advances a clock instantly, so tests take ms."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vidpipe_dagster.clip_generation import ClipJob, ClipOutcome, Limits, generate_clips
+from vidpipe_dagster.db.ledger import Ledger
+from vidpipe_dagster.db.session import migrate
+from vidpipe_dagster.domain.generation_client import GenerationApiError, OperationResult
+from vidpipe_dagster.domain.video_requests import (
+    MODEL_CAPABILITIES,
+    REMEDIATION_PREFIXES,
+    VideoRequest,
+    build_video_request,
+    image_input,
+)
+
+MODEL = "veo-3.1-generate-001"
+START = image_input(b"start", "image/png", "start keyframe")
+END = image_input(b"end", "image/png", "end keyframe")
+REFS = [
+    (f"CHAR_0{i}", image_input(f"ref{i}".encode(), "image/png", f"CHAR_0{i}")) for i in range(3)
+]
+COMBO_400 = "INVALID_ARGUMENT: First Frame and Reference Images cannot be both set."
+
+
+@dataclass
+class Op:
+    request: VideoRequest
+    polls_left: int
+    ending: str  # "video" | "filtered" | "error:<message>"
+
+
+@dataclass
+class FakeVeo:
+    """Implements ``VideoClient``. Faults are raised *before* an operation exists, as a 429/503
+    would be, unless a test scripts otherwise; ``accepted`` lists what the service would bill."""
+
+    backend: str = "vertex"
+    is_preview: bool = False
+    polls_to_finish: int = 2
+    fault_rate: float = 0.0
+    seed: int = 0
+    on_submit: Callable[[VideoRequest], None] | None = None
+    ending: Callable[[VideoRequest], str] = lambda _request: "video"
+    clock: Callable[[], float] = lambda: 0.0
+    ops: dict[str, Op] = field(default_factory=dict)
+    accepted: list[VideoRequest] = field(default_factory=list)
+    submit_calls: int = 0
+    poll_calls: int = 0
+    fetch_calls: int = 0
+    submit_times: list[float] = field(default_factory=list)
+    open_now: int = 0
+    max_open: int = 0
+    fetch_faults: int = 0  # fail this many fetches (transient) before succeeding
+    submit_delay: float = 0.0  # real seconds a submit takes (to force interleavings)
+    hold_until_open: int = 0  # operations stay running until this many are open at once...
+    total_jobs: int = 0  # ...or every job has been accepted
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def _fault(self) -> bool:
+        return self.rng.random() < self.fault_rate
+
+    async def submit(self, request: VideoRequest) -> str:
+        self.submit_calls += 1
+        self.submit_times.append(self.clock())
+        await asyncio.sleep(self.submit_delay)
+        if self._fault():
+            code = self.rng.choice([429, 503])
+            raise GenerationApiError("transient", "RESOURCE_EXHAUSTED", status_code=code)
+        if self.on_submit is not None:
+            self.on_submit(request)
+        return self.create(request)
+
+    def create(self, request: VideoRequest) -> str:
+        name = f"operations/{len(self.ops) + 1}"
+        self.ops[name] = Op(request, self.polls_to_finish, self.ending(request))
+        self.accepted.append(request)
+        self.open_now += 1
+        self.max_open = max(self.max_open, self.open_now)
+        return name
+
+    async def poll(self, operation_name: str) -> OperationResult:
+        self.poll_calls += 1
+        await asyncio.sleep(0)
+        if self._fault():
+            raise self.rng.choice(
+                [GenerationApiError("transient", "poll timed out"), ConnectionResetError("reset")]
+            )
+        op = self.ops.get(operation_name)
+        if op is None:
+            raise GenerationApiError("not_found", f"{operation_name} not found", status_code=404)
+        if op.polls_left > 0:
+            op.polls_left -= 1
+            return OperationResult(name=operation_name, done=False)
+        if self.open_now < self.hold_until_open and len(self.accepted) < self.total_jobs:
+            return OperationResult(name=operation_name, done=False)
+        self.hold_until_open = 0  # released: from now on operations finish normally
+        if op.ending == "filtered":
+            self.close(op)
+            return OperationResult(
+                name=operation_name,
+                done=True,
+                rai_filtered_count=1,
+                rai_filtered_reasons=("Violence detected. Support codes: 58061214",),
+            )
+        if op.ending.startswith("error:"):
+            self.close(op)
+            return OperationResult(name=operation_name, done=True, error_message=op.ending[6:])
+        return OperationResult(
+            name=operation_name, done=True, video_bytes=b"MP4" + op.request.fingerprint.encode()
+        )
+
+    def close(self, op: Op) -> None:
+        if op.polls_left >= 0:
+            op.polls_left = -1
+            self.open_now -= 1
+
+    async def fetch_video(self, result: OperationResult) -> bytes:
+        self.fetch_calls += 1
+        await asyncio.sleep(0)
+        if self.fetch_faults > 0:
+            self.fetch_faults -= 1
+            raise GenerationApiError("transient", "download 503", status_code=503)
+        if self._fault():
+            raise GenerationApiError("transient", "download reset")
+        self.close(self.ops[result.name])
+        assert result.video_bytes is not None
+        return result.video_bytes
+
+    @property
+    def api_calls(self) -> int:
+        return self.submit_calls + self.poll_calls + self.fetch_calls
+
+
+class VirtualTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class Store:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def store(self, fingerprint: str, data: bytes) -> str:
+        url = f"clips/{fingerprint}.mp4"
+        self.files[url] = data
+        return url
+
+    def load(self, url: str) -> bytes | None:
+        return self.files.get(url)
+
+
+@dataclass
+class World:
+    ledger: Ledger
+    store: Store = field(default_factory=Store)
+    time: VirtualTime = field(default_factory=VirtualTime)
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def client(self, **kwargs: Any) -> FakeVeo:
+        return FakeVeo(clock=self.time.clock, **kwargs)
+
+    def run(
+        self, jobs: list[ClipJob], client: FakeVeo, limits: Limits | None = None, **kwargs: Any
+    ) -> list[ClipOutcome]:
+        return asyncio.run(
+            generate_clips(
+                jobs,
+                client,
+                self.ledger,
+                limits or Limits(backoff_base=1.0),
+                load_result=self.store.load,
+                store_result=self.store.store,
+                poll_interval=5.0,
+                sleep=self.time.sleep,
+                clock=self.time.clock,
+                on_event=lambda key, message: self.events.append((key, message)),
+                rng=random.Random(7),
+                **kwargs,
+            )
+        )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    url = f"sqlite:///{tmp_path / 'engine.db'}"
+    migrate(url)
+    return World(Ledger.from_url(url))
+
+
+def job(i: int, *, refs: int = 2, model: str = MODEL, **kwargs: Any) -> ClipJob:
+    request = build_video_request(
+        model=model,
+        prompt=f"scene {i}: Mia walks into the park",
+        target_duration=6,
+        aspect_ratio="16:9",
+        first_frame=START,
+        last_frame=END,
+        references=REFS[:refs],
+        **kwargs,
+    )
+    return ClipJob(key=str(i), project_slug="spring-ad", request=request)
+
+
+def states(world: World, request: VideoRequest) -> list[str]:
+    return [entry.state for entry in world.ledger.entries(request.fingerprint)]
+
+
+def test_generates_stores_and_records_cost(world: World) -> None:
+    client = world.client()
+    jobs = [job(i) for i in range(3)]
+    outcomes = world.run(jobs, client)
+    assert [o.status for o in outcomes] == ["done"] * 3
+    assert [o.key for o in outcomes] == ["0", "1", "2"]
+    for o, j in zip(outcomes, jobs, strict=True):
+        assert o.video_bytes == b"MP4" + j.request.fingerprint.encode()
+        assert world.store.files[o.result_url or ""] == o.video_bytes
+        assert (o.cached, o.resumed, o.attempts, o.error) == (False, False, 1, None)
+        assert o.cost_usd == pytest.approx(3.20)  # 8 s with references, audio, 0.40 USD/s
+        assert o.api_calls == 1 + 3 + 1  # submit, 3 polls (2 running + done), fetch
+        assert states(world, j.request) == ["done"]
+        entry = world.ledger.find_reusable(j.request.fingerprint)
+        assert entry is not None and entry.cost_usd == pytest.approx(3.20)
+        assert entry.details and entry.details["reference_tags"] == ["CHAR_00", "CHAR_01"]
+    assert len(client.accepted) == 3
+    assert any("submitted references request" in message for _, message in world.events)
+
+
+def test_rerun_makes_zero_api_calls(world: World) -> None:
+    jobs = [job(i) for i in range(4)]
+    first = world.run(jobs, world.client())
+    again = world.client()
+    second = world.run(jobs, again)
+    assert again.api_calls == 0
+    assert all(o.cached and o.status == "done" and o.api_calls == 0 for o in second)
+    assert [o.video_bytes for o in second] == [o.video_bytes for o in first]
+    assert all(o.cost_usd == 0 and o.attempts == 0 for o in second)
+
+
+def test_identical_requests_in_one_call_pay_once(world: World) -> None:
+    client = world.client(submit_delay=0.05)  # the twin looks while the first is submitting
+    twin = job(1)
+    outcomes = world.run([twin, ClipJob("2", "spring-ad", twin.request)], client)
+    assert len(client.accepted) == 1
+    assert sorted(o.cached for o in outcomes) == [False, True]
+    assert outcomes[0].video_bytes == outcomes[1].video_bytes
+
+
+def test_resume_in_flight_operation_without_submitting(world: World) -> None:
+    client = world.client()
+    j = job(1)
+    # A previous run sent the request, recorded the operation, and died while polling.
+    entry_id = world.ledger.open_submission(
+        j.request.fingerprint, kind="video", model=MODEL, backend="vertex"
+    )
+    operation = client.create(j.request)
+    world.ledger.record_operation(entry_id, operation)
+    client.accepted.clear()
+
+    [outcome] = world.run([j], client)
+    assert client.submit_calls == 0
+    assert (outcome.status, outcome.resumed, outcome.cached) == ("done", True, False)
+    assert outcome.operation_name == operation
+    assert outcome.attempts == 0  # no submission by this call
+    assert outcome.cost_usd == pytest.approx(3.20)
+    assert world.ledger.get(entry_id).state == "done"
+    assert world.ledger.billed_count(j.request.fingerprint) == 1
+
+
+def test_transient_faults_everywhere_still_pay_once_per_clip(world: World) -> None:
+    client = world.client(fault_rate=0.3, seed=11)
+    jobs = [job(i) for i in range(20)]
+    outcomes = world.run(jobs, client, Limits(max_transient_retries=10, max_download_retries=10))
+    assert [o.status for o in outcomes] == ["done"] * 20, [o.error for o in outcomes]
+    assert len(client.accepted) == 20  # every operation the service created, exactly one each
+    assert client.submit_calls > 20  # faults happened and were retried
+    for j in jobs:
+        assert world.ledger.billed_count(j.request.fingerprint) == 1
+        assert states(world, j.request) == ["done"]
+
+
+def test_content_filter_escalates_remediation_and_keeps_references(world: World) -> None:
+    client = world.client(
+        ending=lambda r: "filtered" if r.remediation_level == 0 else "video",
+    )
+    j = job(1)
+    [outcome] = world.run([j], client)
+    assert outcome.status == "done"
+    assert outcome.remediation_level == 1
+    assert outcome.request.prompt.startswith(REMEDIATION_PREFIXES[1])
+    assert outcome.request.reference_images == j.request.reference_images
+    assert outcome.request.reference_tags == ("CHAR_00", "CHAR_01")
+    assert outcome.attempts == 1  # the filtered generation is not billed
+    assert outcome.support_codes == ("58061214",)
+    assert states(world, j.request) == ["failed_unbilled"]
+    assert states(world, outcome.request) == ["done"]
+    assert world.ledger.billed_count(j.request.fingerprint) == 0
+
+
+def test_policy_refusal_on_submit_also_escalates(world: World) -> None:
+    def refuse_level_0(request: VideoRequest) -> None:
+        if request.remediation_level == 0:
+            raise GenerationApiError(
+                "content_policy", "violates usage guidelines", support_codes=("17301594",)
+            )
+
+    [outcome] = world.run([job(1)], world.client(on_submit=refuse_level_0))
+    assert (outcome.status, outcome.remediation_level) == ("done", 1)
+    assert outcome.support_codes == ("17301594",)
+
+
+def test_level_two_failure_fails_with_reasons_and_support_codes(world: World) -> None:
+    client = world.client(ending=lambda _r: "filtered")
+    j = job(1)
+    [outcome] = world.run([j], client)
+    assert outcome.status == "failed" and outcome.video_bytes is None
+    assert outcome.remediation_level == 2
+    assert "remediation level 2 (the last)" in (outcome.error or "")
+    assert "Violence detected" in (outcome.error or "")
+    assert outcome.support_codes == ("58061214",)
+    assert [r.remediation_level for r in client.accepted] == [0, 1, 2]
+    assert all(r.reference_tags == ("CHAR_00", "CHAR_01") for r in client.accepted)
+    assert (outcome.attempts, outcome.cost_usd) == (0, 0.0)
+    assert states(world, outcome.request) == ["failed_unbilled"]
+
+
+def test_rejected_combination_falls_back_to_frames_without_paying(world: World) -> None:
+    hybrid_table = {MODEL: replace(MODEL_CAPABILITIES[MODEL], supports_hybrid=True)}
+
+    def veo31_rules(request: VideoRequest) -> None:
+        if request.reference_images and request.first_frame is not None:
+            raise GenerationApiError("rejected", COMBO_400, status_code=400)
+
+    j = job(1, capabilities=hybrid_table)
+    assert j.request.conditioning_mode == "hybrid"
+    client = world.client(on_submit=veo31_rules)
+    [outcome] = world.run([j], client)
+    assert outcome.status == "done"
+    assert outcome.request.conditioning_mode == "frames"
+    assert outcome.request.reference_images == ()
+    assert outcome.request.first_frame == START and outcome.request.last_frame == END
+    assert "fallback" in outcome.request.conditioning_reason
+    assert outcome.attempts == 1 and outcome.cost_usd == pytest.approx(3.20)
+    assert states(world, j.request) == ["failed_unbilled"]
+    assert world.ledger.billed_count(j.request.fingerprint) == 0
+    assert any("fell back to frames" in note for note in outcome.notes)
+
+
+def test_rejected_references_use_the_given_frames_request(world: World) -> None:
+    def no_references(request: VideoRequest) -> None:
+        if request.reference_images:
+            raise GenerationApiError(
+                "rejected", f"Reference images are not supported by model {MODEL}.", status_code=400
+            )
+
+    j = job(1)
+    frames = job(1, policy="frames").request
+    assert j.request.conditioning_mode == "references" and frames.duration_seconds == 6
+    [outcome] = world.run(
+        [ClipJob("1", "spring-ad", j.request, fallback=frames)],
+        world.client(on_submit=no_references),
+    )
+    assert outcome.status == "done" and outcome.request == frames
+    assert outcome.cost_usd == pytest.approx(2.40)  # 6 s, as the storyboard asked
+
+
+def test_other_rejections_fail_without_retry(world: World) -> None:
+    def bad(_request: VideoRequest) -> None:
+        raise GenerationApiError("rejected", "Unsupported duration 7 seconds", status_code=400)
+
+    client = world.client(on_submit=bad)
+    [outcome] = world.run([job(1)], client)
+    assert outcome.status == "failed"
+    assert "request rejected" in (outcome.error or "") and "Unsupported duration" in (
+        outcome.error or ""
+    )
+    assert client.submit_calls == 1
+    assert states(world, outcome.request) == ["failed_unbilled"]
+
+
+def test_failed_generation_is_billed_and_never_silently_resubmitted(world: World) -> None:
+    client = world.client(ending=lambda _r: "error:Internal error during generation")
+    j = job(1)
+    [outcome] = world.run([j], client)
+    assert outcome.status == "failed" and "not resubmitted" in (outcome.error or "")
+    assert client.submit_calls == 1 and outcome.attempts == 1
+    assert states(world, j.request) == ["failed_billed"]
+    assert world.ledger.billed_count(j.request.fingerprint) == 1
+
+
+def test_one_broken_job_never_hides_the_others(world: World) -> None:
+    def explode(request: VideoRequest) -> None:
+        if request.prompt.startswith("scene 2"):
+            raise RuntimeError("client bug")
+
+    class BrokenStore(Store):
+        def store(self, fingerprint: str, data: bytes) -> str:
+            if fingerprint == jobs[4].request.fingerprint:
+                raise OSError("disk full")
+            return super().store(fingerprint, data)
+
+    jobs = [job(i) for i in range(6)]
+    world.store = BrokenStore()
+    outcomes = world.run(jobs, world.client(on_submit=explode))
+    assert [o.status for o in outcomes] == ["done", "done", "failed", "done", "failed", "done"]
+    assert outcomes[2].error == "RuntimeError: client bug"
+    assert states(world, jobs[2].request) == ["unknown"]  # a client bug: outcome unknowable
+    assert "disk full" in (outcomes[4].error or "")
+    assert states(world, jobs[4].request) == ["in_flight"]  # a rerun stores it without paying
+
+
+def test_concurrency_bound_is_respected(world: World) -> None:
+    client = world.client(polls_to_finish=3, hold_until_open=3, total_jobs=12)
+    limits = Limits(max_in_flight=3, requests_per_minute=0, poll_timeout_s=1e12)
+    outcomes = world.run([job(i) for i in range(12)], client, limits)
+    assert all(o.status == "done" for o in outcomes)
+    assert client.max_open == 3  # reached (operations wait for it), never exceeded
+
+
+def test_submits_respect_requests_per_minute(world: World) -> None:
+    client = world.client(polls_to_finish=0)
+    limits = Limits(max_in_flight=10, requests_per_minute=4)
+    outcomes = world.run([job(i) for i in range(10)], client, limits)
+    assert all(o.status == "done" for o in outcomes)
+    times = client.submit_times
+    assert len(times) == 10
+    assert all(sum(t <= s < t + 60 for s in times) <= 4 for t in times)
+    assert times[-1] >= 120  # ten submits at four a minute need at least two more windows
+
+
+def test_ambiguous_submit_is_not_retried_and_is_recorded(world: World) -> None:
+    client = world.client()
+    j = job(1)
+
+    def accepted_then_dropped(request: VideoRequest) -> None:
+        client.create(request)  # the service created (and will bill) the operation...
+        raise TimeoutError("submit timed out")  # ...but the answer never arrived
+
+    client.on_submit = accepted_then_dropped
+    [outcome] = world.run([j], client)
+    assert outcome.status == "failed"
+    assert "may have been accepted and billed" in (outcome.error or "")
+    assert client.submit_calls == 1
+    assert states(world, j.request) == ["unknown"]
+
+    rerun = world.client()  # the user reruns on purpose: one new submission, recorded beside it
+    [second] = world.run([j], rerun)
+    assert second.status == "done" and rerun.submit_calls == 1
+    assert states(world, j.request) == ["unknown", "done"]
+
+
+def test_ambiguous_submit_retried_when_allowed(world: World) -> None:
+    client = world.client()
+    calls = 0
+
+    def drop_first(_request: VideoRequest) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionResetError("connection reset by peer")
+
+    client.on_submit = drop_first
+    [outcome] = world.run([job(1)], client, Limits(retry_ambiguous_submits=True))
+    assert outcome.status == "done" and client.submit_calls == 2
+    assert any("may pay twice" in note for note in outcome.notes)
+    entry = world.ledger.find_reusable(outcome.fingerprint)
+    assert entry is not None and entry.details and entry.details["ambiguous_attempts"] == 1
+
+
+def test_connection_refused_is_retried_as_not_sent(world: World) -> None:
+    client = world.client()
+    refusals = iter([True, True, False])
+
+    def refuse(_request: VideoRequest) -> None:
+        if next(refusals):
+            raise ConnectionRefusedError("connection refused")
+
+    client.on_submit = refuse
+    [outcome] = world.run([job(1)], client)
+    assert outcome.status == "done" and client.submit_calls == 3 and len(client.accepted) == 1
+
+
+def test_submit_gives_up_after_the_retry_budget(world: World) -> None:
+    client = world.client(fault_rate=1.0)
+    [outcome] = world.run([job(1)], client, Limits(max_transient_retries=2))
+    assert outcome.status == "failed" and "gave up after 3 transient errors" in (
+        outcome.error or ""
+    )
+    assert client.submit_calls == 3
+    assert states(world, outcome.request) == ["failed_unbilled"]
+
+
+def test_download_failure_never_resubmits_and_a_rerun_resumes(world: World) -> None:
+    client = world.client(fetch_faults=100)
+    j = job(1)
+    [outcome] = world.run([j], client, Limits(max_download_retries=2))
+    assert outcome.status == "failed" and "without paying again" in (outcome.error or "")
+    assert client.submit_calls == 1 and client.fetch_calls == 3
+    assert states(world, j.request) == ["in_flight"]
+
+    client.fetch_faults = 0  # the same service, later: the operation is still there
+    client.submit_calls = 0
+    [second] = world.run([j], client)
+    assert second.status == "done" and second.resumed and client.submit_calls == 0
+    assert world.ledger.billed_count(j.request.fingerprint) == 1
+
+
+def test_missing_stored_file_is_downloaded_again_from_its_operation(world: World) -> None:
+    client = world.client()
+    j = job(1)
+    [first] = world.run([j], client)
+    world.store.files.clear()
+    client.submit_calls = 0
+    [second] = world.run([j], client)
+    assert second.status == "done" and client.submit_calls == 0
+    assert second.video_bytes == first.video_bytes and second.resumed and not second.cached
+    assert world.store.files[second.result_url or ""] == first.video_bytes
+    assert world.ledger.billed_count(j.request.fingerprint) == 1
+
+
+def test_missing_file_and_expired_operation_regenerates_and_says_so(world: World) -> None:
+    j = job(1)
+    world.run([j], world.client())
+    world.store.files.clear()
+    fresh = world.client()  # a new service view: the old operation is unknown (404)
+    [outcome] = world.run([j], fresh)
+    assert outcome.status == "done" and fresh.submit_calls == 1
+    assert any("regenerating" in note for note in outcome.notes)
+    assert states(world, j.request) == ["result_lost", "done"]
+    assert world.ledger.billed_count(j.request.fingerprint) == 2  # honestly paid twice
+
+
+def test_lost_in_flight_operation_is_submitted_again(world: World) -> None:
+    j = job(1)
+    entry_id = world.ledger.open_submission(
+        j.request.fingerprint, kind="video", model=MODEL, backend="vertex"
+    )
+    world.ledger.record_operation(entry_id, "operations/expired")
+    client = world.client()
+    [outcome] = world.run([j], client)
+    assert outcome.status == "done" and client.submit_calls == 1
+    assert states(world, j.request) == ["unknown", "done"]
+
+
+def test_someone_else_submitting_right_now_is_not_duplicated(world: World) -> None:
+    j = job(1)
+    world.ledger.open_submission(j.request.fingerprint, kind="video", model=MODEL, backend="vertex")
+    client = world.client()
+    [outcome] = world.run([j], client)
+    assert outcome.status == "failed" and "another worker is submitting" in (outcome.error or "")
+    assert client.api_calls == 0
+
+
+def test_unpriced_model_fails_before_any_call(world: World) -> None:
+    table = {"veo-custom": MODEL_CAPABILITIES[MODEL]}
+    custom = job(1, model="veo-custom", capabilities=table)
+    client = world.client()
+    [outcome] = world.run([custom], client)
+    assert outcome.status == "failed" and "no price for video model 'veo-custom'" in (
+        outcome.error or ""
+    )
+    assert client.api_calls == 0 and world.ledger.entries(custom.request.fingerprint) == []
+    [priced] = world.run([custom], client, price_table={"veo-custom": 0.25})
+    assert priced.status == "done" and priced.cost_usd == pytest.approx(2.0)
+
+
+def test_preview_backend_costs_nothing_and_is_never_reused_as_real(world: World) -> None:
+    j = job(1)
+    preview = world.client(backend="animatic", is_preview=True)
+    [free] = world.run([j], preview)
+    assert free.status == "done" and free.cost_usd == 0.0
+    real = world.client()
+    [paid] = world.run([j], real)
+    assert not paid.cached and real.submit_calls == 1 and paid.cost_usd == pytest.approx(3.20)
+
+
+def test_poll_timeout_leaves_the_operation_resumable(world: World) -> None:
+    client = world.client(polls_to_finish=1000)
+    j = job(1)
+    [outcome] = world.run([j], client, Limits(poll_timeout_s=60))
+    assert outcome.status == "failed" and "still running" in (outcome.error or "")
+    assert states(world, j.request) == ["in_flight"]
+    assert client.submit_calls == 1
+
+
+def test_missing_file_with_transient_trouble_does_not_pay_again(world: World) -> None:
+    j = job(1)
+    world.run([j], world.client())
+    world.store.files.clear()
+    flaky = world.client(fault_rate=1.0)  # every poll fails transiently
+    [outcome] = world.run([j], flaky, Limits(max_transient_retries=2))
+    assert outcome.status == "failed" and "nothing was paid" in (outcome.error or "")
+    assert flaky.submit_calls == 0
+    assert states(world, j.request) == ["done"]  # still reusable once the service answers
+
+
+def test_operation_vanishing_after_submit_is_not_resubmitted(world: World) -> None:
+    class Amnesiac(FakeVeo):
+        async def poll(self, operation_name: str) -> OperationResult:
+            raise GenerationApiError("not_found", f"{operation_name} not found", status_code=404)
+
+    client = Amnesiac(clock=world.time.clock)
+    j = job(1)
+    [outcome] = world.run([j], client)
+    assert outcome.status == "failed" and "not sent again" in (outcome.error or "")
+    assert client.submit_calls == 1
+    assert states(world, j.request) == ["unknown"]
+
+
+def test_operation_error_about_policy_is_remediated(world: World) -> None:
+    policy = "error:The prompt violates Vertex AI's usage guidelines. Support codes: 29310472"
+    client = world.client(ending=lambda r: policy if r.remediation_level < 2 else "video")
+    [outcome] = world.run([job(1)], client)
+    assert (outcome.status, outcome.remediation_level) == ("done", 2)
+    assert outcome.support_codes == ("29310472",)
+    assert outcome.attempts == 1

@@ -1,0 +1,228 @@
+"""The generation ledger: state transitions and concurrent writers on a real database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from vidpipe_dagster.db.ledger import Ledger, LedgerConflict
+from vidpipe_dagster.db.models import GenerationLedger
+from vidpipe_dagster.db.session import migrate
+
+POSTGRES_URL = os.environ.get("VIDPIPE_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgres",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(not POSTGRES_URL, reason="VIDPIPE_TEST_POSTGRES_URL not set"),
+            ],
+        ),
+    ]
+)
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}" if request.param == "sqlite" else POSTGRES_URL
+    assert url
+    migrate(url)
+    yield Ledger.from_url(url)
+
+
+def fp() -> str:
+    """A fresh fingerprint, so tests never see each other's rows on a shared server."""
+    return uuid.uuid4().hex
+
+
+def open_row(ledger: Ledger, fingerprint: str, backend: str = "vertex") -> uuid.UUID:
+    return ledger.open_submission(
+        fingerprint,
+        kind="video",
+        model="veo-3.1-generate-001",
+        backend=backend,
+        project_slug="spring-ad",
+        subject="3",
+        details={"mode": "references"},
+    )
+
+
+def test_lifecycle_submitting_in_flight_done(ledger: Ledger) -> None:
+    f = fp()
+    entry_id = open_row(ledger, f)
+    row = ledger.get(entry_id)
+    assert (row.state, row.operation_name, row.billed) == ("submitting", None, False)
+    assert (row.project_slug, row.subject, row.details) == (
+        "spring-ad",
+        "3",
+        {"mode": "references"},
+    )
+    assert ledger.find_reusable(f) is None  # no operation name: nothing to resume
+
+    ledger.record_operation(entry_id, "projects/p/operations/1")
+    resumable = ledger.find_reusable(f)
+    assert resumable is not None
+    assert (resumable.id, resumable.state, resumable.operation_name) == (
+        entry_id,
+        "in_flight",
+        "projects/p/operations/1",
+    )
+    assert ledger.billed_count(f) == 0
+
+    ledger.mark_done(entry_id, cost_usd=3.2, result_url="clips/a.mp4")
+    done = ledger.find_reusable(f)
+    assert done is not None
+    assert (done.state, done.billed, done.cost_usd, done.result_url) == (
+        "done",
+        True,
+        3.2,
+        "clips/a.mp4",
+    )
+    assert ledger.billed_count(f) == 1
+
+
+@pytest.mark.parametrize(
+    ("billed", "state", "count"), [(False, "failed_unbilled", 0), (True, "failed_billed", 1)]
+)
+def test_failures_are_not_reused_and_billing_is_recorded(
+    ledger: Ledger, billed: bool, state: str, count: int
+) -> None:
+    f = fp()
+    entry_id = open_row(ledger, f)
+    ledger.record_operation(entry_id, "op")
+    ledger.mark_failed(entry_id, billed=billed, error="boom")
+    row = ledger.get(entry_id)
+    assert (row.state, row.billed, row.error) == (state, billed, "boom")
+    assert ledger.find_reusable(f) is None
+    assert ledger.billed_count(f) == count
+    open_row(ledger, f)  # a failed request does not block a new one
+
+
+def test_done_is_final_for_failure_marks(ledger: Ledger) -> None:
+    f = fp()
+    entry_id = open_row(ledger, f)
+    ledger.record_operation(entry_id, "op")
+    ledger.mark_done(entry_id, cost_usd=1.0, result_url="u")
+    ledger.mark_failed(entry_id, billed=False, error="late poller")
+    ledger.mark_unknown(entry_id)
+    ledger.record_operation(entry_id, "other")
+    row = ledger.get(entry_id)
+    assert (row.state, row.operation_name, row.billed) == ("done", "op", True)
+
+
+def test_reuse_prefers_done_and_never_crosses_backends(ledger: Ledger) -> None:
+    f = fp()
+    preview = open_row(ledger, f, backend="animatic")
+    ledger.record_operation(preview, "animatic/1")
+    ledger.mark_done(preview, cost_usd=0.0, result_url="preview.mp4")
+    assert ledger.find_reusable(f, backend="vertex") is None  # a preview never stands in
+    real = open_row(ledger, f, backend="vertex")  # and does not block the real request
+    ledger.record_operation(real, "op/2")
+    found = ledger.find_reusable(f, backend="vertex")
+    assert found is not None and found.id == real
+    reused = ledger.find_reusable(f, backend="animatic")
+    assert reused is not None and reused.state == "done"
+    assert ledger.billed_count(f, backend="vertex") == 0
+    assert ledger.billed_count(f, backend="animatic") == 1
+
+
+def test_open_refuses_to_pay_twice(ledger: Ledger) -> None:
+    f = fp()
+    entry_id = open_row(ledger, f)
+    with pytest.raises(LedgerConflict, match="another worker is submitting") as young:
+        open_row(ledger, f)
+    assert young.value.entry.id == entry_id
+    ledger.record_operation(entry_id, "op")
+    with pytest.raises(LedgerConflict, match="already in_flight"):
+        open_row(ledger, f)
+    ledger.mark_done(entry_id, cost_usd=3.2, result_url="u")
+    with pytest.raises(LedgerConflict, match="already done"):
+        open_row(ledger, f)
+
+
+def test_stale_ambiguous_submission_is_marked_unknown_and_resubmitted_once(
+    ledger: Ledger,
+) -> None:
+    f = fp()
+    crashed = open_row(ledger, f)  # the process died before the API answered
+    impatient = Ledger(ledger.sessions, stale_after_s=0.0)
+    second = open_row(impatient, f)
+    old = ledger.get(crashed)
+    assert old.state == "unknown" and "may have been billed" in (old.error or "")
+    new = ledger.get(second)
+    assert new.state == "submitting"
+    assert new.details == {"mode": "references", "after_ambiguous": [str(crashed)]}
+    assert [e.id for e in ledger.entries(f)] == [crashed, second]
+
+
+def test_a_noted_retry_keeps_a_slow_submission_live(ledger: Ledger) -> None:
+    f = fp()
+    entry_id = open_row(ledger, f)
+    with ledger.sessions.begin() as session:  # pretend the row was written an hour ago
+        row = session.get(GenerationLedger, entry_id)
+        assert row is not None and row.updated_at is not None
+        row.updated_at = row.updated_at - timedelta(hours=1)
+    strict = Ledger(ledger.sessions, stale_after_s=600.0)
+    strict.note(entry_id, "transient submit error 1: 429")
+    with pytest.raises(LedgerConflict):
+        open_row(strict, f)
+    assert strict.get(entry_id).error == "transient submit error 1: 429"
+
+
+def test_result_lost_stops_reuse_but_keeps_the_charge(ledger: Ledger) -> None:
+    f = fp()
+    first = open_row(ledger, f)
+    ledger.record_operation(first, "op/1")
+    ledger.mark_done(first, cost_usd=3.2, result_url="gone.mp4")
+    ledger.mark_result_lost(first, "file deleted")
+    assert ledger.find_reusable(f) is None
+    second = open_row(ledger, f)
+    ledger.record_operation(second, "op/2")
+    ledger.mark_done(second, cost_usd=3.2, result_url="new.mp4")
+    assert ledger.billed_count(f) == 2
+    assert ledger.get(first).state == "result_lost"
+
+
+def test_concurrent_openers_get_exactly_one_row(ledger: Ledger) -> None:
+    f = fp()
+
+    def race(_: int) -> uuid.UUID | None:
+        try:
+            return open_row(ledger, f)
+        except LedgerConflict:
+            return None
+
+    with ThreadPoolExecutor(12) as pool:
+        winners = [r for r in pool.map(race, range(12)) if r is not None]
+    assert len(winners) == 1
+    assert len(ledger.entries(f)) == 1
+
+
+def test_many_generations_finishing_at_once(ledger: Ledger) -> None:
+    fingerprints = [fp() for _ in range(40)]
+    ids = [open_row(ledger, f) for f in fingerprints]
+
+    def finish(args: tuple[int, uuid.UUID]) -> None:
+        n, entry_id = args
+        ledger.record_operation(entry_id, f"op/{n}")
+        ledger.note(entry_id, "polling")
+        ledger.mark_done(entry_id, cost_usd=3.2, result_url=f"clips/{n}.mp4")
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(finish, enumerate(ids)))
+    for n, f in enumerate(fingerprints):
+        entry = ledger.find_reusable(f)
+        assert entry is not None and entry.result_url == f"clips/{n}.mp4"
+        assert ledger.billed_count(f) == 1
+
+
+def test_unknown_row_id_is_an_error(ledger: Ledger) -> None:
+    with pytest.raises(KeyError):
+        ledger.mark_done(uuid.uuid4(), cost_usd=0.0, result_url="u")

@@ -1,0 +1,662 @@
+"""Spend-safe, concurrent clip generation: the engine behind ``scene_clip`` (no Dagster here).
+
+Every paid request goes through the ledger (``db.ledger``): a row is written before sending, the
+operation name the moment the API answers, so a rerun reuses finished clips with no API call and
+resumes running operations instead of paying again. What is retried, and what is not:
+
+- submit, when the service answered with a transient status (429/408/5xx: the request was not
+  accepted) or the connection was refused: back off with full jitter and send the same request.
+- submit, when the outcome is unknowable (timeout, dropped connection after sending): Veo has no
+  idempotency key, so a retry could pay twice. By default the row is marked ``unknown`` and the job
+  fails saying so; a rerun then submits once more and the ledger keeps both rows. Set
+  ``Limits.retry_ambiguous_submits`` to accept that risk automatically.
+- poll and download: retried on their own budgets and never cause a resubmission; if they give up
+  the row stays ``in_flight`` and a rerun resumes it for free.
+- content policy: unbilled; the prompt is escalated through remediation levels 0 -> 1 -> 2 with
+  the references kept; level 2 failing fails the job with the API's reasons and support codes.
+- a 400 about reference images combined with keyframes: unbilled; fall back to frames mode once.
+- any other rejection, or a generation that ran and failed: the job fails, no silent resubmission.
+
+The rate limiter counts submits only: Veo's per-minute quota is on generation requests to the
+model, while operation polls are reads on the operations endpoint with their own, larger quota;
+their rate is bounded by ``poll_interval`` and ``max_in_flight`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NoReturn, ParamSpec, TypeVar
+
+from vidpipe_dagster.db.ledger import AMBIGUOUS_NOTE, Ledger, LedgerConflict, LedgerEntry
+from vidpipe_dagster.domain.generation_client import (
+    GenerationApiError,
+    OperationResult,
+    VideoClient,
+)
+from vidpipe_dagster.domain.video_requests import (
+    MAX_REMEDIATION_LEVEL,
+    PriceTable,
+    VideoRequest,
+    estimate_cost_usd,
+    remediate,
+    without_references,
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Sleep = Callable[[float], Awaitable[None]]
+EventSink = Callable[[str, str], None]
+
+_TRANSPORT_ERRORS = (TimeoutError, ConnectionError, OSError)
+_SUPPORT_CODES = re.compile(r"support codes?:\s*([0-9][0-9,\s]*)", re.IGNORECASE)
+_POLICY_WORDS = re.compile(
+    r"usage guidelines|responsible ai|\bsafety\b|prohibited|sensitive words|violat|blocked|"
+    r"\brai\b|content polic",
+    re.IGNORECASE,
+)
+_REFERENCE_WORDS = re.compile(r"reference ?images?|referenceimages", re.IGNORECASE)
+_COMBINATION_WORDS = re.compile(
+    r"first frame|last ?frame|cannot be both|together|not supported by model|are not supported",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Concurrency, quota and retry budgets for one ``generate_clips`` call."""
+
+    max_in_flight: int = 4  # operations submitted and not yet downloaded, at once
+    requests_per_minute: int = 10  # submits per sliding 60 s window (0 = unlimited)
+    max_transient_retries: int = 6  # per submit and per poll streak
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    max_download_retries: int = 4  # separate budget: a download never causes a resubmission
+    poll_timeout_s: float = 1800.0  # then give up waiting; the operation stays resumable
+    retry_ambiguous_submits: bool = False  # see the module docstring
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """One scene's clip. ``fallback`` is the frames-mode request to use if the API rejects the
+    references in ``request`` (build it with ``policy="frames"``); without it a hybrid request
+    falls back by dropping its references, and a references-only request fails."""
+
+    key: str  # the scene partition key
+    project_slug: str
+    request: VideoRequest
+    fallback: VideoRequest | None = None
+
+
+@dataclass
+class ClipOutcome:
+    """What happened to one job. ``attempts`` counts billed submissions made by this call;
+    ``cost_usd`` is what this call recorded as spent (0 when the clip was reused)."""
+
+    key: str
+    status: Literal["done", "failed"]
+    video_bytes: bytes | None
+    request: VideoRequest  # the final request used (after remediation or fallback)
+    cached: bool = False
+    resumed: bool = False
+    attempts: int = 0
+    api_calls: int = 0
+    remediation_level: int = 0
+    cost_usd: float = 0.0
+    operation_name: str | None = None
+    error: str | None = None
+    support_codes: tuple[str, ...] = ()
+    result_url: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.request.fingerprint
+
+
+class _JobFailed(Exception):
+    def __init__(self, message: str, support_codes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.support_codes = support_codes
+
+
+class _ContentPolicy(_JobFailed):
+    """Blocked by safety filters (unbilled): escalate the remediation level."""
+
+
+class _ReferencesRejected(_JobFailed):
+    """The API refused the references in this combination (unbilled): fall back to frames."""
+
+
+class _OperationLost(Exception):
+    """The service no longer knows the operation (expired, or a preview from another process)."""
+
+
+class _SlidingWindowLimiter:
+    """At most ``per_minute`` acquisitions in any 60 s window of ``clock`` time."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float], sleep: Sleep) -> None:
+        self._per_minute = per_minute
+        self._clock = clock
+        self._sleep = sleep
+        self._stamps: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        if self._per_minute <= 0:
+            return
+        async with self._lock:
+            while True:
+                now = self._clock()
+                while self._stamps and now - self._stamps[0] >= 60.0:
+                    self._stamps.popleft()
+                if len(self._stamps) < self._per_minute:
+                    self._stamps.append(now)
+                    return
+                await self._sleep(max(60.0 - (now - self._stamps[0]), 0.001))
+
+
+async def generate_clips(
+    jobs: Sequence[ClipJob],
+    client: VideoClient,
+    ledger: Ledger,
+    limits: Limits | None = None,
+    *,
+    load_result: Callable[[str], bytes | None],
+    store_result: Callable[[str, bytes], str],
+    price_table: PriceTable | None = None,
+    poll_interval: float = 10.0,
+    sleep: Sleep = asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    on_event: EventSink | None = None,
+    rng: random.Random | None = None,
+) -> list[ClipOutcome]:
+    """Generate every job's clip concurrently; one outcome per job, in job order.
+
+    ``load_result(url)`` returns stored bytes or ``None`` if gone; ``store_result(fingerprint,
+    data)`` stores a video and returns its URL. Both are plain functions run in a worker thread.
+    Inject ``sleep`` and ``clock`` together (tests use virtual time). A job's failure, whatever
+    it is, lands on its own outcome and never cancels or hides the others.
+    """
+    engine = _Engine(
+        client=client,
+        ledger=ledger,
+        limits=limits or Limits(),
+        load_result=load_result,
+        store_result=store_result,
+        price_table=price_table,
+        poll_interval=poll_interval,
+        sleep=sleep,
+        clock=clock,
+        on_event=on_event,
+        rng=rng or random.Random(),
+    )
+    results = await asyncio.gather(*(engine.run(job) for job in jobs), return_exceptions=True)
+    outcomes: list[ClipOutcome] = []
+    for job, result in zip(jobs, results, strict=True):
+        if isinstance(result, ClipOutcome):
+            outcomes.append(result)
+        elif isinstance(result, Exception):
+            outcomes.append(_failed(job, f"{type(result).__name__}: {result}"))
+        else:  # CancelledError and other BaseExceptions must not be swallowed
+            raise result
+    return outcomes
+
+
+def _failed(job: ClipJob, error: str) -> ClipOutcome:
+    return ClipOutcome(
+        key=job.key,
+        status="failed",
+        video_bytes=None,
+        request=job.request,
+        remediation_level=job.request.remediation_level,
+        error=error,
+    )
+
+
+class _Engine:
+    def __init__(
+        self,
+        *,
+        client: VideoClient,
+        ledger: Ledger,
+        limits: Limits,
+        load_result: Callable[[str], bytes | None],
+        store_result: Callable[[str, bytes], str],
+        price_table: PriceTable | None,
+        poll_interval: float,
+        sleep: Sleep,
+        clock: Callable[[], float],
+        on_event: EventSink | None,
+        rng: random.Random,
+    ) -> None:
+        if limits.max_in_flight < 1:
+            raise ValueError("Limits.max_in_flight must be at least 1")
+        self.client = client
+        self.ledger = ledger
+        self.limits = limits
+        self.load_result = load_result
+        self.store_result = store_result
+        self.price_table = price_table
+        self.poll_interval = poll_interval
+        self.sleep = sleep
+        self.on_event = on_event
+        self.rng = rng
+        self.slots = asyncio.Semaphore(limits.max_in_flight)
+        self.limiter = _SlidingWindowLimiter(limits.requests_per_minute, clock, sleep)
+        self.fingerprint_locks: dict[str, asyncio.Lock] = {}
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def emit(self, outcome: ClipOutcome, message: str) -> None:
+        if self.on_event is None:
+            return
+        with contextlib.suppress(Exception):  # progress reporting must never break a paid job
+            self.on_event(outcome.key, message)
+
+    async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Ledger calls are short blocking transactions: run them off the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def backoff(self, failures: int) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^(failures-1))]."""
+        ceiling = min(self.limits.backoff_max, self.limits.backoff_base * 2 ** (failures - 1))
+        return self.rng.uniform(0.0, ceiling)
+
+    def lock(self, fingerprint: str) -> asyncio.Lock:
+        """Jobs with identical requests in one call run one after the other: the second reuses."""
+        return self.fingerprint_locks.setdefault(fingerprint, asyncio.Lock())
+
+    # -- a job ------------------------------------------------------------------------------
+
+    async def run(self, job: ClipJob) -> ClipOutcome:
+        outcome = _failed(job, "not started")
+        try:
+            await self.drive(job, outcome)
+            outcome.status = "done"
+            outcome.error = None
+        except _JobFailed as exc:
+            outcome.status = "failed"
+            outcome.error = str(exc)
+            outcome.support_codes = _merge(outcome.support_codes, exc.support_codes)
+            self.emit(outcome, f"failed: {exc}")
+        except Exception as exc:
+            outcome.status = "failed"
+            outcome.error = f"{type(exc).__name__}: {exc}"
+            self.emit(outcome, f"failed: {outcome.error}")
+        return outcome
+
+    async def drive(self, job: ClipJob, outcome: ClipOutcome) -> None:
+        """Remediation and fallback around single generations of successive requests."""
+        request = job.request
+        fell_back = False
+        while True:
+            outcome.request = request
+            outcome.remediation_level = request.remediation_level
+            try:
+                await self.generate(job, request, outcome)
+                return
+            except _ContentPolicy as exc:
+                outcome.support_codes = _merge(outcome.support_codes, exc.support_codes)
+                level = request.remediation_level
+                if level >= MAX_REMEDIATION_LEVEL:
+                    raise _JobFailed(
+                        f"blocked by content policy at remediation level {level} (the last); {exc}",
+                        outcome.support_codes,
+                    ) from exc
+                request = remediate(request, level + 1)
+                self.emit(
+                    outcome, f"content policy at level {level} ({exc}); now level {level + 1}"
+                )
+            except _ReferencesRejected as exc:
+                fallback = None if fell_back else self.frames_fallback(job, request, str(exc))
+                if fallback is None:
+                    raise _JobFailed(f"reference images rejected: {exc}") from exc
+                fell_back = True
+                request = fallback
+                outcome.notes.append(f"fell back to frames mode: {exc}")
+                self.emit(outcome, f"references rejected ({exc}); falling back to frames mode")
+
+    def frames_fallback(self, job: ClipJob, request: VideoRequest, why: str) -> VideoRequest | None:
+        fallback = job.fallback
+        if fallback is None or fallback.reference_images:
+            if request.first_frame is None:
+                return None  # references-only: without keyframes there is no honest fallback
+            fallback = without_references(request, why)
+        if fallback.remediation_level != request.remediation_level:
+            fallback = remediate(fallback, request.remediation_level)
+        return fallback
+
+    async def generate(self, job: ClipJob, request: VideoRequest, outcome: ClipOutcome) -> None:
+        """One request: reuse, resume, or submit, under the ledger."""
+        fingerprint = request.fingerprint
+        cost = 0.0
+        if not self.client.is_preview:  # an unpriceable model fails before any spend
+            cost = estimate_cost_usd(
+                request.model, request.duration_seconds, request.generate_audio, self.price_table
+            )
+        async with self.lock(fingerprint):
+            for _ in range(3):
+                entry = await self.db(self.ledger.find_reusable, fingerprint, self.client.backend)
+                if entry is not None and entry.state == "done":
+                    if await self.reuse(entry, request, outcome):
+                        return
+                elif entry is not None and entry.operation_name:
+                    async with self.slots:
+                        try:
+                            await self.finish(
+                                request,
+                                entry.id,
+                                entry.operation_name,
+                                outcome,
+                                cost=cost,
+                                resumed=True,
+                            )
+                            return
+                        except _OperationLost as exc:
+                            await self.db(self.ledger.mark_unknown, entry.id, f"lost: {exc}")
+                            outcome.notes.append(f"operation {entry.operation_name} lost: {exc}")
+                            self.emit(outcome, f"operation lost ({exc}); submitting again")
+                async with self.slots:
+                    try:
+                        entry_id = await self.db(
+                            self.ledger.open_submission,
+                            fingerprint,
+                            kind="video",
+                            model=request.model,
+                            backend=self.client.backend,
+                            project_slug=job.project_slug,
+                            subject=job.key,
+                            details=_details(request),
+                        )
+                    except LedgerConflict as exc:
+                        if exc.entry.state == "submitting" and not exc.entry.operation_name:
+                            raise _JobFailed(str(exc)) from exc
+                        continue  # finished or accepted meanwhile: reuse or resume it
+                    operation = await self.submit(request, entry_id, outcome)
+                    await self.db(self.ledger.record_operation, entry_id, operation)
+                    self.emit(
+                        outcome, f"submitted {request.conditioning_mode} request: {operation}"
+                    )
+                    try:
+                        await self.finish(
+                            request, entry_id, operation, outcome, cost=cost, resumed=False
+                        )
+                    except _OperationLost as exc:
+                        await self.db(self.ledger.mark_unknown, entry_id, f"lost: {exc}")
+                        raise _JobFailed(
+                            f"operation {operation} vanished after it was accepted ({exc}); it "
+                            "may have been billed, so it is not sent again automatically"
+                        ) from exc
+                    return
+            raise _JobFailed("the ledger kept changing under this request; try again")
+
+    async def reuse(self, entry: LedgerEntry, request: VideoRequest, outcome: ClipOutcome) -> bool:
+        """A done row: load the stored video (zero API calls), else download it again through
+        its operation; if neither works, retire the row so the caller regenerates."""
+        data = None
+        if entry.result_url:
+            data = await asyncio.to_thread(self.load_result, entry.result_url)
+        outcome.operation_name = entry.operation_name
+        if data is not None:
+            outcome.video_bytes = data
+            outcome.cached = True
+            outcome.result_url = entry.result_url
+            self.emit(outcome, f"reused finished clip {entry.result_url} (no API call)")
+            return True
+        why = f"stored video {entry.result_url!r} is missing"
+        if entry.operation_name:
+            try:
+                result = await self.poll(entry.operation_name, entry.id, outcome, first_wait=False)
+                if result.video_bytes or result.video_uri:
+                    data = await self.download(result, entry.id, outcome)
+                    url = await asyncio.to_thread(self.store_result, request.fingerprint, data)
+                    await self.db(self.ledger.update_result, entry.id, url)
+                    outcome.video_bytes = data
+                    outcome.resumed = True
+                    outcome.result_url = url
+                    outcome.notes.append(f"{why}; downloaded again from {entry.operation_name}")
+                    self.emit(outcome, outcome.notes[-1])
+                    return True
+                why += "; its operation has no video any more"
+            except (_OperationLost, _ContentPolicy, GenerationApiError) as exc:
+                why += f"; downloading again failed: {exc}"  # gone for good
+            except _JobFailed as exc:  # transient trouble: paying again would be wrong
+                raise _JobFailed(
+                    f"{why}, and downloading it again from {entry.operation_name} failed for now "
+                    f"({exc}); nothing was paid, rerun later"
+                ) from exc
+        await self.db(self.ledger.mark_result_lost, entry.id, why)
+        outcome.notes.append(f"regenerating: {why}")
+        self.emit(outcome, outcome.notes[-1])
+        return False
+
+    async def submit(self, request: VideoRequest, entry_id: Any, outcome: ClipOutcome) -> str:
+        """Send the request, retrying only failures that prove it was not accepted."""
+        failures = 0
+        while True:
+            await self.limiter.acquire()
+            outcome.api_calls += 1
+            try:
+                return await self.client.submit(request)
+            except GenerationApiError as exc:
+                if exc.kind == "transient" and exc.status_code is not None:
+                    error: BaseException = exc  # the service answered: nothing was accepted
+                elif exc.kind == "transient":
+                    await self.ambiguous(exc, entry_id, failures, outcome)
+                    failures += 1
+                    await self.sleep(self.backoff(failures))
+                    continue
+                else:
+                    await self.refused(exc, request, entry_id, outcome)
+            except (ConnectionRefusedError, socket.gaierror) as exc:
+                error = exc  # never reached the service
+            except _TRANSPORT_ERRORS as exc:
+                await self.ambiguous(exc, entry_id, failures, outcome)
+                failures += 1
+                await self.sleep(self.backoff(failures))
+                continue
+            except Exception as exc:
+                await self.db(self.ledger.mark_unknown, entry_id, f"{AMBIGUOUS_NOTE}: {exc!r}")
+                raise
+            failures += 1
+            if failures > self.limits.max_transient_retries:
+                message = f"submit gave up after {failures} transient errors; last: {error}"
+                await self.db(self.ledger.mark_failed, entry_id, billed=False, error=message)
+                raise _JobFailed(message)
+            delay = self.backoff(failures)
+            await self.db(self.ledger.note, entry_id, f"transient submit error {failures}: {error}")
+            self.emit(outcome, f"submit: {error}; retry {failures} in {delay:.1f} s")
+            await self.sleep(delay)
+
+    async def ambiguous(
+        self, exc: BaseException, entry_id: Any, failures: int, outcome: ClipOutcome
+    ) -> None:
+        """The request may have been accepted: retry only if allowed, and record it either way."""
+        detail = f"{type(exc).__name__}: {exc}" if not isinstance(exc, GenerationApiError) else exc
+        if self.limits.retry_ambiguous_submits and failures < self.limits.max_transient_retries:
+            await self.db(self.ledger.add_details, entry_id, ambiguous_attempts=failures + 1)
+            await self.db(self.ledger.note, entry_id, f"ambiguous submit, retrying: {detail}")
+            outcome.notes.append(f"submit outcome unknown ({detail}); sent again (may pay twice)")
+            self.emit(outcome, outcome.notes[-1])
+            return
+        await self.db(self.ledger.mark_unknown, entry_id, f"{AMBIGUOUS_NOTE}: {detail}")
+        raise _JobFailed(
+            f"submit outcome unknown ({detail}): the request may have been accepted and billed, "
+            "and Veo offers no way to check; not sent again automatically. Rerunning submits "
+            "once more (the ledger records both)."
+        )
+
+    async def refused(
+        self, exc: GenerationApiError, request: VideoRequest, entry_id: Any, outcome: ClipOutcome
+    ) -> NoReturn:
+        """A definitive answer to a submit: record it on the row and raise the matching signal."""
+        if exc.kind == "content_policy":
+            await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(exc))
+            raise _ContentPolicy(exc.message, exc.support_codes)
+        if exc.kind == "failed":
+            await self.db(self.ledger.mark_failed, entry_id, billed=exc.billed, error=str(exc))
+            outcome.attempts += 1 if exc.billed else 0
+            raise _JobFailed(f"generation failed: {exc}", exc.support_codes)
+        await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(exc))
+        if request.reference_images and _rejects_reference_combination(exc.message):
+            raise _ReferencesRejected(exc.message, exc.support_codes)
+        raise _JobFailed(f"request rejected: {exc}", exc.support_codes)
+
+    async def finish(
+        self,
+        request: VideoRequest,
+        entry_id: Any,
+        operation: str,
+        outcome: ClipOutcome,
+        *,
+        cost: float,
+        resumed: bool,
+    ) -> None:
+        """Poll an accepted operation to the end, download, store, and close the ledger row."""
+        outcome.operation_name = operation
+        outcome.resumed = resumed
+        if resumed:
+            self.emit(outcome, f"resuming operation {operation} (no new request)")
+        result = await self.poll(operation, entry_id, outcome, first_wait=not resumed)
+        if result.error_message:
+            message = f"operation {operation} failed: {result.error_message}"
+            codes = _support_codes(result.error_message)
+            if _POLICY_WORDS.search(result.error_message):
+                await self.db(self.ledger.mark_failed, entry_id, billed=False, error=message)
+                raise _ContentPolicy(message, codes)
+            await self.db(self.ledger.mark_failed, entry_id, billed=True, error=message)
+            outcome.attempts += 0 if resumed else 1
+            raise _JobFailed(message + " (treated as billed; not resubmitted)", codes)
+        if result.content_filtered:
+            reasons = "; ".join(result.rai_filtered_reasons) or "no reason given"
+            message = f"video filtered by safety checks: {reasons}"
+            await self.db(self.ledger.mark_failed, entry_id, billed=False, error=message)
+            raise _ContentPolicy(message, _support_codes(reasons))
+        try:
+            data = await self.download(result, entry_id, outcome)
+        except GenerationApiError as exc:
+            if exc.kind == "content_policy":
+                await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(exc))
+                raise _ContentPolicy(exc.message, exc.support_codes) from exc
+            await self.db(self.ledger.mark_failed, entry_id, billed=True, error=str(exc))
+            outcome.attempts += 0 if resumed else 1
+            raise _JobFailed(f"generated but not downloadable: {exc}", exc.support_codes) from exc
+        url = await asyncio.to_thread(self.store_result, request.fingerprint, data)
+        await self.db(self.ledger.mark_done, entry_id, cost_usd=cost, result_url=url)
+        outcome.video_bytes = data
+        outcome.result_url = url
+        outcome.cost_usd += cost
+        outcome.attempts += 0 if resumed else 1
+        self.emit(outcome, f"done: {request.duration_seconds} s clip stored at {url}")
+
+    async def poll(
+        self, operation: str, entry_id: Any, outcome: ClipOutcome, *, first_wait: bool
+    ) -> OperationResult:
+        """Poll until done. Transient errors back off and poll again; never a resubmission."""
+        waited = 0.0
+        failures = 0
+        if first_wait:
+            await self.sleep(self.poll_interval)
+            waited += self.poll_interval
+        while True:
+            outcome.api_calls += 1
+            try:
+                result = await self.client.poll(operation)
+            except GenerationApiError as exc:
+                if exc.kind == "not_found":
+                    raise _OperationLost(str(exc)) from exc
+                if exc.kind == "content_policy":
+                    await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(exc))
+                    raise _ContentPolicy(exc.message, exc.support_codes) from exc
+                if exc.kind != "transient":  # e.g. credentials: the operation itself may be fine
+                    await self.db(self.ledger.note, entry_id, f"poll failed: {exc}")
+                    raise _JobFailed(
+                        f"polling {operation} failed: {exc}; it stays in flight and a rerun "
+                        "resumes it without paying again"
+                    ) from exc
+                error: BaseException = exc
+            except _TRANSPORT_ERRORS as exc:
+                error = exc
+            else:
+                failures = 0
+                if result.done:
+                    return result
+                if waited >= self.limits.poll_timeout_s:
+                    message = f"operation {operation} still running after {waited:.0f} s"
+                    await self.db(self.ledger.note, entry_id, message)
+                    raise _JobFailed(f"{message}; a rerun resumes it without paying again")
+                await self.sleep(self.poll_interval)
+                waited += self.poll_interval
+                continue
+            failures += 1
+            if failures > self.limits.max_transient_retries:
+                await self.db(self.ledger.note, entry_id, f"poll gave up: {error}")
+                raise _JobFailed(
+                    f"polling {operation} gave up after {failures} errors ({error}); it stays in "
+                    "flight and a rerun resumes it without paying again"
+                )
+            delay = self.backoff(failures)
+            self.emit(outcome, f"poll: {error}; retry {failures} in {delay:.1f} s")
+            await self.sleep(delay)
+            waited += delay
+
+    async def download(self, result: OperationResult, entry_id: Any, outcome: ClipOutcome) -> bytes:
+        """Fetch the video on its own retry budget; giving up leaves the row resumable."""
+        failures = 0
+        while True:
+            outcome.api_calls += 1
+            try:
+                return await self.client.fetch_video(result)
+            except GenerationApiError as exc:
+                if exc.kind != "transient":
+                    raise
+                error: BaseException = exc
+            except _TRANSPORT_ERRORS as exc:
+                error = exc
+            failures += 1
+            if failures > self.limits.max_download_retries:
+                await self.db(self.ledger.note, entry_id, f"download gave up: {error}")
+                raise _JobFailed(
+                    f"downloading {result.name} gave up after {failures} errors ({error}); the "
+                    "generation is kept in flight and a rerun downloads it without paying again"
+                )
+            delay = self.backoff(failures)
+            self.emit(outcome, f"download: {error}; retry {failures} in {delay:.1f} s")
+            await self.sleep(delay)
+
+
+def _rejects_reference_combination(message: str) -> bool:
+    """A 400 about reference images with keyframes, or references refused by this model."""
+    return bool(_REFERENCE_WORDS.search(message) and _COMBINATION_WORDS.search(message))
+
+
+def _support_codes(message: str) -> tuple[str, ...]:
+    codes: list[str] = []
+    for match in _SUPPORT_CODES.finditer(message):
+        codes.extend(code for code in re.split(r"[,\s]+", match.group(1)) if code)
+    return tuple(codes)
+
+
+def _merge(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*first, *second)))
+
+
+def _details(request: VideoRequest) -> dict[str, Any]:
+    """What a person auditing spend wants to see on the ledger row."""
+    return {
+        "mode": request.conditioning_mode,
+        "reason": request.conditioning_reason,
+        "duration_seconds": request.duration_seconds,
+        "remediation_level": request.remediation_level,
+        "reference_tags": list(request.reference_tags),
+        "generate_audio": request.generate_audio,
+    }

@@ -1,0 +1,333 @@
+"""The generation ledger: one row per paid API request, written before the request is sent.
+
+Every method is one short transaction on its own session, so coroutines (through threads) and
+processes can finish generations at the same moment on SQLite (WAL, busy timeout) and PostgreSQL.
+Opening a submission is serialized per fingerprint (``BEGIN IMMEDIATE`` on SQLite, a transaction
+advisory lock on PostgreSQL), so two workers cannot both decide to pay for the same request.
+
+States (``GenerationLedger.state``):
+- ``submitting``: row written, request about to be (or being) sent; no operation name yet.
+- ``in_flight``: the API accepted the request; ``operation_name`` can be polled and resumed.
+- ``done``: video stored at ``result_url``; billed.
+- ``failed_unbilled`` / ``failed_billed``: the request ended without a video.
+- ``unknown``: a submission whose outcome cannot be known (the process stopped, or the connection
+  dropped, after sending and before the operation name came back). It may have been billed.
+- ``result_lost``: was ``done`` and billed, but the stored video is gone and cannot be downloaded
+  again; a new submission replaces it.
+
+The ambiguous case, and the rule chosen: Veo has no idempotency key and no way to list operations by
+request, so a ``submitting`` row without an operation name cannot be checked with the backend. If
+it is older than ``stale_after_s`` (no live worker keeps a submission open that long: the submit
+timeout and retries are shorter and each retry refreshes ``updated_at``), ``open_submission`` marks
+it ``unknown`` with a note and opens a new row that lists it under ``details["after_ambiguous"]``.
+So a rerun resubmits, once, and the possible double charge is recorded rather than hidden. A
+younger row means another worker is submitting right now, and ``open_submission`` refuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from vidpipe_dagster.db.models import GenerationLedger
+from vidpipe_dagster.db.session import session_factory
+
+LedgerState = Literal[
+    "submitting", "in_flight", "done", "failed_unbilled", "failed_billed", "unknown", "result_lost"
+]
+LIVE_STATES: tuple[LedgerState, ...] = ("submitting", "in_flight", "done")
+AMBIGUOUS_NOTE = (
+    "outcome unknown: the request may have reached the API, but no operation name was recorded "
+    "(the worker stopped or the connection dropped after sending); it may have been billed"
+)
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A detached snapshot of one ledger row (safe to pass between threads and coroutines)."""
+
+    id: uuid.UUID
+    fingerprint: str
+    kind: str
+    model: str
+    backend: str
+    project_slug: str | None
+    subject: str | None
+    state: str
+    operation_name: str | None
+    billed: bool
+    cost_usd: float
+    result_url: str | None
+    details: dict[str, Any] | None
+    error: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, row: GenerationLedger) -> LedgerEntry:
+        return cls(
+            id=row.id,
+            fingerprint=row.fingerprint,
+            kind=row.kind,
+            model=row.model,
+            backend=row.backend,
+            project_slug=row.project_slug,
+            subject=row.subject,
+            state=row.state,
+            operation_name=row.operation_name,
+            billed=bool(row.billed),
+            cost_usd=float(row.cost_usd or 0.0),
+            result_url=row.result_url,
+            details=dict(row.details) if row.details else None,
+            error=row.error,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+class LedgerConflict(RuntimeError):
+    """A new paid request would duplicate ``entry``: it is done, in flight, or being submitted."""
+
+    def __init__(self, entry: LedgerEntry, message: str) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
+def _utcnow() -> datetime:
+    """Naive UTC, written by us on every change so that ages compare on one clock."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _lock_key(fingerprint: str) -> int:
+    return int.from_bytes(hashlib.sha256(fingerprint.encode()).digest()[:8], "big", signed=True)
+
+
+class Ledger:
+    """Ledger operations over a session factory; see the module docstring for the states."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, stale_after_s: float = 900.0) -> None:
+        self.sessions = sessions
+        self.stale_after_s = stale_after_s
+
+    @classmethod
+    def from_url(cls, url: str, *, stale_after_s: float = 900.0) -> Ledger:
+        return cls(session_factory(url), stale_after_s=stale_after_s)
+
+    @contextmanager
+    def _write(self, lock_fingerprint: str | None = None) -> Iterator[Session]:
+        """A write transaction that takes SQLite's write lock up front (no upgrade deadlocks) and,
+        on PostgreSQL, an advisory lock on ``lock_fingerprint`` when given."""
+        session = self.sessions()
+        try:
+            connection = session.connection()
+            dialect = connection.dialect.name
+            if dialect == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            elif dialect == "postgresql" and lock_fingerprint is not None:
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(lock_fingerprint)}
+                )
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def _row(self, session: Session, entry_id: uuid.UUID) -> GenerationLedger:
+        row = session.get(GenerationLedger, entry_id, with_for_update=True)
+        if row is None:
+            raise KeyError(f"no ledger row {entry_id}")
+        return row
+
+    def get(self, entry_id: uuid.UUID) -> LedgerEntry:
+        with self.sessions() as session:
+            row = session.get(GenerationLedger, entry_id)
+            if row is None:
+                raise KeyError(f"no ledger row {entry_id}")
+            return LedgerEntry.of(row)
+
+    def entries(self, fingerprint: str, backend: str | None = None) -> list[LedgerEntry]:
+        """Every row of a fingerprint, oldest first (for audits and tests)."""
+        query = select(GenerationLedger).where(GenerationLedger.fingerprint == fingerprint)
+        if backend is not None:
+            query = query.where(GenerationLedger.backend == backend)
+        with self.sessions() as session:
+            rows = session.scalars(query.order_by(GenerationLedger.created_at)).all()
+            return [LedgerEntry.of(row) for row in rows]
+
+    def find_reusable(self, fingerprint: str, backend: str | None = None) -> LedgerEntry | None:
+        """The newest ``done`` row (reuse), else the newest row with an operation name that is
+        still ``in_flight``/``submitting`` (resume); ``None`` means a new request is needed.
+
+        Pass ``backend``: a preview render must never stand in for a paid Vertex clip.
+        """
+        query = select(GenerationLedger).where(
+            GenerationLedger.fingerprint == fingerprint,
+            GenerationLedger.state.in_(LIVE_STATES),
+        )
+        if backend is not None:
+            query = query.where(GenerationLedger.backend == backend)
+        with self.sessions() as session:
+            rows = session.scalars(query.order_by(GenerationLedger.created_at.desc())).all()
+            done = next((r for r in rows if r.state == "done"), None)
+            if done is not None:
+                return LedgerEntry.of(done)
+            running = next((r for r in rows if r.operation_name), None)
+            return LedgerEntry.of(running) if running is not None else None
+
+    def open_submission(
+        self,
+        fingerprint: str,
+        *,
+        kind: str,
+        model: str,
+        backend: str,
+        project_slug: str | None = None,
+        subject: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> uuid.UUID:
+        """Write the ``submitting`` row that must exist before a paid request is sent.
+
+        Raises ``LedgerConflict`` if the fingerprint is done, in flight, or being submitted by a
+        live worker; marks stale ambiguous rows ``unknown`` (see the module docstring).
+        """
+        now = _utcnow()
+        with self._write(lock_fingerprint=fingerprint) as session:
+            rows = session.scalars(
+                select(GenerationLedger).where(
+                    GenerationLedger.fingerprint == fingerprint,
+                    GenerationLedger.backend == backend,
+                    GenerationLedger.state.in_(LIVE_STATES),
+                )
+            ).all()
+            ambiguous: list[str] = []
+            for row in rows:
+                if row.state == "done" or row.operation_name:
+                    raise LedgerConflict(
+                        LedgerEntry.of(row), f"request already {row.state} (ledger row {row.id})"
+                    )
+                age = (now - (row.updated_at or row.created_at or now)).total_seconds()
+                if age < self.stale_after_s:
+                    raise LedgerConflict(
+                        LedgerEntry.of(row),
+                        f"another worker is submitting this request (ledger row {row.id}, "
+                        f"{age:.0f} s ago); retry after it finishes or after "
+                        f"{self.stale_after_s:.0f} s",
+                    )
+                row.state = "unknown"
+                row.error = AMBIGUOUS_NOTE
+                row.updated_at = now
+                ambiguous.append(str(row.id))
+            merged = dict(details or {})
+            if ambiguous:
+                merged["after_ambiguous"] = ambiguous
+            entry_id = uuid.uuid4()
+            session.add(
+                GenerationLedger(
+                    id=entry_id,
+                    fingerprint=fingerprint,
+                    kind=kind,
+                    model=model,
+                    backend=backend,
+                    project_slug=project_slug,
+                    subject=subject,
+                    state="submitting",
+                    billed=False,
+                    cost_usd=0.0,
+                    details=merged or None,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return entry_id
+
+    def record_operation(self, entry_id: uuid.UUID, operation_name: str) -> None:
+        """``in_flight`` the moment the API returns an operation name (it is now resumable)."""
+        with self._write() as session:
+            row = self._row(session, entry_id)
+            if row.state == "done":
+                return
+            row.state = "in_flight"
+            row.operation_name = operation_name
+            row.error = None
+            row.updated_at = _utcnow()
+
+    def note(self, entry_id: uuid.UUID, message: str) -> None:
+        """Record a transient problem; refreshing ``updated_at`` shows the submission is live."""
+        with self._write() as session:
+            row = self._row(session, entry_id)
+            row.error = message
+            row.updated_at = _utcnow()
+
+    def add_details(self, entry_id: uuid.UUID, **values: Any) -> None:
+        with self._write() as session:
+            row = self._row(session, entry_id)
+            row.details = {**(row.details or {}), **values}
+            row.updated_at = _utcnow()
+
+    def mark_done(self, entry_id: uuid.UUID, *, cost_usd: float, result_url: str) -> None:
+        """The video is stored; the request was billed. Idempotent for concurrent finishers."""
+        with self._write() as session:
+            row = self._row(session, entry_id)
+            row.state = "done"
+            row.billed = True
+            row.cost_usd = cost_usd
+            row.result_url = result_url
+            row.error = None
+            row.updated_at = _utcnow()
+
+    def update_result(self, entry_id: uuid.UUID, result_url: str) -> None:
+        """A ``done`` row's video was downloaded again and stored at a new place."""
+        with self._write() as session:
+            row = self._row(session, entry_id)
+            row.result_url = result_url
+            row.updated_at = _utcnow()
+
+    def mark_failed(self, entry_id: uuid.UUID, *, billed: bool, error: str) -> None:
+        """``failed_billed`` or ``failed_unbilled``; a row already ``done`` is left alone."""
+        self._set_final(entry_id, "failed_billed" if billed else "failed_unbilled", error, billed)
+
+    def mark_unknown(self, entry_id: uuid.UUID, error: str = AMBIGUOUS_NOTE) -> None:
+        """The request may or may not have been accepted (and billed); nothing can tell."""
+        self._set_final(entry_id, "unknown", error, None)
+
+    def mark_result_lost(self, entry_id: uuid.UUID, error: str) -> None:
+        """A billed ``done`` row whose video is gone for good; it stops being reused."""
+        with self._write() as session:
+            row = self._row(session, entry_id)
+            row.state = "result_lost"
+            row.error = error
+            row.updated_at = _utcnow()
+
+    def _set_final(
+        self, entry_id: uuid.UUID, state: LedgerState, error: str, billed: bool | None
+    ) -> None:
+        with self._write() as session:
+            row = self._row(session, entry_id)
+            if row.state == "done":
+                return
+            row.state = state
+            row.error = error
+            if billed is not None:
+                row.billed = billed
+            row.updated_at = _utcnow()
+
+    def billed_count(self, fingerprint: str, backend: str | None = None) -> int:
+        """How many requests for this fingerprint were (or may have been treated as) billed."""
+        query = select(func.count()).where(
+            GenerationLedger.fingerprint == fingerprint, GenerationLedger.billed.is_(True)
+        )
+        if backend is not None:
+            query = query.where(GenerationLedger.backend == backend)
+        with self.sessions() as session:
+            return int(session.scalar(query) or 0)
