@@ -196,7 +196,8 @@ class GenerationLedger(Base):
 
     The fingerprint identifies what the request would produce; a ``done`` row is reused, an
     ``in_flight`` row is resumed from its ``operation_name``, so nothing is paid for twice.
-    States: submitting, in_flight, done, failed_unbilled, failed_billed.
+    States: submitting, in_flight, done, failed_unbilled, failed_billed, unknown (may have been
+    billed: sent, but no operation name came back), result_lost (see ``db.ledger``).
     """
 
     __tablename__ = "generation_ledger"
