@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             wall = _run(args.scenes, args.in_flight, host, work, "concurrent")
             rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(
-                f"scenes N={args.scenes}, latency L={args.latency:.2f} s, in-flight K={args.in_flight}"
+                f"scenes N={args.scenes}, latency L={args.latency:.2f} s, "
+                f"in-flight K={args.in_flight}"
             )
             print(
                 f"concurrent: wall {wall:.2f} s, ideal ceil(N/K)*L {ideal:.2f} s, "
