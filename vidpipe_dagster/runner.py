@@ -25,7 +25,7 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("clean-sheets", "clean_sheet", "tags", False),
-    Stage("references", "scene_references", "scenes", False),
+    Stage("references", "scene_references", "scenes", True),
     Stage("clips", "scene_clip", "scenes", True),
     Stage("final-cut", "final_cut", "none", False),
 )

@@ -16,6 +16,7 @@ import dagster as dg
 from sqlalchemy import select
 
 from vidpipe_dagster.assets.partitions import ProjectPartitions, stage_key
+from vidpipe_dagster.assets.scene_references import DATA_VERSION_TAG
 from vidpipe_dagster.clip_generation import ClipJob, ClipOutcome, Limits, generate_clips
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import Project, Scene, SceneManifest, VideoClip
@@ -174,6 +175,7 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
                 asset_key=context.asset_key,
                 partition=item.key,
                 metadata=_metadata(outcome, info, backend, client.is_preview),
+                tags={DATA_VERSION_TAG: outcome.request.fingerprint[:24]},
             )
 
         billed = {
