@@ -660,3 +660,25 @@ def _details(request: VideoRequest) -> dict[str, Any]:
         "reference_tags": list(request.reference_tags),
         "generate_audio": request.generate_audio,
     }
+
+
+def estimate_new_spend(
+    jobs: Sequence[ClipJob],
+    client: VideoClient,
+    ledger: Ledger,
+    price_table: PriceTable | None = None,
+) -> list[tuple[str, float]]:
+    """What ``generate_clips`` would newly pay per job: 0 for previews and for requests the ledger
+    has done or in flight (reused or resumed), else the model's price for the clip's duration."""
+    estimates = []
+    for job in jobs:
+        request = job.request
+        reusable = ledger.find_reusable(request.fingerprint, client.backend)
+        if client.is_preview or (reusable is not None and reusable.state in ("done", "in_flight")):
+            estimates.append((job.key, 0.0))
+            continue
+        cost = estimate_cost_usd(
+            request.model, request.duration_seconds, request.generate_audio, price_table
+        )
+        estimates.append((job.key, cost))
+    return estimates

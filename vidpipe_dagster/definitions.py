@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from vidpipe_dagster.assets.factory import build_project_assets
+from vidpipe_dagster.automation import build_backfill_schedules
 from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
@@ -56,6 +57,7 @@ def build_definitions(
         assets.extend(build_project_assets(graph))
     return dg.Definitions(
         assets=assets,
+        schedules=build_backfill_schedules(graphs),
         resources=resources if resources is not None else default_resources(Settings.from_env()),
     )
 

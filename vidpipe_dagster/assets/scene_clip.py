@@ -10,17 +10,25 @@ import asyncio
 import base64
 import io
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import dagster as dg
 from sqlalchemy import select
 
 from vidpipe_dagster.assets.partitions import ProjectPartitions, stage_key
-from vidpipe_dagster.assets.scene_references import DATA_VERSION_TAG
-from vidpipe_dagster.clip_generation import ClipJob, ClipOutcome, Limits, generate_clips
+from vidpipe_dagster.assets.per_partition import DATA_VERSION_TAG, per_partition_results
+from vidpipe_dagster.clip_generation import (
+    ClipJob,
+    ClipOutcome,
+    Limits,
+    estimate_new_spend,
+    generate_clips,
+)
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import Project, Scene, SceneManifest, VideoClip
 from vidpipe_dagster.db.project_graphs import ProjectGraph
+from vidpipe_dagster.domain.budget import Budget, plan_within_budget
 from vidpipe_dagster.domain.media import MediaError, image_mime_type, read_image_bytes
 from vidpipe_dagster.domain.reference_selection import (
     chosen_reference,
@@ -32,6 +40,7 @@ from vidpipe_dagster.domain.video_requests import (
     ImageInput,
     VideoRequest,
     build_video_request,
+    estimate_cost_usd,
     image_input,
 )
 from vidpipe_dagster.resources.database import DatabaseResource
@@ -55,6 +64,8 @@ class SceneClipConfig(dg.Config):
     backoff_base_seconds: float = 1.0  # transient errors: full-jitter exponential backoff
     generate_audio: bool = True
     price_per_second_usd: dict[str, float] = {}  # model -> USD per second, overrides defaults
+    budget_per_run_usd: float | None = None  # default: VIDPIPE_BUDGET_PER_RUN_USD or 50
+    budget_per_day_usd: float | None = None  # default: VIDPIPE_BUDGET_PER_DAY_USD or 200
 
 
 @dataclass(frozen=True)
@@ -136,6 +147,7 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
                 return None
             return path.read_bytes() if path.is_file() else None
 
+        _enforce_budget(context, config, jobs, client, ledger)
         outcomes: list[ClipOutcome] = asyncio.run(
             generate_clips(
                 jobs,
@@ -157,6 +169,7 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
         failed: dict[str, str] = {}
         checks: dict[str, list[str]] = {name: [] for name in (CHECK_VALID_MP4, CHECK_REQUEST_LEGAL)}
         infos: dict[str, dict[str, Any]] = {}
+        materializations = []
         for item in inputs:
             outcome = by_key.get(item.key)
             if outcome is None:
@@ -171,12 +184,15 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
             infos[item.key] = info
             for problem in _problems(outcome.request, info):
                 checks[problem[0]].append(f"scene {item.key}: {problem[1]}")
-            yield dg.AssetMaterialization(
-                asset_key=context.asset_key,
-                partition=item.key,
-                metadata=_metadata(outcome, info, backend, client.is_preview),
-                tags={DATA_VERSION_TAG: outcome.request.fingerprint[:24]},
+            materializations.append(
+                dg.AssetMaterialization(
+                    asset_key=context.asset_key,
+                    partition=item.key,
+                    metadata=_metadata(outcome, info, backend, client.is_preview),
+                    tags={DATA_VERSION_TAG: outcome.request.fingerprint[:24]},
+                )
             )
+        yield from per_partition_results(materializations, all_succeeded=not failed)
 
         billed = {
             o.request.fingerprint: ledger.billed_count(o.request.fingerprint)
@@ -223,6 +239,46 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
             )
 
     return scene_clip
+
+
+def budget_for(config: SceneClipConfig) -> Budget:
+    defaults = Budget.from_env()
+    return Budget(
+        per_run_usd=config.budget_per_run_usd
+        if config.budget_per_run_usd is not None
+        else defaults.per_run_usd,
+        per_day_usd=config.budget_per_day_usd
+        if config.budget_per_day_usd is not None
+        else defaults.per_day_usd,
+    )
+
+
+def start_of_today_utc() -> datetime:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _enforce_budget(
+    context: dg.AssetExecutionContext,
+    config: SceneClipConfig,
+    jobs: list[ClipJob],
+    client: Any,
+    ledger: Ledger,
+) -> None:
+    """Stop before any paid call when the estimate does not fit the budget."""
+    estimates = estimate_new_spend(jobs, client, ledger, config.price_per_second_usd or None)
+    plan = plan_within_budget(
+        estimates, budget_for(config), ledger.spent_since(start_of_today_utc())
+    )
+    context.log.info(f"spend: {plan.message}")
+    if not plan.fits:
+        raise dg.Failure(
+            f"over budget, nothing was submitted: {plan.message}. Materialize fewer scenes, or "
+            "raise VIDPIPE_BUDGET_PER_RUN_USD / VIDPIPE_BUDGET_PER_DAY_USD (or the run config's "
+            "budget_per_run_usd / budget_per_day_usd).",
+            metadata={"estimate_usd": plan.requested_usd, "available_usd": plan.allowance_usd},
+            allow_retries=False,
+        )
 
 
 def _scene_inputs(
@@ -425,3 +481,51 @@ def _metadata(
         "fingerprint": request.fingerprint,
         "operation_name": outcome.operation_name or "",
     }
+
+
+@dataclass(frozen=True)
+class SceneNeed:
+    key: str
+    reason: str  # missing | failed | stale (inputs changed) | references out of date
+    estimate_usd: float
+
+
+def scenes_needing_clips(
+    graph: ProjectGraph,
+    database: DatabaseResource,
+    media: MediaStoreResource,
+    client: Any,
+    config: SceneClipConfig,
+) -> tuple[list[SceneNeed], dict[str, str]]:
+    """Scenes whose clip is missing, failed, or made from inputs that have since changed (a new
+    clean sheet, an edited prompt or keyframe): compared by request fingerprint. Also returns the
+    scenes that need a person (e.g. a vanished file), which no run can fix."""
+    ledger = Ledger(database.sessionmaker())
+    with database.session() as session:
+        rows = session.execute(
+            select(Scene.scene_index, VideoClip.status, VideoClip.fingerprint)
+            .join(Project, Project.id == Scene.project_id)
+            .outerjoin(VideoClip, VideoClip.scene_id == Scene.id)
+            .where(Project.slug == graph.slug)
+        ).all()
+    clips = {str(i): (status, fingerprint) for i, status, fingerprint in rows}
+    needs: list[SceneNeed] = []
+    blocked: dict[str, str] = {}
+    prices = config.price_per_second_usd or None
+    for key in graph.scene_keys:
+        status, fingerprint = clips.get(key, (None, None))
+        item = _scene_inputs(database, media, graph, key, config)
+        if item.job is None:
+            if item.error and "scene_references" in item.error:  # selection is out of date
+                model = graph.video_model
+                estimate = 0.0 if client.is_preview else estimate_cost_usd(model, 8, True, prices)
+                needs.append(SceneNeed(key, "references out of date", estimate))
+            else:
+                blocked[key] = item.error or "cannot build the request"
+            continue
+        if status == "done" and fingerprint == item.job.request.fingerprint:
+            continue
+        reason = {None: "missing", "failed": "failed"}.get(status, "stale (inputs changed)")
+        [(_, estimate)] = estimate_new_spend([item.job], client, ledger, prices)
+        needs.append(SceneNeed(key, reason, estimate))
+    return needs, blocked

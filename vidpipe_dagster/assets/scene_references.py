@@ -9,6 +9,7 @@ import dagster as dg
 from sqlalchemy import select
 
 from vidpipe_dagster.assets.partitions import ProjectPartitions, stage_key
+from vidpipe_dagster.assets.per_partition import DATA_VERSION_TAG, per_partition_results
 from vidpipe_dagster.db.models import Project, SceneManifest
 from vidpipe_dagster.db.project_graphs import ProjectGraph
 from vidpipe_dagster.domain.media import MediaError, markdown_gallery, read_image_bytes
@@ -21,7 +22,6 @@ from vidpipe_dagster.domain.reference_selection import (
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
 
-DATA_VERSION_TAG = "dagster/data_version"  # what Dagster reads a materialization's version from
 CHECK_AT_MOST_THREE = "at_most_three_references"
 CHECK_TAGS_IN_MANIFEST = "selected_tags_are_in_manifest"
 CHECK_PERSISTED = "persisted_tags_match_selection"
@@ -47,7 +47,6 @@ def build_scene_references(graph: ProjectGraph, parts: ProjectPartitions) -> dg.
         code_version="1",
         kinds={"python"},
         tags={"vidpipe/project": graph.slug},
-        output_required=False,
         backfill_policy=dg.BackfillPolicy.single_run(),
         check_specs=[
             dg.AssetCheckSpec(CHECK_AT_MOST_THREE, asset=key, description="Veo takes at most 3."),
@@ -71,6 +70,7 @@ def build_scene_references(graph: ProjectGraph, parts: ProjectPartitions) -> dg.
         counts: dict[str, int] = {}
         not_in_manifest: dict[str, list[str]] = {}
         mismatched: dict[str, Any] = {}
+        materializations = []
         for key in context.partition_keys:
             scene = _select_scene(database, graph.slug, int(key))
             context.log.info(f"scene {key}: {scene.reason}: {scene.tags}")
@@ -81,19 +81,22 @@ def build_scene_references(graph: ProjectGraph, parts: ProjectPartitions) -> dg.
                 not_in_manifest[key] = sorted(set(scene.tags) - scene.manifest_tags)
             if scene.has_manifest_row and scene.persisted != scene.tags:
                 mismatched[key] = scene.persisted
-            yield dg.AssetMaterialization(
-                asset_key=context.asset_key,
-                partition=key,
-                metadata={
-                    "selected_reference_tags": dg.MetadataValue.json(scene.tags),
-                    "reference_count": len(scene.tags),
-                    "shot_type": scene.shot_type or "n/a",
-                    "reason": scene.reason,
-                    "skipped_undeclared_tags": dg.MetadataValue.json(scene.undeclared),
-                    "preview": dg.MetadataValue.md(_preview(scene.chosen, media)),
-                },
-                tags={DATA_VERSION_TAG: _selection_version(scene.chosen)},
+            materializations.append(
+                dg.AssetMaterialization(
+                    asset_key=context.asset_key,
+                    partition=key,
+                    metadata={
+                        "selected_reference_tags": dg.MetadataValue.json(scene.tags),
+                        "reference_count": len(scene.tags),
+                        "shot_type": scene.shot_type or "n/a",
+                        "reason": scene.reason,
+                        "skipped_undeclared_tags": dg.MetadataValue.json(scene.undeclared),
+                        "preview": dg.MetadataValue.md(_preview(scene.chosen, media)),
+                    },
+                    tags={DATA_VERSION_TAG: _selection_version(scene.chosen)},
+                )
             )
+        yield from per_partition_results(materializations, all_succeeded=True)
         yield dg.AssetCheckResult(
             check_name=CHECK_AT_MOST_THREE,
             passed=all(n <= MAX_REFERENCES for n in counts.values()),

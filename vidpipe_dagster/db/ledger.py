@@ -322,6 +322,16 @@ class Ledger:
                 row.billed = billed
             row.updated_at = _utcnow()
 
+    def spent_since(self, since: datetime) -> float:
+        """USD billed by requests settled since ``since`` (all projects): the daily budget's use."""
+        with self.sessions() as session:
+            total = session.scalar(
+                select(func.coalesce(func.sum(GenerationLedger.cost_usd), 0.0)).where(
+                    GenerationLedger.billed.is_(True), GenerationLedger.updated_at >= since
+                )
+            )
+        return float(total or 0.0)
+
     def billed_count(self, fingerprint: str, backend: str | None = None) -> int:
         """How many requests for this fingerprint were (or may have been treated as) billed."""
         query = select(func.count()).where(

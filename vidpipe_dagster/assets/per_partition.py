@@ -1,0 +1,35 @@
+"""Per-partition results from one step that handles several partitions (a single-run backfill).
+
+Dagster skips a step's in-run downstream steps unless the step emits its output, and an output in
+a range run creates an (empty) materialization for every partition. So: a single partition gets
+one ``MaterializeResult`` with its metadata; a fully successful range gets a summary result first
+and then each partition's own materialization, which becomes the latest one the UI shows; a range
+with failures emits only the successful partitions, and downstream steps in the run are skipped.
+"""
+
+from collections.abc import Iterator, Sequence
+
+import dagster as dg
+
+DATA_VERSION_TAG = "dagster/data_version"  # where Dagster reads a materialization's data version
+
+
+def per_partition_results(
+    materializations: Sequence[dg.AssetMaterialization], *, all_succeeded: bool
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
+    if all_succeeded and len(materializations) == 1:
+        only = materializations[0]
+        version = (only.tags or {}).get(DATA_VERSION_TAG)
+        yield dg.MaterializeResult(
+            metadata=dict(only.metadata),
+            data_version=dg.DataVersion(version) if version else None,
+        )
+        return
+    if all_succeeded:
+        yield dg.MaterializeResult(
+            metadata={
+                "partitions_in_run": dg.MetadataValue.json([m.partition for m in materializations]),
+                "details": "each partition's own materialization follows this summary",
+            }
+        )
+    yield from materializations
