@@ -59,3 +59,23 @@ def test_emulator_command_passes_its_options_through(capsys: pytest.CaptureFixtu
         main(["emulator", "--help"])
     assert info.value.code == 0
     assert "--latency" in capsys.readouterr().out
+
+
+def test_archive_hides_the_project_and_keeps_its_rows(
+    settings: Settings,
+    write_spec: SpecWriter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vidpipe_dagster.definitions import defs
+
+    monkeypatch.setenv("VIDPIPE_DAGSTER_WEBSERVER", "http://127.0.0.1:9")  # nothing listens there
+    assert main(["import", str(write_spec(small_spec()))]) == 0
+    assert "Reload" in capsys.readouterr().out  # no webserver: the one manual step is printed
+    assert main(["archive", "spring-ad"]) == 0
+    assert "archived" in capsys.readouterr().out
+    assert not list(defs().resolve_asset_graph().get_all_asset_keys())
+    assert main(["status", "spring-ad", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["archived"] is True
+    assert main(["unarchive", "spring-ad"]) == 0
+    assert list(defs().resolve_asset_graph().get_all_asset_keys())

@@ -53,10 +53,32 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         print(_import(settings, Path(args.spec)))
     except SpecError as exc:
         raise CliError(str(exc)) from exc
-    print(
-        "The Dagster UI shows new projects after a reload: in `dagster dev`, open Deployment and "
-        "click Reload on the 'vidpipe' code location."
-    )
+    _reload_ui()
+    return 0
+
+
+def _reload_ui() -> None:
+    """Ask a running webserver to reload the code location, or say the one step to take."""
+    from vidpipe_dagster.webserver_reload import reload_code_location
+
+    print(reload_code_location().message)
+
+
+def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import select
+
+    from vidpipe_dagster.db.models import Project
+    from vidpipe_dagster.db.session import session_scope
+
+    _init(settings)
+    with session_scope(settings.database_url) as session:
+        project = session.scalars(select(Project).where(Project.slug == args.slug)).one_or_none()
+        if project is None:
+            raise CliError(f"no project {args.slug!r}")
+        project.archived = args.command == "archive"
+    state = "archived: hidden from the graph, history kept" if project.archived else "active again"
+    print(f"project {args.slug!r} {state}")
+    _reload_ui()
     return 0
 
 
@@ -159,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="clean sheets: tier2 (local, free) or tier3 (Gemini image, paid; falls back to tier2)",
     )
     p.set_defaults(func=cmd_materialize)
+    for name, text in (
+        ("archive", "hide a project from the graph (its rows, files and run history stay)"),
+        ("unarchive", "show an archived project again"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("slug")
+        p.set_defaults(func=cmd_archive)
     p = sub.add_parser("status", help="show a project's references, clean sheets and clips")
     p.add_argument("slug")
     p.add_argument("--json", action="store_true", help="print one JSON object")
