@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint demo dev bench clean
+.PHONY: setup test test-fast lint demo dev bench clean screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,6 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .vidpipe .pytest_cache .ruff_cache
+
+screenshots: setup  ## PNGs of the UI over the demo (needs Debian's chromium: apt-get install chromium)
+	$(BIN)/python tools/screenshots.py

@@ -477,7 +477,7 @@ def _metadata(
         "remediation_level": outcome.remediation_level,
         "cost_usd": outcome.cost_usd,
         "api_calls": outcome.api_calls,
-        "billed_attempts": outcome.attempts,
+        "submissions": outcome.attempts,
         "fingerprint": request.fingerprint,
         "operation_name": outcome.operation_name or "",
     }
