@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import random
 import re
 import socket
@@ -39,6 +40,8 @@ from typing import Any, Literal
 from PIL import Image, UnidentifiedImageError
 
 from vidpipe_dagster.domain.media import png_bytes
+
+logger = logging.getLogger(__name__)
 
 Endpoint = Literal["submit", "poll", "generate_content"]
 FaultKind = Literal["429", "500", "503", "drop", "drop_after_accept"]
@@ -761,6 +764,11 @@ class _Server(ThreadingHTTPServer):
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Dropped and reset connections are part of the emulator's job (fault injection, clients
+        closing keep-alive sockets): log them instead of printing tracebacks to stderr."""
+        logger.debug("connection from %s ended with an error", client_address, exc_info=True)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._open_lock:
