@@ -32,7 +32,7 @@ from vidpipe_dagster.domain.generation_client import (
     OperationResult,
 )
 from vidpipe_dagster.domain.render import render_animatic
-from vidpipe_dagster.domain.video_requests import ImageInput, VideoRequest
+from vidpipe_dagster.domain.video_requests import VideoRequest, to_genai_call
 
 Call = Literal["submit", "poll", "fetch", "generate_image"]
 T = TypeVar("T")
@@ -93,30 +93,6 @@ def make_genai_client(
     )
 
 
-def generate_videos_args(
-    request: VideoRequest,
-) -> tuple[str, types.GenerateVideosSource, types.GenerateVideosConfig]:
-    """(model, source, config) for ``generate_videos``; references only as "asset" images."""
-    config = types.GenerateVideosConfig(
-        number_of_videos=1,
-        duration_seconds=request.duration_seconds,
-        aspect_ratio=request.aspect_ratio,
-        generate_audio=request.generate_audio,
-    )
-    if request.last_frame is not None:
-        config.last_frame = _image(request.last_frame)
-    if request.reference_images:
-        config.reference_images = [
-            types.VideoGenerationReferenceImage(image=_image(ref), reference_type="asset")
-            for ref in request.reference_images
-        ]
-    source = types.GenerateVideosSource(
-        prompt=request.prompt,
-        image=_image(request.first_frame) if request.first_frame is not None else None,
-    )
-    return request.model, source, config
-
-
 def classify_api_error(exc: BaseException, call: Call) -> GenerationApiError:
     """Map an SDK or transport failure to our error kinds (see ``ErrorKind``)."""
     if isinstance(exc, GenerationApiError):
@@ -170,7 +146,7 @@ class VertexVideoClient:
         self._download_timeout_s = download_timeout_s
 
     async def submit(self, request: VideoRequest) -> str:
-        model, source, config = generate_videos_args(request)
+        model, source, config = to_genai_call(request)
         operation = await _call(
             self._client.aio.models.generate_videos(model=model, source=source, config=config),
             "submit",
@@ -405,10 +381,6 @@ def _transport_error_types() -> tuple[type[BaseException], ...]:
 
 
 _TRANSPORT_ERRORS = _transport_error_types()
-
-
-def _image(image: ImageInput) -> types.Image:
-    return types.Image(image_bytes=image.data, mime_type=image.mime_type)
 
 
 def _support_codes(message: str) -> tuple[str, ...]:
