@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,7 @@ mutation VidpipeReloadCodeLocation($repositoryLocationName: String!) {
 """
 
 MANUAL_STEP = (
-    "open the Dagster UI, Deployment → Code locations, and click Reload on {location!r} "
+    "in the Dagster UI open Deployment → Code locations and click Reload on {location!r} "
     "(or restart `dagster dev`)"
 )
 
@@ -62,6 +63,14 @@ def webserver_url() -> str:
     return (os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
 
 
+def _opener(url: str) -> urllib.request.OpenerDirector:
+    """A local UI is reached directly: an HTTP(S)_PROXY meant for the internet must not see it."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host in {"127.0.0.1", "localhost", "::1"}:
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener()
+
+
 def post_graphql(
     url: str, query: str, variables: dict[str, Any] | None = None, *, timeout: float = 10.0
 ) -> dict[str, Any]:
@@ -78,7 +87,7 @@ def post_graphql(
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with _opener(url).open(request, timeout=timeout) as response:
             payload = json.loads(response.read().decode() or "{}")
     except urllib.error.HTTPError as exc:  # a server answered: not "unreachable"
         detail = exc.read().decode(errors="replace")[:300]
@@ -107,8 +116,8 @@ def reload_code_location(
         reason = getattr(exc, "reason", exc)
         return ReloadResult(
             False,
-            f"no Dagster webserver answered at {url} ({reason}); if the UI runs elsewhere, "
-            f"set {URL_ENV}, or {manual}",
+            f"The Dagster UI was not reached at {url} ({reason}). If it is running, {manual}; "
+            f"if it runs at another address, set {URL_ENV}.",
         )
     result = data.get("reloadRepositoryLocation") or {}
     kind = result.get("__typename")

@@ -436,30 +436,31 @@ def _checks(database: DatabaseResource, results: list[AssetResult]) -> list[dg.A
     failed_faces = sorted(k for k, v in faces.items() if v == "failed")
     unvalidated = sorted(k for k, v in faces.items() if v == "unavailable")
     if failed_faces:
-        face_check = dg.AssetCheckResult(
-            check_name=CHECK_FACES,
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=f"face similarity below threshold for {failed_faces}; "
-            "the Tier 2 sheet (or the original) is used instead",
-            metadata={"validation": faces},
+        faces_ok, faces_note = (
+            False,
+            (
+                f"face similarity below threshold for {failed_faces}; "
+                "the Tier 2 sheet (or the original) is used instead"
+            ),
         )
     elif unvalidated:
-        face_check = dg.AssetCheckResult(
-            check_name=CHECK_FACES,
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=f"NOT validated (no face model installed) for {unvalidated}: "
-            "install an insightface pack (VIDPIPE_FACE_MODEL_ROOT) to validate identity",
-            metadata={"validation": faces},
+        faces_ok, faces_note = (
+            False,
+            (
+                f"NOT validated (no face model installed) for {unvalidated}: "
+                "install an insightface pack (VIDPIPE_FACE_MODEL_ROOT) to validate identity"
+            ),
         )
     else:
-        face_check = dg.AssetCheckResult(
-            check_name=CHECK_FACES,
-            passed=True,
-            description="passed" if faces else "not applicable: no Tier 3 sheet in this run",
-            metadata={"validation": faces},
-        )
+        faces_ok = True
+        faces_note = "passed" if faces else "not applicable: no Tier 3 sheet in this run"
+    face_check = dg.AssetCheckResult(
+        check_name=CHECK_FACES,
+        passed=faces_ok,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=faces_note,
+        metadata={"validation": faces},
+    )
     return [
         dg.AssetCheckResult(
             check_name=CHECK_ORIGINAL,
