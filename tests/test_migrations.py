@@ -7,10 +7,16 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from vidpipe_dagster.db.models import AssetCleanReference, Base
-from vidpipe_dagster.db.session import alembic_config, current_revision, get_engine, migrate
+from vidpipe_dagster.db.session import (
+    VERSION_TABLE,
+    alembic_config,
+    current_revision,
+    get_engine,
+    migrate,
+)
 
 
 def test_fresh_database_migrates_to_head_idempotently(tmp_path: Path) -> None:
@@ -27,7 +33,10 @@ def test_models_match_migrations(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'compare.db'}"
     migrate(url)
     with get_engine(url).connect() as connection:
-        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}),
+            Base.metadata,
+        )
     assert diff == [], f"models and migrations differ; add a migration: {diff}"
 
 
@@ -44,3 +53,35 @@ def test_clean_reference_has_exactly_the_plan_columns() -> None:
         "generation_cost",
         "created_at",
     ]
+
+
+def test_database_from_before_the_version_table_rename_is_adopted(tmp_path: Path) -> None:
+    """A schema recorded under the old ``alembic_version`` name upgrades in place."""
+    url = f"sqlite:///{tmp_path / 'legacy.db'}"
+    migrate(url)
+    with get_engine(url).begin() as connection:
+        connection.execute(text(f"ALTER TABLE {VERSION_TABLE} RENAME TO alembic_version"))
+    assert current_revision(url) is None
+
+    migrate(url)  # would fail with "table projects already exists" if it started from scratch
+
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert current_revision(url) == head
+
+
+def test_a_foreign_alembic_version_table_is_left_alone(tmp_path: Path) -> None:
+    """Dagster's storage in the same database keeps its own version row untouched."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with get_engine(url).begin() as connection:
+        connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        connection.execute(text("INSERT INTO alembic_version VALUES ('6df03f4b1efb')"))
+
+    migrate(url)
+
+    with get_engine(url).connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [
+            ("6df03f4b1efb",)
+        ]
+    assert "projects" in inspect(get_engine(url)).get_table_names()
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    assert current_revision(url) == head

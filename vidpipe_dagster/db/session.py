@@ -11,6 +11,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Not "alembic_version": Dagster's own storage uses that name, and one database must be able to
+# hold both schemas' versions. Databases made before the rename are adopted by ``migrate``.
+VERSION_TABLE = "vidpipe_alembic_version"
+LEGACY_VERSION_TABLE = "alembic_version"
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -66,11 +70,37 @@ def migrate(url: str) -> None:
     """Create or upgrade the schema to the newest revision (safe to call on every start)."""
     from alembic import command
 
-    command.upgrade(alembic_config(url), "head")
+    config = alembic_config(url)
+    legacy = _legacy_revision(url)
+    if legacy is not None:
+        command.stamp(config, legacy)
+    command.upgrade(config, "head")
+
+
+def _legacy_revision(url: str) -> str | None:
+    """Our revision recorded under the old table name, when the new table does not exist yet.
+
+    A revision that is not ours (Dagster's, in a shared database) is left alone.
+    """
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import inspect, text
+
+    engine = get_engine(url)
+    tables = set(inspect(engine).get_table_names())
+    if VERSION_TABLE in tables or LEGACY_VERSION_TABLE not in tables:
+        return None
+    with engine.connect() as connection:
+        recorded = connection.execute(
+            text(f"SELECT version_num FROM {LEGACY_VERSION_TABLE}")
+        ).scalars()
+        ours = {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
+        matches = [revision for revision in recorded if revision in ours]
+    return matches[0] if matches else None
 
 
 def current_revision(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     with get_engine(url).connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from vidpipe_dagster.db.models import Base
-from vidpipe_dagster.db.session import get_engine
+from vidpipe_dagster.db.session import VERSION_TABLE, get_engine
 
 config = context.config
 target_metadata = Base.metadata
@@ -17,6 +17,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -26,7 +27,10 @@ def run_migrations_online() -> None:
     engine = get_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.connect() as connection:
         context.configure(
-            connection=connection, target_metadata=target_metadata, render_as_batch=True
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            version_table=VERSION_TABLE,
         )
         with context.begin_transaction():
             context.run_migrations()
