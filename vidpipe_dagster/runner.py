@@ -56,6 +56,10 @@ def ensure_dagster_home(settings: Settings) -> str:
                 "telemetry:\n  enabled: false\n"
             )
     os.environ["DAGSTER_HOME"] = home
+    # create the instance's storages now: a webserver and a daemon starting together on an empty
+    # home can race to migrate them ("alembic_version has more than one head")
+    with dg.DagsterInstance.from_config(home):
+        pass
     return home
 
 
