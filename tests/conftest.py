@@ -23,6 +23,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("VIDPIPE_HOME", str(home))
     monkeypatch.delenv("VIDPIPE_DATABASE_URL", raising=False)
     monkeypatch.delenv("VIDPIPE_MEDIA_ROOT", raising=False)
+    # never reload a developer's running UI from the tests: nothing listens on port 9
+    monkeypatch.setenv("VIDPIPE_DAGSTER_WEBSERVER", "http://127.0.0.1:9")
     (tmp_path / "dagster_home").mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     s = Settings.from_env()
