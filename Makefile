@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint demo dev bench clean screenshots
+.PHONY: setup test test-fast test-postgres lint demo dev bench clean screenshots
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ demo: setup  ## build, import and materialize the demo projects offline
 dev: setup  ## the Dagster UI over $VIDPIPE_HOME (default ./.vidpipe)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.vidpipe/dagster} $(BIN)/dagster dev -w workspace.yaml
 
-bench: setup
+bench: setup  ## clip concurrency vs sequential, and definitions load time for 50 projects
 	$(BIN)/python bench/clips.py
+	$(BIN)/python bench/definitions_load.py
+
+test-postgres: setup  ## local PostgreSQL (Debian package) + the postgres-marked tests
+	bash .ci/postgres.sh > .ci/pg.env && . .ci/pg.env && $(BIN)/pytest -q -m postgres
 
 clean:
 	rm -rf $(VENV) .vidpipe .pytest_cache .ruff_cache
