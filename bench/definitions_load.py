@@ -114,7 +114,11 @@ def _hot(rounds: int) -> tuple[float, int, int]:
 
 def _cold(rounds: int) -> float:
     """Best wall time of a fresh interpreter importing and building the definitions."""
-    code = "from vidpipe_dagster.definitions import defs; defs()"
+    return _best_subprocess("from vidpipe_dagster.definitions import defs; defs()", rounds)
+
+
+def _best_subprocess(code: str, rounds: int) -> float:
+    """Best wall time of ``python -c code`` over ``rounds`` fresh interpreters."""
     best = float("inf")
     for _ in range(rounds):
         started = time.perf_counter()
@@ -132,13 +136,7 @@ def _quiet(args: list[str]) -> None:
 
 def _import_only(rounds: int) -> float:
     """The part of the cold time that is Python importing dagster and this package, not our code."""
-    code = "import vidpipe_dagster.definitions"
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.perf_counter()
-        _quiet([sys.executable, "-c", code])
-        best = min(best, time.perf_counter() - started)
-    return best
+    return _best_subprocess("import vidpipe_dagster.definitions", rounds)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,12 +31,12 @@ def admin_url() -> str:
     return url
 
 
-def _drop(admin: str, name: str) -> None:
+def _execute_outside_transaction(admin: str, statement: str) -> None:
+    """CREATE/DROP DATABASE cannot run inside a transaction block."""
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
-            # FORCE (PostgreSQL 13+) ends sessions a failed test may have left open.
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(statement))
     finally:
         engine.dispose()
 
@@ -46,18 +46,14 @@ def temporary_database(prefix: str = "vidpipe_t") -> Iterator[str]:
     """Create an empty database, yield its SQLAlchemy URL, then drop it (even on failure)."""
     admin = admin_url()
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
+    _execute_outside_transaction(admin, f'CREATE DATABASE "{name}"')
     url = make_url(admin).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:
         get_engine(url).dispose()  # the process-wide cached engine holds pooled connections
-        _drop(admin, name)
+        # FORCE (PostgreSQL 13+) ends sessions a failed test may have left open.
+        _execute_outside_transaction(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def dagster_pg_env(url: str) -> dict[str, str]:
