@@ -16,7 +16,7 @@ from tests.fixtures.onnx_models import build_u2net_like_model, write_face_pack
 from vidpipe_dagster.assets.clean_sheet import gray_border_fraction
 from vidpipe_dagster.db.models import Asset, AssetCleanReference, GenerationLedger
 from vidpipe_dagster.db.session import session_scope
-from vidpipe_dagster.domain.media import sha256_file
+from vidpipe_dagster.domain.media import png_bytes, sha256_file
 from vidpipe_dagster.project_import import import_project
 from vidpipe_dagster.runner import materialize_project
 from vidpipe_dagster.settings import Settings
@@ -265,13 +265,14 @@ def test_tier3_three_failed_face_checks_fall_back_to_tier2(
         assert emu.generate_content_count == 3
     [sheet] = sheets(settings, "hero")
     assert sheet.tier.startswith("tier2")
+    assert sheet.generation_cost == 0.0, "the Tier 2 sheet itself is free"
     meta = latest_metadata(instance, "CHAR_01")
     tries = meta["tier3_tries"].value["hero"]
     assert [t["threshold"] for t in tries] == [0.6, 0.6, 0.5]
     assert all(t["outcome"] == "below_threshold" for t in tries)
-    assert meta["total_cost_usd"].value == pytest.approx(3 * 0.039)
-    assert len(ledger_rows(settings)) == 3
-    assert check_status(instance, "face_identity_validated") == ("FAILED", "WARN")
+    assert meta["total_cost_usd"].value == pytest.approx(3 * 0.039)  # the tries, still reported
+    assert [r.cost_usd for r in ledger_rows(settings)] == [pytest.approx(0.039)] * 3
+    assert check_status(instance, "face_identity_validated") == ("FAILED", "ERROR")
 
 
 def test_tier3_blocked_by_content_policy_falls_back(
@@ -291,23 +292,58 @@ def test_tier3_blocked_by_content_policy_falls_back(
     assert [r.billed for r in ledger_rows(settings)] == [False]
 
 
+@pytest.mark.parametrize("earlier_embedding", [False, True], ids=["never-embedded", "embedded"])
 def test_tier3_without_a_face_model_is_marked_not_validated(
     settings: Settings,
     cast: Path,
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    earlier_embedding: bool,
 ) -> None:
+    """Never a silent pass: with or without an embedding from an earlier install, and on reuse."""
     monkeypatch.setenv("VIDPIPE_FACE_MODEL_ROOT", str(tmp_path / "no-face-models"))
-    with session_scope(settings.database_url) as session:  # an embedding from an earlier install
-        hero = session.scalars(select(Asset).where(Asset.asset_key == "hero")).one()
-        hero.face_embedding = np.ones(32, np.float32).tobytes()
+    if earlier_embedding:
+        with session_scope(settings.database_url) as session:
+            hero = session.scalars(select(Asset).where(Asset.asset_key == "hero")).one()
+            hero.face_embedding = np.ones(32, np.float32).tobytes()
     with VertexEmulator(image_responder=lambda prompt, image: face_png()) as emu:
         monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
-        assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
+        for _ in range(2):  # the second run reuses the sheet and must say the same
+            assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
+            assert check_status(instance, "face_identity_validated") == ("FAILED", "WARN")
+            validation = latest_metadata(instance, "CHAR_01")["face_validation"].value
+            assert validation["hero"] == "unavailable"
+        assert emu.generate_content_count == 1
     [sheet] = sheets(settings, "hero")
     assert sheet.tier == "tier3_gemini" and sheet.face_similarity_score is None
-    assert check_status(instance, "face_identity_validated") == ("FAILED", "WARN")
+
+
+def test_tier3_props_are_not_face_checked_on_first_run_or_reuse(
+    settings: Settings, cast: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = iter(range(100))
+
+    def new_picture_each_call(prompt: str, image: bytes | None) -> bytes:
+        return png_bytes(Image.new("RGB", (64, 64), (128, 128, next(calls))))
+
+    with VertexEmulator(image_responder=new_picture_each_call) as emu:
+        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        for _ in range(2):
+            assert run(settings, instance, ["PROP_01"], tier="tier3").succeeded == ["PROP_01"]
+            assert check_status(instance, "face_identity_validated") == ("SUCCEEDED", None)
+        assert emu.generate_content_count == 1
+        # another image model is another sheet: the reused one was made by the old model
+        assert run(
+            settings, instance, ["PROP_01"], tier="tier3", image_model="gemini-3-pro-image-preview"
+        ).succeeded == ["PROP_01"]
+        assert emu.generate_content_count == 2
+    assert [r.model for r in ledger_rows(settings)] == [
+        "gemini-2.5-flash-image",
+        "gemini-3-pro-image-preview",
+    ]
+    ball = sheets(settings, "ball")
+    assert len(ball) == 2 and sum(sheet.is_primary for sheet in ball) == 1
 
 
 def test_tier3_without_vertex_falls_back_with_the_reason(

@@ -21,6 +21,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from tests.fixtures.onnx_models import build_u2net_like_model, write_face_pack
+from vidpipe_dagster.backends import VertexImageClient, make_genai_client
 from vidpipe_dagster.domain import clean_sheets
 from vidpipe_dagster.domain.clean_sheets import (
     TIER2_GRABCUT,
@@ -40,6 +41,7 @@ from vidpipe_dagster.domain.clean_sheets import (
 from vidpipe_dagster.domain.faces import load_face_analyzer
 from vidpipe_dagster.domain.generation_client import GenerationApiError
 from vidpipe_dagster.domain.media import MediaError, read_image_bytes
+from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 GRAY = np.array([128, 128, 128])
 
@@ -588,3 +590,43 @@ def test_tier3_with_the_real_face_analyzer(tmp_path: Path) -> None:
     assert outcome.accepted and outcome.validated
     assert [t.outcome for t in outcome.tries] == ["below_threshold", "accepted"]
     assert outcome.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_passes_on_the_third_try_at_0_5_through_the_real_client_and_emulator() -> None:
+    """google-genai in Vertex mode against the loopback emulator: 0.55 fails twice, then passes."""
+    colours = iter([RED, BLUE, GREEN])
+    with VertexEmulator(image_responder=lambda prompt, image: solid(next(colours))) as emu:
+
+        async def main() -> Tier3Outcome:
+            client = make_genai_client(
+                project="demo", location="us-central1", emulator_host=emu.address
+            )
+            try:
+                return await generate_tier3_clean_sheet(
+                    image_client=VertexImageClient(client),
+                    model="gemini-2.5-flash-image",
+                    prompt="clean sheet please",
+                    image_bytes=INPUT,
+                    mime_type="image/png",
+                    stored_embedding=STORED,
+                    embedder=ColourEmbedder({RED: 0.55, BLUE: 0.59, GREEN: 0.55}),
+                )
+            finally:
+                await client.aio.aclose()
+
+        outcome = asyncio.run(main())
+        assert emu.generate_content_count == 3
+    assert outcome.accepted and outcome.validation == "passed"
+    assert [(t.outcome, t.threshold) for t in outcome.tries] == [
+        ("below_threshold", 0.6),
+        ("below_threshold", 0.6),
+        ("accepted", 0.5),
+    ]
+    assert outcome.score == pytest.approx(0.55, abs=1e-6)
+    assert outcome.total_cost_usd == pytest.approx(3 * 0.039)
+    assert decode(outcome.image_png or b"")[0, 0].tolist() == list(GREEN)
+
+
+def test_a_character_without_a_face_model_is_not_validated_even_without_an_embedding() -> None:
+    outcome, _ = run_tier3([solid(RED)], embedder=None, stored=None, is_character=True)
+    assert outcome.accepted and outcome.validation == "unavailable" and outcome.score is None

@@ -15,7 +15,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from vidpipe_dagster.assets.partitions import ProjectPartitions, stage_key
-from vidpipe_dagster.db.models import Asset, AssetCleanReference, Project
+from vidpipe_dagster.db.models import Asset, AssetCleanReference, GenerationLedger, Project
 from vidpipe_dagster.db.project_graphs import ProjectGraph
 from vidpipe_dagster.domain.clean_sheets import (
     DEFAULT_TIER3_PRICE_USD,
@@ -121,12 +121,14 @@ def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Asset
             dg.AssetCheckSpec(
                 CHECK_ONE_PRIMARY,
                 asset=key,
-                description="Each asset has at most one primary clean sheet.",
+                description="Each asset with a clean sheet has exactly one primary (assets that "
+                "keep their original photo have none).",
             ),
             dg.AssetCheckSpec(
                 CHECK_FACES,
                 asset=key,
-                description="Tier 3 characters: face similarity passed (warns when no face model).",
+                description="Tier 3 characters: face similarity passed; warns when not validated "
+                "(no face model), errors when the face did not match (Tier 2 used instead).",
             ),
         ],
     )
@@ -270,6 +272,7 @@ def _try_tier3(
         primary is not None
         and primary.tier == TIER3_GEMINI
         and primary.generation_prompt == prompt
+        and _latest_tier3_model(database, slug, item.key) in (model, None)
         and media.path(primary.clean_image_url).is_file()
     ):  # already paid for: reuse it, no API call
         result.tier, result.clean_url, result.status = (
@@ -284,7 +287,11 @@ def _try_tier3(
             "gemini",
             model,
         )
-        result.validation = "passed" if primary.face_similarity_score is not None else "unavailable"
+        result.validation = (
+            "passed"
+            if primary.face_similarity_score is not None
+            else _unscored_validation(item, embedder)
+        )
         result.notes.append("tier 3 sheet for this prompt and photo exists: reused (no API call)")
         return
     if not vertex.vertex_configured:
@@ -316,6 +323,7 @@ def _try_tier3(
             embedder=embedder,
             price_per_image=config.price_per_image_usd,
             no_embedder_reason=face_problem or "no face model installed",
+            is_character=item.asset_type == "CHARACTER",
             label=f"asset {item.key!r}",
         )
     )
@@ -339,6 +347,35 @@ def _try_tier3(
         result.notes.append(f"tier 3: {outcome.reason}")
     else:
         result.notes.append(f"tier 3 not accepted ({outcome.reason}); fell back to tier 2")
+
+
+def _latest_tier3_model(database: DatabaseResource, slug: str, key: str) -> str | None:
+    """The model of this asset's newest finished Tier 3 request (None: no ledger record)."""
+    with database.session() as session:
+        return session.scalars(
+            select(GenerationLedger.model)
+            .where(
+                GenerationLedger.kind == "image",
+                GenerationLedger.project_slug == slug,
+                GenerationLedger.subject == key,
+                GenerationLedger.state == "done",
+            )
+            .order_by(GenerationLedger.created_at.desc())
+            .limit(1)
+        ).first()
+
+
+def _unscored_validation(item: AssetInput, embedder: Any) -> str:
+    """Why a reused Tier 3 sheet has no similarity score.
+
+    Characters are ``unavailable`` (never validated) unless their original photo has no face to
+    compare with; other asset types are ``not_applicable``.
+    """
+    if item.asset_type != "CHARACTER":
+        return "not_applicable"
+    if embedder is not None and item.face_embedding is None:
+        return "not_applicable"  # the face model found no face in the original
+    return "unavailable"
 
 
 def _make_tier2(
@@ -400,7 +437,9 @@ def _persist(database: DatabaseResource, media: MediaStoreResource, result: Asse
                 face_similarity_score=result.similarity if result.tier == TIER3_GEMINI else None,
                 quality_score=None,
                 is_primary=True,
-                generation_cost=result.cost_usd,
+                # what this sheet cost: a Tier 2 fallback is free even after paid Tier 3 tries
+                # (those stay in the ledger and in the run's metadata)
+                generation_cost=result.cost_usd if result.tier == TIER3_GEMINI else 0.0,
             )
         )
 
@@ -435,21 +474,18 @@ def _checks(database: DatabaseResource, results: list[AssetResult]) -> list[dg.A
     faces = {r.asset.key: r.validation for r in results if r.tier == TIER3_GEMINI or r.tries}
     failed_faces = sorted(k for k, v in faces.items() if v == "failed")
     unvalidated = sorted(k for k, v in faces.items() if v == "unavailable")
+    severity = dg.AssetCheckSeverity.WARN
     if failed_faces:
-        faces_ok, faces_note = (
-            False,
-            (
-                f"face similarity below threshold for {failed_faces}; "
-                "the Tier 2 sheet (or the original) is used instead"
-            ),
+        faces_ok, severity = False, dg.AssetCheckSeverity.ERROR
+        faces_note = (
+            f"FAILED: face similarity below threshold for {failed_faces}; "
+            "the Tier 2 sheet (or the original) is used instead"
         )
     elif unvalidated:
-        faces_ok, faces_note = (
-            False,
-            (
-                f"NOT validated (no face model installed) for {unvalidated}: "
-                "install an insightface pack (VIDPIPE_FACE_MODEL_ROOT) to validate identity"
-            ),
+        faces_ok = False
+        faces_note = (
+            f"NOT validated (no face model installed) for {unvalidated}: "
+            "install an insightface pack (VIDPIPE_FACE_MODEL_ROOT) to validate identity"
         )
     else:
         faces_ok = True
@@ -457,9 +493,13 @@ def _checks(database: DatabaseResource, results: list[AssetResult]) -> list[dg.A
     face_check = dg.AssetCheckResult(
         check_name=CHECK_FACES,
         passed=faces_ok,
-        severity=dg.AssetCheckSeverity.WARN,
+        severity=severity,
         description=faces_note,
         metadata={"validation": faces},
+    )
+    with_sheet = {r.asset.key for r in results if r.tier is not None}
+    wrong_primaries = sorted(
+        key for key, n in primaries.items() if n > 1 or (key in with_sheet and n != 1)
     )
     return [
         dg.AssetCheckResult(
@@ -477,7 +517,10 @@ def _checks(database: DatabaseResource, results: list[AssetResult]) -> list[dg.A
         ),
         dg.AssetCheckResult(
             check_name=CHECK_ONE_PRIMARY,
-            passed=all(n <= 1 for n in primaries.values()),
+            passed=not wrong_primaries,
+            description="every asset with a clean sheet has exactly one primary"
+            if not wrong_primaries
+            else f"wrong number of primary clean sheets for {wrong_primaries}",
             metadata={"primaries_per_asset": primaries},
         ),
         face_check,
@@ -509,6 +552,7 @@ def _metadata(
         "before_after": dg.MetadataValue.md(markdown_gallery(pictures)),
         "background_removal": remover_note,
         "face_model": face_problem or "installed",
+        "face_validation": dg.MetadataValue.json({r.asset.key: r.validation for r in results}),
         "total_cost_usd": round(sum(r.cost_usd for r in results), 4),
         "tier3_tries": dg.MetadataValue.json({r.asset.key: r.tries for r in results if r.tries}),
         "notes": dg.MetadataValue.json({r.asset.key: r.notes for r in results}),

@@ -446,6 +446,7 @@ async def generate_tier3_clean_sheet(
     price_per_image: float = DEFAULT_TIER3_PRICE_USD,
     max_tries: int = TIER3_MAX_TRIES,
     no_embedder_reason: str = "no face model installed",
+    is_character: bool = False,
     label: str = "reference image",
     transient_retries: int = 3,
     backoff_base_s: float = 2.0,
@@ -455,7 +456,9 @@ async def generate_tier3_clean_sheet(
 ) -> Tier3Outcome:
     """Up to ``max_tries`` generations, validated against ``stored_embedding`` when given.
 
-    Validation applies when the caller passes a stored embedding (characters that have one).
+    Validation applies when the caller passes a stored embedding (characters that have one). A
+    character without a face model is ``unavailable`` (not validated), never ``not_applicable``:
+    its embedding is missing only because there was no model to compute it.
     Errors: content_policy stops (same prompt is not resent, cost 0); rejected / failed /
     not_found stop; transient errors are retried with backoff inside a try and stop only when
     the retries run out (``stopped_by="transient"``, so a caller can let Dagster retry later).
@@ -463,12 +466,12 @@ async def generate_tier3_clean_sheet(
     """
     decode_image(image_bytes, label=label)  # never pay to condition on a broken input
     rng = rng or random.Random()
-    if stored_embedding is None:
-        validation: Validation = "not_applicable"
-        skip_reason = "validation not applicable (no stored face embedding)"
-    elif embedder is None:
-        validation = "unavailable"
+    if embedder is None and (stored_embedding is not None or is_character):
+        validation: Validation = "unavailable"
         skip_reason = f"not validated: {no_embedder_reason}"
+    elif stored_embedding is None:
+        validation = "not_applicable"
+        skip_reason = "validation not applicable (no stored face embedding)"
     else:
         validation, skip_reason = "not_run", ""
     tries: list[Tier3Try] = []
