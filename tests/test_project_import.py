@@ -190,6 +190,22 @@ def test_reimport_with_changed_placements_clears_selection(
         assert sm.manifest_json["composition"]["shot_type"] == "wide_shot"
 
 
+def test_reimport_without_the_source_of_a_face_crop(
+    settings: Settings, write_spec: SpecWriter
+) -> None:
+    """The face crop stays (now standalone); its old source is removed, not a foreign-key error."""
+    spec = small_spec()
+    run_import(settings, write_spec(spec))
+    spec["manifest"]["assets"] = [a for a in spec["manifest"]["assets"] if a["id"] != "mia"]
+    del spec["manifest"]["assets"][0]["face_crop_of"]
+    run_import(settings, write_spec(spec))
+    with session_scope(settings.database_url) as session:
+        assets = {a.asset_key: a for a in session.scalars(select(Asset))}
+        assert sorted(assets) == ["mia_face", "park"]
+        assert assets["mia_face"].source_asset_id is None
+        assert not assets["mia_face"].is_face_crop
+
+
 def test_failed_reimport_changes_nothing(settings: Settings, write_spec: SpecWriter) -> None:
     spec = small_spec()
     run_import(settings, write_spec(spec))

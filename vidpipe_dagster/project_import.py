@@ -200,6 +200,11 @@ def _sync_manifest(
         asset.quality_score = item.quality_score
         asset.is_face_crop = item.face_crop_of is not None
         keep[item.id] = asset
+    removed = {asset.id for key, asset in existing.items() if key not in keep}
+    for asset in keep.values():  # unlink face crops from removed sources before deleting them
+        if asset.source_asset_id in removed:
+            asset.source_asset_id = None
+    session.flush()
     for key, asset in existing.items():
         if key not in keep:
             changed.append(f"asset {key} removed")
