@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import SpecWriter, small_spec
 from vidpipe_dagster.cli import main
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 
 def test_import_error_is_one_line_and_nonzero(
@@ -20,6 +22,69 @@ def test_import_error_is_one_line_and_nonzero(
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: invalid project spec") and "Traceback" not in err
+    assert err.count("\n") == 1, err
+
+
+def test_several_field_errors_are_one_line_naming_each_field(
+    settings: Settings, write_spec: SpecWriter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = small_spec()
+    del spec["scenes"][0]["prompt"]
+    spec["manifest"]["assets"][0]["type"] = "DRAGON"
+    assert main(["import", str(write_spec(spec))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "scenes.0.prompt" in err and "manifest.assets.0.type" in err
+
+
+def test_malformed_yaml_is_one_line(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("project: {slug: a\nscenes: [\n")
+    assert main(["import", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "broken.yaml" in err
+
+
+def test_materialize_tier3_clean_sheets_reaches_the_image_model(
+    settings: Settings,
+    write_spec: SpecWriter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("VIDPIPE_FACE_MODEL_ROOT", str(tmp_path / "no-face-models"))
+    assert main(["import", str(write_spec(small_spec()))]) == 0
+    with VertexEmulator() as emu:
+        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        args = ["materialize", "spring-ad", "--stage", "clean-sheets", "--partition", "CHAR_01"]
+        assert main([*args, "--tier", "tier3"]) == 0
+        assert emu.generate_content_count == 2  # mia and her face crop
+        assert main(args) == 0  # tier2 (the default) makes no paid call
+        assert emu.generate_content_count == 2
+    capsys.readouterr()
+    assert main(["status", "spring-ad", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    chars = [a for a in status["assets"] if a["tag"] == "CHAR_01"]
+    tier3 = [s for a in chars for s in a["clean_sheets"] if s["tier"] == "tier3_gemini"]
+    assert len(tier3) == 2 and all(s["primary"] and s["validated"] is False for s in tier3)
+    assert all(s["cost_usd"] == pytest.approx(0.039) for s in tier3)
+
+    # the selection now shows the clean sheets the clip stage will send, not the originals
+    assert main(["materialize", "spring-ad", "--stage", "references"]) == 0
+    capsys.readouterr()
+    assert main(["status", "spring-ad", "--json"]) == 0
+    scene0 = json.loads(capsys.readouterr().out)["scenes"][0]
+    assert scene0["selection_current"] is True
+    sources = [(r["tag"], r["source"]) for r in scene0["selected_references"]]
+    assert sources == [
+        ("CHAR_01", "tier3_gemini"),
+        ("CHAR_01", "tier3_gemini"),
+        ("ENV_01", "original"),
+    ]
+    assert all("clean_sheets/tier3_" in r["image"] for r in scene0["selected_references"][:2])
 
 
 def test_unknown_project(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:

@@ -102,7 +102,11 @@ def cmd_materialize(args: argparse.Namespace, settings: Settings) -> int:
     stages = STAGE_NAMES if args.stage == "all" else (args.stage,)
     try:
         reports = materialize_project(
-            args.slug, stages, partitions=args.partition, settings=settings
+            args.slug,
+            stages,
+            partitions=args.partition,
+            settings=settings,
+            asset_config={"clean_sheet": {"tier": args.tier}},
         )
     except RunnerError as exc:
         raise CliError(str(exc)) from exc
@@ -216,15 +220,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args, settings))
     except CliError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:
         if args.debug:
             raise
         print(
-            f"error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr
+            f"error: {type(exc).__name__}: {one_line(str(exc))} (rerun with --debug for details)",
+            file=sys.stderr,
         )
         return 1
+
+
+def one_line(message: str) -> str:
+    """Multi-line messages (a spec with several field errors) as one line, parts kept in order."""
+    parts = [line.strip() for line in message.splitlines() if line.strip()]
+    text = ""
+    for part in parts:
+        text += part if not text else (" " if text.endswith(":") else "; ") + part
+    return text
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vidpipe_dagster.db.models import Project, SceneManifest
-from vidpipe_dagster.domain.reference_selection import select_references_for_scene
+from vidpipe_dagster.domain.reference_selection import (
+    ChosenReference,
+    chosen_reference,
+    select_references_for_scene,
+)
 
 
 class StatusError(LookupError):
@@ -18,6 +22,17 @@ class StatusError(LookupError):
 
 def _abs(media_root: Path, rel: str | None) -> str | None:
     return str((media_root / rel).resolve()) if rel else None
+
+
+def _reference(chosen: ChosenReference, media_root: Path) -> dict[str, Any]:
+    """The image the clip stage sends: the primary clean sheet, else the original photo."""
+    return {
+        "tag": chosen.tag,
+        "asset_id": chosen.asset_key,
+        "face_crop": chosen.face_crop,
+        "image": _abs(media_root, chosen.image_url),
+        "source": chosen.source,
+    }
 
 
 def project_status(session: Session, slug: str, media_root: Path) -> dict[str, Any]:
@@ -37,23 +52,19 @@ def project_status(session: Session, slug: str, media_root: Path) -> dict[str, A
         sm = scene_manifests.get(scene.scene_index)
         persisted = sm.selected_reference_tags if sm else None
         selected = []
+        current = None  # None: nothing selected yet
         if sm and persisted is not None:
             picks = select_references_for_scene(sm.manifest_json, assets)
-            if [a.manifest_tag for a in picks] == persisted:
-                selected = [
-                    {
-                        "tag": a.manifest_tag,
-                        "asset_id": a.asset_key,
-                        "face_crop": bool(a.is_face_crop),
-                        "image": _abs(media_root, a.reference_image_url),
-                    }
-                    for a in picks
-                ]
+            current = [a.manifest_tag for a in picks] == persisted
+            if current:
+                selected = [_reference(chosen_reference(session, a), media_root) for a in picks]
         scenes.append(
             {
                 "index": scene.scene_index,
                 "prompt": scene.prompt,
                 "selected_reference_tags": persisted,
+                # False: the manifest changed since the selection; materialize references again
+                "selection_current": current,
                 "selected_references": selected,
                 "clip": _clip(scene.clip, media_root),
             }
