@@ -5,9 +5,10 @@ from __future__ import annotations
 import dagster as dg
 from sqlalchemy import select
 
-from tests.conftest import small_spec
-from vidpipe_dagster.db.models import Project, SceneManifest
+from tests.conftest import save_png, small_spec
+from vidpipe_dagster.db.models import Asset, AssetCleanReference, Project, SceneManifest
 from vidpipe_dagster.db.session import session_scope
+from vidpipe_dagster.domain.reference_selection import get_primary_clean_reference
 from vidpipe_dagster.runner import materialize_project
 from vidpipe_dagster.settings import Settings
 
@@ -77,3 +78,42 @@ def test_project_without_manifest_selects_nothing(
     assert record.asset_materialization.metadata["reference_count"].value == 0
     assert "no manifest" in record.asset_materialization.metadata["reason"].value
     assert _rows(settings, slug) == {}
+
+
+def test_a_range_run_logs_no_data_version_warnings(
+    settings: Settings, imported, instance: dg.DagsterInstance
+) -> None:
+    slug = imported()
+    materialize_project(slug, ["references"], instance=instance, settings=settings)
+    [run] = instance.get_runs()
+    messages = [entry.user_message for entry in instance.all_logs(run.run_id)]
+    assert messages and not [m for m in messages if "Data version mismatch" in m]
+
+
+def test_selection_uses_the_primary_clean_sheet(
+    settings: Settings, imported, instance: dg.DagsterInstance
+) -> None:
+    """The face crop shows its primary sheet (not the demoted one); the others stay original."""
+    slug = imported()
+    with session_scope(settings.database_url) as session:
+        face = session.scalars(select(Asset).where(Asset.asset_key == "mia_face")).one()
+        for name, primary in (("old", False), ("new", True)):
+            rel = f"clean_sheets/{name}.png"
+            save_png(settings.media_root / rel, (128, 128, 128))
+            session.add(
+                AssetCleanReference(
+                    asset_id=face.id, tier="tier2_rembg", clean_image_url=rel, is_primary=primary
+                )
+            )
+    materialize_project(slug, ["references"], instance=instance, settings=settings)
+    key = dg.AssetKey(["spring_ad", "scene_references"])
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=["0"]), limit=1
+    ).records[0]
+    preview = record.asset_materialization.metadata["preview"].value
+    assert "CHAR_01 (face crop, tier2 rembg)" in preview
+    assert "CHAR_01 (full body, original)" in preview and "ENV_01 (full body, original)" in preview
+    with session_scope(settings.database_url) as session:
+        face = session.scalars(select(Asset).where(Asset.asset_key == "mia_face")).one()
+        primary = get_primary_clean_reference(session, face.id)
+        assert primary is not None and primary.clean_image_url == "clean_sheets/new.png"

@@ -34,10 +34,15 @@ def per_partition_results(
         )
         return
     if all_succeeded:
+        # Dagster compares the step's output version with the asset's newest materialization
+        # (the last partition's, emitted below) and warns on a mismatch; the summary is superseded
+        # for every partition anyway, so it carries that version.
+        last = (materializations[-1].tags or {}).get(DATA_VERSION_TAG) if materializations else None
         yield dg.MaterializeResult(
             metadata={
                 "partitions_in_run": dg.MetadataValue.json([m.partition for m in materializations]),
                 "details": "each partition's own materialization follows this summary",
-            }
+            },
+            data_version=dg.DataVersion(last) if last else None,
         )
     yield from materializations
