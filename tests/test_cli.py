@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from tests.conftest import SpecWriter, small_spec
@@ -137,10 +138,27 @@ def test_archive_hides_the_project_and_keeps_its_rows(
     monkeypatch.setenv("VIDPIPE_DAGSTER_WEBSERVER", "http://127.0.0.1:9")  # nothing listens there
     assert main(["import", str(write_spec(small_spec()))]) == 0
     assert "Reload" in capsys.readouterr().out  # no webserver: the one manual step is printed
+    assert main(["materialize", "spring-ad", "--stage", "references"]) == 0
+    assert main(["materialize", "spring-ad", "--stage", "clips"]) == 0
+    capsys.readouterr()
+    schedule = "spring_ad_nightly_backfill_schedule"
+    assert schedule in {s.name for s in defs().schedules or []}
+
     assert main(["archive", "spring-ad"]) == 0
     assert "archived" in capsys.readouterr().out
     assert not list(defs().resolve_asset_graph().get_all_asset_keys())
+    assert schedule not in {s.name for s in defs().schedules or []}
     assert main(["status", "spring-ad", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["archived"] is True
+    status = json.loads(capsys.readouterr().out)
+    assert status["archived"] is True
+    assert [s["clip"]["status"] for s in status["scenes"]] == ["done", "done"]  # rows stay
+    with dg.DagsterInstance.get() as instance:  # and so does the run history
+        runs = instance.get_runs(dg.RunsFilter(tags={"vidpipe/project": "spring-ad"}))
+        assert len(runs) >= 2
+
     assert main(["unarchive", "spring-ad"]) == 0
+    assert list(defs().resolve_asset_graph().get_all_asset_keys())
+    assert main(["archive", "spring-ad"]) == 0
+    assert main(["import", str(write_spec(small_spec()))]) == 0  # importing brings it back
+    assert "unarchived" in capsys.readouterr().out
     assert list(defs().resolve_asset_graph().get_all_asset_keys())

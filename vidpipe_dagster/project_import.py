@@ -147,6 +147,8 @@ def import_project(session: Session, spec_path: Path, media_root: Path) -> Impor
         if not created and getattr(project, attr) != new:
             changed.append(f"{attr} changed")
         setattr(project, attr, new)
+    if project.archived:  # importing is asking for the project: it shows in the graph again
+        changed.append("unarchived")
     project.archived = False
 
     asset_count = _sync_manifest(session, project, spec, images, stored, changed)
