@@ -354,3 +354,17 @@ def test_tier3_without_vertex_falls_back_with_the_reason(
     assert run(settings, instance, ["PROP_01"], tier="tier3").succeeded == ["PROP_01"]
     assert sheets(settings, "ball")[0].tier.startswith("tier2")
     assert "Vertex is not configured" in str(latest_metadata(instance, "PROP_01")["notes"].value)
+
+
+def test_tier3_over_budget_stops_before_any_paid_call(
+    settings: Settings, cast: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIDPIPE_BUDGET_PER_RUN_USD", "0.10")  # < 3 tries x 0.039
+    with VertexEmulator() as emu:
+        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        report = run(settings, instance, ["PROP_01"], tier="tier3")
+        assert emu.generate_content_count == 0
+    error = report.failed["PROP_01"]
+    assert "over budget, nothing was generated" in error
+    assert "estimated 0.12 USD" in error and "0.10 USD per run" in error
+    assert sheets(settings, "ball") == [] and ledger_rows(settings) == []

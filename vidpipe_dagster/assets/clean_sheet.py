@@ -15,11 +15,15 @@ from PIL import Image
 from sqlalchemy import select
 
 from vidpipe_dagster.assets.partitions import ProjectPartitions, stage_key
+from vidpipe_dagster.assets.scene_clip import start_of_today_utc
+from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import Asset, AssetCleanReference, GenerationLedger, Project
 from vidpipe_dagster.db.project_graphs import ProjectGraph
+from vidpipe_dagster.domain.budget import Budget, plan_within_budget
 from vidpipe_dagster.domain.clean_sheets import (
     DEFAULT_TIER3_PRICE_USD,
     TIER3_GEMINI,
+    TIER3_MAX_TRIES,
     CleanSheetError,
     Tier3Outcome,
     build_conditioning_prompt,
@@ -148,6 +152,11 @@ def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Asset
         if face_problem and any(i.asset_type == "CHARACTER" for i in inputs):
             context.log.warning(f"{tag}: face embeddings unavailable: {face_problem}")
 
+        if config.tier == "tier3" and vertex.vertex_configured:
+            context.log.info(
+                f"{tag}: tier 3 budget: "
+                + _enforce_tier3_budget(graph.slug, database, media, vertex, config, inputs)
+            )
         results: list[AssetResult] = []
         for item in inputs:
             result = _read_original(media, item)
@@ -267,14 +276,8 @@ def _try_tier3(
     item = result.asset
     model = config.image_model or vertex.image_model
     prompt = build_conditioning_prompt(item.reverse_prompt, item.asset_type, item.name)
-    primary = _current_primary(database, item.id)
-    if (
-        primary is not None
-        and primary.tier == TIER3_GEMINI
-        and primary.generation_prompt == prompt
-        and _latest_tier3_model(database, slug, item.key) in (model, None)
-        and media.path(primary.clean_image_url).is_file()
-    ):  # already paid for: reuse it, no API call
+    primary = _reusable_tier3(slug, database, media, item, model)
+    if primary is not None:  # already paid for: reuse it, no API call
         result.tier, result.clean_url, result.status = (
             TIER3_GEMINI,
             primary.clean_image_url,
@@ -347,6 +350,55 @@ def _try_tier3(
         result.notes.append(f"tier 3: {outcome.reason}")
     else:
         result.notes.append(f"tier 3 not accepted ({outcome.reason}); fell back to tier 2")
+
+
+def _reusable_tier3(
+    slug: str,
+    database: DatabaseResource,
+    media: MediaStoreResource,
+    item: AssetInput,
+    model: str,
+) -> AssetCleanReference | None:
+    """The asset's primary Tier 3 sheet when it was made from this prompt and model."""
+    prompt = build_conditioning_prompt(item.reverse_prompt, item.asset_type, item.name)
+    primary = _current_primary(database, item.id)
+    if (
+        primary is not None
+        and primary.tier == TIER3_GEMINI
+        and primary.generation_prompt == prompt
+        and _latest_tier3_model(database, slug, item.key) in (model, None)
+        and media.path(primary.clean_image_url).is_file()
+    ):
+        return primary
+    return None
+
+
+def _enforce_tier3_budget(
+    slug: str,
+    database: DatabaseResource,
+    media: MediaStoreResource,
+    vertex: VertexResource,
+    config: CleanSheetConfig,
+    inputs: list[AssetInput],
+) -> str:
+    """Stop before any paid call when the worst case (every try used) does not fit the budget."""
+    model = config.image_model or vertex.image_model
+    worst = TIER3_MAX_TRIES * config.price_per_image_usd
+    estimates = [
+        (item.key, worst)
+        for item in inputs
+        if _reusable_tier3(slug, database, media, item, model) is None
+    ]
+    spent = Ledger(database.sessionmaker()).spent_since(start_of_today_utc())
+    plan = plan_within_budget(estimates, Budget.from_env(), spent)
+    if not plan.fits:
+        raise dg.Failure(
+            f"tier 3 over budget, nothing was generated: {plan.message} (worst case: "
+            f"{TIER3_MAX_TRIES} tries per asset). Use tier2, or raise VIDPIPE_BUDGET_PER_RUN_USD "
+            "/ VIDPIPE_BUDGET_PER_DAY_USD.",
+            allow_retries=False,
+        )
+    return plan.message
 
 
 def _latest_tier3_model(database: DatabaseResource, slug: str, key: str) -> str | None:
