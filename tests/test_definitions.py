@@ -95,3 +95,22 @@ def test_dagster_cli_validates_workspace(settings: Settings, imported) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Validation successful" in proc.stderr + proc.stdout
+
+
+def test_project_jobs_tag_their_runs_with_project_and_scene(
+    settings: Settings, imported, instance: dg.DagsterInstance
+) -> None:
+    imported(small_spec("spring-ad"), folder="a")
+    imported(small_spec("no-cast", manifest=False), folder="b")
+    definitions = defs()
+    names = {job.name for job in definitions.resolve_all_job_defs()}
+    assert {"spring_ad_scenes_job", "spring_ad_clean_sheets_job", "no_cast_scenes_job"} <= names
+    assert "no_cast_clean_sheets_job" not in names
+
+    job = definitions.resolve_job_def("spring_ad_scenes_job")
+    result = job.execute_in_process(instance=instance, partition_key="1")
+    assert result.success
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags["vidpipe/project"] == "spring-ad" and tags["dagster/partition"] == "1"
+    materialized = instance.get_materialized_partitions(dg.AssetKey(["spring_ad", "scene_clip"]))
+    assert materialized == {"1"}

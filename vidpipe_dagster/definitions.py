@@ -15,6 +15,7 @@ import dagster as dg
 from vidpipe_dagster.assets.factory import build_project_assets
 from vidpipe_dagster.automation import build_backfill_schedules
 from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
+from vidpipe_dagster.jobs import build_project_jobs
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
 from vidpipe_dagster.resources.models import LocalModelsResource
@@ -53,10 +54,13 @@ def build_definitions(
     graphs: Sequence[ProjectGraph], resources: dict[str, Any] | None = None
 ) -> dg.Definitions:
     assets: list[Any] = []
+    jobs: list[Any] = []
     for graph in graphs:
         assets.extend(build_project_assets(graph))
+        jobs.extend(build_project_jobs(graph))
     return dg.Definitions(
         assets=assets,
+        jobs=jobs,
         schedules=build_backfill_schedules(graphs),
         resources=resources if resources is not None else default_resources(Settings.from_env()),
     )
