@@ -98,14 +98,20 @@ def _import_projects(workdir: Path, projects: int, scenes: int, assets: int) -> 
 
 
 def _hot(rounds: int) -> tuple[float, int, int]:
-    """Best wall time of defs() + resolve_asset_graph() in this (already warm) process."""
+    """Best wall time of defs() resolved to a repository with all its jobs, in a warm process.
+
+    That is what a code server or run worker builds before it can answer (asset graph, the
+    per-project jobs and the implicit asset jobs, schedules).
+    """
     from vidpipe_dagster.definitions import defs
 
     best = float("inf")
     keys = checks = 0
     for _ in range(rounds):
         started = time.perf_counter()
-        graph = defs().resolve_asset_graph()
+        repository = defs().get_repository_def()
+        repository.get_all_jobs()
+        graph = repository.asset_graph
         best = min(best, time.perf_counter() - started)
         keys = len(list(graph.get_all_asset_keys()))
         checks = len(list(graph.asset_check_keys))
@@ -114,7 +120,10 @@ def _hot(rounds: int) -> tuple[float, int, int]:
 
 def _cold(rounds: int) -> float:
     """Best wall time of a fresh interpreter importing and building the definitions."""
-    return _best_subprocess("from vidpipe_dagster.definitions import defs; defs()", rounds)
+    code = (
+        "from vidpipe_dagster.definitions import defs; defs().get_repository_def().get_all_jobs()"
+    )
+    return _best_subprocess(code, rounds)
 
 
 def _best_subprocess(code: str, rounds: int) -> float:
@@ -165,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{keys} asset keys, {checks} asset checks (import took {import_s:.1f} s)"
     )
     rows = [
-        ("hot: defs() + resolve_asset_graph()", hot_s),
-        ("cold: python -c '...defs()' (wall)", cold_s),
+        ("hot: defs() resolved with all jobs", hot_s),
+        ("cold: python -c '...defs() + jobs' (wall)", cold_s),
         ("  of which importing dagster + package", imports_s),
     ]
     for label, seconds in rows:
