@@ -24,7 +24,14 @@ from sqlalchemy import func, inspect, select
 
 from tests.conftest import SpecWriter, small_spec
 from tests.pg import dagster_pg_env, requires_postgres, temporary_database
-from vidpipe_dagster.db.models import Base, GenerationLedger, Project, SceneManifest
+from vidpipe_dagster.db.models import (
+    Base,
+    GenerationLedger,
+    Project,
+    Scene,
+    SceneManifest,
+    VideoClip,
+)
 from vidpipe_dagster.db.session import (
     VERSION_TABLE,
     alembic_config,
@@ -123,6 +130,35 @@ def test_import_and_materialize_scene_references(
         (0, ["CHAR_01", "CHAR_01", "ENV_01"]),
         (1, ["ENV_01"]),
     ]
+
+
+@pytest.mark.postgres
+@requires_postgres
+def test_scenes_finishing_together_record_every_clip(
+    tmp_path: Path, pg_url: str, write_spec: SpecWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real clip stage on PostgreSQL: 8 scenes rendered concurrently in one step."""
+    monkeypatch.delenv("VIDPIPE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("VIDPIPE_VIDEO_BACKEND", "animatic")
+    settings = _settings(tmp_path, pg_url)
+    migrate(pg_url)
+    _import(settings, write_spec(_many_scenes_spec(WRITERS)))
+    with dg.DagsterInstance.ephemeral() as instance:
+        reports = materialize_project(
+            "spring-ad", ["references", "clips"], instance=instance, settings=settings
+        )
+    scenes = [str(i) for i in range(WRITERS)]
+    assert [(r.succeeded, r.failed) for r in reports] == [(scenes, {}), (scenes, {})]
+    with session_scope(pg_url) as session:
+        clips = session.execute(
+            select(Scene.scene_index, VideoClip.status, VideoClip.file_url)
+            .join(VideoClip, VideoClip.scene_id == Scene.id)
+            .order_by(Scene.scene_index)
+        ).all()
+        ledger = session.scalars(select(GenerationLedger.state)).all()
+    assert [(i, status) for i, status, _ in clips] == [(i, "done") for i in range(WRITERS)]
+    assert all((settings.media_root / path).is_file() for _, _, path in clips)
+    assert sorted(ledger) == ["done"] * WRITERS
 
 
 @pytest.fixture(
