@@ -133,6 +133,10 @@ def write_demo_projects(out_dir: Path) -> list[Path]:
         "frames/4_end.png": _keyframe(control, images["img/robot.png"], 0.7, 0.8),
         "frames/5_start.png": _keyframe(pad, images["img/rover.png"], 0.0, 0.4),
         "frames/5_end.png": _keyframe(pad, images["img/rover.png"], 0.8, 0.4),
+        "frames/6_start.png": _keyframe(pad, images["img/astronaut_face.png"], 0.5, 1.0),
+        "frames/6_end.png": _keyframe(control, images["img/astronaut_face.png"], 0.5, 1.0),
+        "frames/7_start.png": _keyframe(control, images["img/robot.png"], 0.0, 0.9),
+        "frames/7_end.png": _keyframe(control, images["img/robot.png"], 0.1, 0.9),
     }
     for rel, img in {**images, **frames}.items():
         path = out_dir / rel
@@ -277,6 +281,25 @@ def write_demo_projects(out_dir: Path) -> list[Path]:
                     {"asset_tag": "VEH_01", "role": "subject", "position": "center"},
                     {"asset_tag": "CHAR_03", "role": "interaction_target", "position": "right"},
                     {"asset_tag": "ENV_01", "role": "background", "position": "background"},
+                ],
+            ),
+            scene(
+                6,
+                "Her eyes behind the visor as the countdown starts",
+                "extreme_close_up",
+                [
+                    {"asset_tag": "CHAR_01", "role": "subject", "position": "center"},
+                    {"asset_tag": "PROP_01", "role": "interaction_target", "position": "worn"},
+                ],
+            ),
+            scene(
+                7,
+                "Over Unit-7's shoulder: the commander on the monitor",
+                "over_the_shoulder",
+                [
+                    {"asset_tag": "CHAR_02", "role": "subject", "position": "foreground left"},
+                    {"asset_tag": "CHAR_01", "role": "interaction_target", "position": "on screen"},
+                    {"asset_tag": "ENV_02", "role": "background", "position": "background"},
                 ],
             ),
         ],
