@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
@@ -443,3 +445,67 @@ def test_client_without_emulator_targets_vertex_with_retries_off() -> None:
     assert options["base_url"] == "https://europe-west4-aiplatform.googleapis.com/"
     assert options["api_version"] == "v1beta1"
     assert options["retry_options"]["attempts"] == 1
+
+
+def test_failed_video_uri_download_is_classified_by_status() -> None:
+    with VertexEmulator(serve_video_uri=True, video_height=90) as emu:
+        emu.fail_media(404, 503)
+
+        async def body(client: Any) -> tuple[list[GenerationApiError], bytes]:
+            videos = VertexVideoClient(client)
+            result = await wait_done(videos, await videos.submit(video_request(duration=4)))
+            errors = []
+            for _ in range(2):
+                with pytest.raises(GenerationApiError) as caught:
+                    await videos.fetch_video(result)
+                errors.append(caught.value)
+            return errors, await videos.fetch_video(result)  # the same URI, once it answers
+
+        (gone, busy), data = with_client(emu, body)
+    assert (gone.kind, gone.status_code, gone.billed) == ("failed", 404, True)
+    assert (busy.kind, busy.status_code) == ("transient", 503)
+    assert probe_mp4(data).duration_seconds == pytest.approx(4.0)
+
+
+def test_gcs_download_errors_are_classified_by_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NotFound(Exception):
+        code = 404
+
+    class Unavailable(Exception):
+        code = 503
+
+    answers: list[Exception | bytes] = [
+        NotFound("No such object"),
+        Unavailable("try later"),
+        b"mp4",
+    ]
+
+    class Blob:
+        def download_as_bytes(self) -> bytes:
+            answer = answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+    class Client:
+        def bucket(self, name: str) -> Any:
+            assert name == "bucket"
+            return SimpleNamespace(blob=lambda path: Blob())
+
+    monkeypatch.setitem(sys.modules, "google.cloud.storage", SimpleNamespace(Client=Client))
+    result = OperationResult(name="op", done=True, video_uri="gs://bucket/clips/video.mp4")
+    videos = VertexVideoClient(make_genai_client(emulator_host="127.0.0.1:1"))
+
+    async def body() -> tuple[list[GenerationApiError], bytes]:
+        errors = []
+        for _ in range(2):
+            with pytest.raises(GenerationApiError) as caught:
+                await videos.fetch_video(result)
+            errors.append(caught.value)
+        return errors, await videos.fetch_video(result)
+
+    (gone, busy), data = asyncio.run(body())
+    assert (gone.kind, gone.status_code, gone.billed) == ("failed", 404, True)
+    assert "gs://bucket/clips/video.mp4" in gone.message
+    assert (busy.kind, busy.status_code) == ("transient", 503)
+    assert data == b"mp4"

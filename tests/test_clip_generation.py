@@ -4,6 +4,7 @@ emulator elsewhere). Virtual time: every sleep advances a clock instantly, so te
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -11,8 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
-from vidpipe_dagster.clip_generation import ClipJob, ClipOutcome, Limits, generate_clips
+from vidpipe_dagster.backends import VertexVideoClient, make_genai_client
+from vidpipe_dagster.clip_generation import (
+    ClipJob,
+    ClipOutcome,
+    Limits,
+    estimate_new_spend,
+    generate_clips,
+    request_ladder,
+)
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.session import migrate
 from vidpipe_dagster.domain.generation_client import GenerationApiError, OperationResult
@@ -22,7 +32,9 @@ from vidpipe_dagster.domain.video_requests import (
     VideoRequest,
     build_video_request,
     image_input,
+    remediate,
 )
+from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 MODEL = "veo-3.1-generate-001"
 START = image_input(b"start", "image/png", "start keyframe")
@@ -62,6 +74,7 @@ class FakeVeo:
     open_now: int = 0
     max_open: int = 0
     fetch_faults: int = 0  # fail this many fetches (transient) before succeeding
+    fetch_errors: list[GenerationApiError] = field(default_factory=list)  # raised first, in order
     submit_delay: float = 0.0  # real seconds a submit takes (to force interleavings)
     hold_until_open: int = 0  # operations stay running until this many are open at once...
     total_jobs: int = 0  # ...or every job has been accepted
@@ -130,6 +143,8 @@ class FakeVeo:
     async def fetch_video(self, result: OperationResult) -> bytes:
         self.fetch_calls += 1
         await asyncio.sleep(0)
+        if self.fetch_errors:
+            raise self.fetch_errors.pop(0)
         if self.fetch_faults > 0:
             self.fetch_faults -= 1
             raise GenerationApiError("transient", "download 503", status_code=503)
@@ -549,7 +564,7 @@ def test_missing_file_and_expired_operation_regenerates_and_says_so(world: World
     assert world.ledger.billed_count(j.request.fingerprint) == 2  # honestly paid twice
 
 
-def test_lost_in_flight_operation_is_submitted_again(world: World) -> None:
+def test_lost_in_flight_operation_is_not_submitted_again(world: World) -> None:
     j = job(1)
     entry_id = world.ledger.open_submission(
         j.request.fingerprint, kind="video", model=MODEL, backend="vertex"
@@ -557,7 +572,39 @@ def test_lost_in_flight_operation_is_submitted_again(world: World) -> None:
     world.ledger.record_operation(entry_id, "operations/expired")
     client = world.client()
     [outcome] = world.run([j], client)
+    assert outcome.status == "failed" and client.submit_calls == 0
+    error = outcome.error or ""
+    assert "operations/expired" in error and "not sent again automatically" in error
+    assert "rerun to submit once more" in error
+    assert states(world, j.request) == ["unknown"]
+
+    [second] = world.run([j], client)  # the user reruns on purpose: one new submission
+    assert second.status == "done" and client.submit_calls == 1
+    assert states(world, j.request) == ["unknown", "done"]
+
+
+def test_lost_in_flight_operation_is_submitted_again_when_allowed(world: World) -> None:
+    j = job(1)
+    entry_id = world.ledger.open_submission(
+        j.request.fingerprint, kind="video", model=MODEL, backend="vertex"
+    )
+    world.ledger.record_operation(entry_id, "operations/expired")
+    client = world.client()
+    [outcome] = world.run([j], client, Limits(retry_ambiguous_submits=True))
     assert outcome.status == "done" and client.submit_calls == 1
+    assert any("may pay twice" in note for note in outcome.notes)
+    assert states(world, j.request) == ["unknown", "done"]
+
+
+def test_lost_preview_operation_is_rendered_again_for_free(world: World) -> None:
+    j = job(1)
+    entry_id = world.ledger.open_submission(
+        j.request.fingerprint, kind="video", model=MODEL, backend="animatic"
+    )
+    world.ledger.record_operation(entry_id, "animatic/from-another-process")
+    preview = world.client(backend="animatic", is_preview=True)
+    [outcome] = world.run([j], preview)
+    assert outcome.status == "done" and preview.submit_calls == 1
     assert states(world, j.request) == ["unknown", "done"]
 
 
@@ -633,3 +680,201 @@ def test_operation_error_about_policy_is_remediated(world: World) -> None:
     assert (outcome.status, outcome.remediation_level) == ("done", 2)
     assert outcome.support_codes == ("29310472",)
     assert outcome.attempts == 1
+
+
+def test_rerun_after_remediation_reuses_the_remediated_clip(world: World) -> None:
+    j = job(1)
+    [first] = world.run([j], world.client(ending=lambda r: "filtered" * (r.remediation_level == 0)))
+    assert (first.status, first.remediation_level) == ("done", 1)
+
+    lenient = world.client()  # today level 0 would pass: sending it would pay for a second clip
+    [again] = world.run([j], lenient)
+    assert lenient.api_calls == 0
+    assert (again.status, again.cached, again.remediation_level) == ("done", True, 1)
+    assert again.request.fingerprint == first.request.fingerprint
+    assert again.video_bytes == first.video_bytes and again.cost_usd == 0
+    assert states(world, j.request) == ["failed_unbilled"]
+    assert estimate_new_spend([j], lenient, world.ledger) == [("1", 0.0)]
+
+
+def test_rerun_after_frames_fallback_sends_no_rejected_request(world: World) -> None:
+    hybrid_table = {MODEL: replace(MODEL_CAPABILITIES[MODEL], supports_hybrid=True)}
+
+    def veo31_rules(request: VideoRequest) -> None:
+        if request.reference_images and request.first_frame is not None:
+            raise GenerationApiError("rejected", COMBO_400, status_code=400)
+
+    j = job(1, capabilities=hybrid_table)
+    [first] = world.run([j], world.client(on_submit=veo31_rules))
+    assert first.status == "done" and first.request.conditioning_mode == "frames"
+
+    client = world.client(on_submit=veo31_rules)
+    [again] = world.run([j], client)
+    assert client.api_calls == 0  # not even the unbilled 400
+    assert again.cached and again.request.fingerprint == first.request.fingerprint
+    assert states(world, j.request) == ["failed_unbilled"]
+    assert estimate_new_spend([j], client, world.ledger) == [("1", 0.0)]
+    assert first.request.fingerprint in {r.fingerprint for r in request_ladder(j)}
+
+
+def test_rerun_resumes_a_remediated_request_in_flight(world: World) -> None:
+    j = job(1)
+    # A previous run: level 0 was filtered, level 1 accepted, then the worker died while polling.
+    level_0 = world.ledger.open_submission(
+        j.request.fingerprint, kind="video", model=MODEL, backend="vertex"
+    )
+    world.ledger.mark_failed(level_0, billed=False, error="filtered")
+    client = world.client()
+    level_1 = remediate(j.request, 1)
+    entry_id = world.ledger.open_submission(
+        level_1.fingerprint, kind="video", model=MODEL, backend="vertex"
+    )
+    world.ledger.record_operation(entry_id, client.create(level_1))
+    assert estimate_new_spend([j], client, world.ledger) == [("1", 0.0)]
+
+    [outcome] = world.run([j], client)
+    assert client.submit_calls == 0
+    assert (outcome.status, outcome.resumed, outcome.remediation_level) == ("done", True, 1)
+    assert world.ledger.get(entry_id).state == "done"
+    assert states(world, j.request) == ["failed_unbilled"]
+
+
+def test_nothing_settled_is_estimated_at_the_full_price(world: World) -> None:
+    j = job(1)
+    assert estimate_new_spend([j], world.client(), world.ledger) == [("1", pytest.approx(3.20))]
+    assert [r.remediation_level for r in request_ladder(j)] == [0, 1, 2]  # references only
+    hybrid_table = {MODEL: replace(MODEL_CAPABILITIES[MODEL], supports_hybrid=True)}
+    ladder = request_ladder(job(1, capabilities=hybrid_table))
+    assert [(r.remediation_level, r.conditioning_mode) for r in ladder] == [
+        (0, "hybrid"),
+        (0, "frames"),
+        (1, "hybrid"),
+        (1, "frames"),
+        (2, "hybrid"),
+        (2, "frames"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        GenerationApiError(
+            "failed", "video download failed: HTTP 403", status_code=403, billed=True
+        ),
+        GenerationApiError("failed", "gs:// needs the google-cloud-storage package", billed=True),
+    ],
+)
+def test_billed_video_that_fails_to_download_is_downloaded_again_by_a_rerun(
+    world: World, error: GenerationApiError
+) -> None:
+    client = world.client(fetch_errors=[error])
+    j = job(1)
+    [outcome] = world.run([j], client)
+    assert outcome.status == "failed" and "a rerun downloads it again" in (outcome.error or "")
+    assert outcome.attempts == 1 and outcome.cost_usd == 0
+    assert states(world, j.request) == ["in_flight"]
+    assert estimate_new_spend([j], client, world.ledger) == [("1", 0.0)]
+
+    [second] = world.run([j], client)
+    assert second.status == "done" and second.resumed and client.submit_calls == 1
+    assert states(world, j.request) == ["done"]
+    assert world.ledger.billed_count(j.request.fingerprint) == 1
+
+
+def test_operation_without_a_video_is_billed_and_not_resumed(world: World) -> None:
+    class NoVideo(FakeVeo):
+        async def poll(self, operation_name: str) -> OperationResult:
+            return OperationResult(name=operation_name, done=True)
+
+        async def fetch_video(self, result: OperationResult) -> bytes:
+            raise GenerationApiError("failed", "finished without a video", billed=True)
+
+    client = NoVideo(clock=world.time.clock)
+    j = job(1)
+    [outcome] = world.run([j], client)
+    assert outcome.status == "failed" and "no video" in (outcome.error or "")
+    assert states(world, j.request) == ["failed_billed"]
+
+
+def test_missing_file_whose_download_fails_for_now_is_not_paid_again(world: World) -> None:
+    j = job(1)
+    client = world.client()
+    world.run([j], client)
+    world.store.files.clear()
+    client.fetch_errors = [
+        GenerationApiError("failed", "gs:// needs the google-cloud-storage package", billed=True)
+    ]
+    [outcome] = world.run([j], client)
+    assert outcome.status == "failed" and "not generated again" in (outcome.error or "")
+    assert client.submit_calls == 1
+    assert states(world, j.request) == ["done"]  # still reusable once the download works
+
+    [second] = world.run([j], client)
+    assert second.status == "done" and second.resumed and client.submit_calls == 1
+
+
+def test_missing_file_whose_video_is_gone_regenerates(world: World) -> None:
+    j = job(1)
+    client = world.client()
+    world.run([j], client)
+    world.store.files.clear()
+    client.fetch_errors = [
+        GenerationApiError(
+            "failed", "video download failed: HTTP 404", status_code=404, billed=True
+        )
+    ]
+    [outcome] = world.run([j], client)
+    assert outcome.status == "done" and client.submit_calls == 2
+    assert states(world, j.request) == ["result_lost", "done"]
+
+
+def run_on_emulator(world: World, emu: VertexEmulator, jobs: list[ClipJob]) -> list[ClipOutcome]:
+    """``generate_clips`` with the real google-genai client against the loopback emulator."""
+
+    async def main() -> list[ClipOutcome]:
+        genai = make_genai_client(emulator_host=emu.address, project="demo")
+        try:
+            return await generate_clips(
+                jobs,
+                VertexVideoClient(genai),
+                world.ledger,
+                Limits(requests_per_minute=0),
+                load_result=world.store.load,
+                store_result=world.store.store,
+                poll_interval=0.01,
+            )
+        finally:
+            await genai.aio.aclose()
+
+    return asyncio.run(main())
+
+
+def png(color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (96, 64), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_video_uri_download_failure_is_fetched_again_without_paying(world: World) -> None:
+    request = build_video_request(
+        model=MODEL,
+        prompt="Mia walks into the park",
+        target_duration=6,
+        aspect_ratio="16:9",
+        first_frame=image_input(png((200, 30, 30)), "image/png", "start keyframe"),
+        last_frame=None,
+        references=[("CHAR_01", image_input(png((40, 200, 0)), "image/png", "CHAR_01"))],
+    )
+    j = ClipJob(key="1", project_slug="spring-ad", request=request)
+    with VertexEmulator(serve_video_uri=True, video_height=90, video_fps=4) as emu:
+        emu.fail_media(404)  # once: generated and billed, but the download failed
+        [outcome] = run_on_emulator(world, emu, [j])
+        assert outcome.status == "failed" and "HTTP 404" in (outcome.error or "")
+        assert states(world, j.request) == ["in_flight"]
+        assert emu.submit_count == 1
+
+        [second] = run_on_emulator(world, emu, [j])
+        assert second.status == "done" and second.resumed
+        assert emu.submit_count == 1  # zero new submissions
+        assert states(world, j.request) == ["done"]
+        assert world.ledger.billed_count(j.request.fingerprint) == 1

@@ -402,21 +402,13 @@ def _int_or_none(value: object) -> int | None:
 
 
 def _download_http(url: str, timeout_s: float) -> bytes:
-    """Fetch a video URL (signed URLs, the emulator); 4xx means it is gone, not retryable."""
+    """Fetch a video URL (signed URLs, the emulator). A 4xx is not retried here; it is billed
+    (the video was generated), and the engine keeps the operation to download again later."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return response.read()
     except urllib.error.HTTPError as exc:
-        if exc.code in (408, 429) or exc.code >= 500:
-            raise GenerationApiError(
-                "transient", f"video download failed: HTTP {exc.code}", status_code=exc.code
-            ) from exc
-        raise GenerationApiError(
-            "failed",
-            f"video download failed: HTTP {exc.code} for {url}",
-            status_code=exc.code,
-            billed=True,
-        ) from exc
+        raise _download_error(url, exc.code) from exc
 
 
 def _download_gcs(uri: str) -> bytes:
@@ -432,4 +424,23 @@ def _download_gcs(uri: str) -> bytes:
             billed=True,
         ) from exc
     bucket, _, blob = uri.removeprefix("gs://").partition("/")
-    return storage.Client().bucket(bucket).blob(blob).download_as_bytes()
+    try:
+        return storage.Client().bucket(bucket).blob(blob).download_as_bytes()
+    except Exception as exc:
+        code = getattr(exc, "code", None)  # google.api_core errors carry the HTTP status
+        if not isinstance(code, int):
+            raise
+        raise _download_error(uri, code) from exc
+
+
+def _download_error(uri: str, code: int) -> GenerationApiError:
+    """A failed download by HTTP status: 408/429/5xx are transient; anything else is billed (the
+    video was generated) and not retried here, and its status (404/410: gone) lets the engine
+    decide between downloading again later and regenerating."""
+    if code in (408, 429) or code >= 500:
+        return GenerationApiError(
+            "transient", f"video download failed: HTTP {code}", status_code=code
+        )
+    return GenerationApiError(
+        "failed", f"video download failed: HTTP {code} for {uri}", status_code=code, billed=True
+    )

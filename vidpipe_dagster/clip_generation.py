@@ -11,11 +11,20 @@ resumes running operations instead of paying again. What is retried, and what is
   fails saying so; a rerun then submits once more and the ledger keeps both rows. Set
   ``Limits.retry_ambiguous_submits`` to accept that risk automatically.
 - poll and download: retried on their own budgets and never cause a resubmission; if they give up
-  the row stays ``in_flight`` and a rerun resumes it for free.
+  the row stays ``in_flight`` and a rerun resumes it for free. So does a download that fails
+  outright (an HTTP 4xx on the video URI, gs:// without google-cloud-storage): the video was paid
+  for, and a rerun polls the operation and downloads it again.
+- an accepted operation the service no longer knows (404 on poll): as ambiguous as a lost submit
+  answer, so the same rule; marked ``unknown``, the job fails, and only a rerun (or
+  ``retry_ambiguous_submits``, or a free preview backend) submits again.
 - content policy: unbilled; the prompt is escalated through remediation levels 0 -> 1 -> 2 with
   the references kept; level 2 failing fails the job with the API's reasons and support codes.
 - a 400 about reference images combined with keyframes: unbilled; fall back to frames mode once.
 - any other rejection, or a generation that ran and failed: the job fails, no silent resubmission.
+
+Remediation and fallback are deterministic, so each job has a fixed ladder of possible requests
+(``request_ladder``). A run starts from the rung the ledger has done (or in flight), not from level
+0: level 0 may pass today, and sending it would pay again for a clip the job already has.
 
 The rate limiter counts submits only: Veo's per-minute quota is on generation requests to the
 model, while operation polls are reads on the operations endpoint with their own, larger quota;
@@ -33,6 +42,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal, NoReturn, ParamSpec, TypeVar
 
 from vidpipe_dagster.db.ledger import AMBIGUOUS_NOTE, Ledger, LedgerConflict, LedgerEntry
@@ -295,9 +305,16 @@ class _Engine:
         return outcome
 
     async def drive(self, job: ClipJob, outcome: ClipOutcome) -> None:
-        """Remediation and fallback around single generations of successive requests."""
-        request = job.request
-        fell_back = False
+        """Remediation and fallback around single generations of successive requests, starting
+        from the rung of the ladder a previous run settled on (so a rerun pays nothing again)."""
+        request, fell_back = job.request, False
+        settled = await self.db(_settled, job, self.ledger, self.client.backend)
+        if settled is not None and settled[0].fingerprint != request.fingerprint:
+            request, fell_back = settled[0], settled[1]
+            where = f"remediation level {request.remediation_level}"
+            where += ", frames mode (fallback)" if fell_back else ""
+            outcome.notes.append(f"continuing where a previous run settled: {where}")
+            self.emit(outcome, outcome.notes[-1])
         while True:
             outcome.request = request
             outcome.remediation_level = request.remediation_level
@@ -317,23 +334,13 @@ class _Engine:
                     outcome, f"content policy at level {level} ({exc}); now level {level + 1}"
                 )
             except _ReferencesRejected as exc:
-                fallback = None if fell_back else self.frames_fallback(job, request, str(exc))
+                fallback = None if fell_back else _frames_fallback(job, request, str(exc))
                 if fallback is None:
                     raise _JobFailed(f"reference images rejected: {exc}") from exc
                 fell_back = True
                 request = fallback
                 outcome.notes.append(f"fell back to frames mode: {exc}")
                 self.emit(outcome, f"references rejected ({exc}); falling back to frames mode")
-
-    def frames_fallback(self, job: ClipJob, request: VideoRequest, why: str) -> VideoRequest | None:
-        fallback = job.fallback
-        if fallback is None or fallback.reference_images:
-            if request.first_frame is None:
-                return None  # references-only: without keyframes there is no honest fallback
-            fallback = without_references(request, why)
-        if fallback.remediation_level != request.remediation_level:
-            fallback = remediate(fallback, request.remediation_level)
-        return fallback
 
     async def generate(self, job: ClipJob, request: VideoRequest, outcome: ClipOutcome) -> None:
         """One request: reuse, resume, or submit, under the ledger."""
@@ -362,9 +369,7 @@ class _Engine:
                             )
                             return
                         except _OperationLost as exc:
-                            await self.db(self.ledger.mark_unknown, entry.id, f"lost: {exc}")
-                            outcome.notes.append(f"operation {entry.operation_name} lost: {exc}")
-                            self.emit(outcome, f"operation lost ({exc}); submitting again")
+                            await self.lost(entry.id, entry.operation_name, exc, outcome)
                 async with self.slots:
                     try:
                         entry_id = await self.db(
@@ -390,18 +395,15 @@ class _Engine:
                         await self.finish(
                             request, entry_id, operation, outcome, cost=cost, resumed=False
                         )
+                        return
                     except _OperationLost as exc:
-                        await self.db(self.ledger.mark_unknown, entry_id, f"lost: {exc}")
-                        raise _JobFailed(
-                            f"operation {operation} vanished after it was accepted ({exc}); it "
-                            "may have been billed, so it is not sent again automatically"
-                        ) from exc
-                    return
+                        await self.lost(entry_id, operation, exc, outcome)
             raise _JobFailed("the ledger kept changing under this request; try again")
 
     async def reuse(self, entry: LedgerEntry, request: VideoRequest, outcome: ClipOutcome) -> bool:
         """A done row: load the stored video (zero API calls), else download it again through
-        its operation; if neither works, retire the row so the caller regenerates."""
+        its operation; only if the video is gone for good, retire the row so the caller
+        regenerates (a download that could work later fails the job instead of paying again)."""
         data = None
         if entry.result_url:
             data = await asyncio.to_thread(self.load_result, entry.result_url)
@@ -427,7 +429,16 @@ class _Engine:
                     self.emit(outcome, outcome.notes[-1])
                     return True
                 why += "; its operation has no video any more"
-            except (_OperationLost, _ContentPolicy, GenerationApiError) as exc:
+            except GenerationApiError as exc:
+                if not _video_gone(exc):
+                    raise _JobFailed(
+                        f"{why}, and downloading it again from {entry.operation_name} failed: "
+                        f"{exc}; it was paid for, so it is not generated again: fix the download "
+                        "and rerun",
+                        exc.support_codes,
+                    ) from exc
+                why += f"; downloading again failed: {exc}"
+            except (_OperationLost, _ContentPolicy) as exc:
                 why += f"; downloading again failed: {exc}"  # gone for good
             except _JobFailed as exc:  # transient trouble: paying again would be wrong
                 raise _JobFailed(
@@ -495,6 +506,25 @@ class _Engine:
             "once more (the ledger records both)."
         )
 
+    async def lost(
+        self, entry_id: Any, operation: str, exc: _OperationLost, outcome: ClipOutcome
+    ) -> None:
+        """The service forgot an accepted operation: it may have run and been billed, and its
+        video cannot be fetched. Like an ambiguous submit, it is sent again only when that costs
+        nothing (a preview) or ``retry_ambiguous_submits`` accepts the risk; else the job fails."""
+        await self.db(self.ledger.mark_unknown, entry_id, f"operation {operation} lost: {exc}")
+        if self.client.is_preview or self.limits.retry_ambiguous_submits:
+            risk = "" if self.client.is_preview else " (may pay twice)"
+            outcome.notes.append(f"operation {operation} lost ({exc}); submitting again{risk}")
+            self.emit(outcome, outcome.notes[-1])
+            return
+        raise _JobFailed(
+            f"operation {operation} is no longer known to the service ({exc}): it may have run "
+            "and been billed, and its video cannot be fetched; not sent again automatically. "
+            "Check the project's Vertex AI billing, then rerun to submit once more (the ledger "
+            "records both), or set retry_ambiguous_submits to allow this automatically."
+        ) from exc
+
     async def refused(
         self, exc: GenerationApiError, request: VideoRequest, entry_id: Any, outcome: ClipOutcome
     ) -> NoReturn:
@@ -547,9 +577,19 @@ class _Engine:
             if exc.kind == "content_policy":
                 await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(exc))
                 raise _ContentPolicy(exc.message, exc.support_codes) from exc
-            await self.db(self.ledger.mark_failed, entry_id, billed=True, error=str(exc))
             outcome.attempts += 0 if resumed else 1
-            raise _JobFailed(f"generated but not downloadable: {exc}", exc.support_codes) from exc
+            if not (result.video_bytes or result.video_uri):  # nothing to download, ever
+                await self.db(self.ledger.mark_failed, entry_id, billed=True, error=str(exc))
+                raise _JobFailed(f"generated but no video: {exc}", exc.support_codes) from exc
+            # The video exists and was paid for: keep the row in flight so that a rerun polls
+            # the operation and downloads it again instead of submitting a new request.
+            await self.db(self.ledger.note, entry_id, f"download failed: {exc}")
+            raise _JobFailed(
+                f"operation {operation} finished and was billed, but its video could not be "
+                f"downloaded: {exc}; it stays in flight and a rerun downloads it again without "
+                "paying again",
+                exc.support_codes,
+            ) from exc
         url = await asyncio.to_thread(self.store_result, request.fingerprint, data)
         await self.db(self.ledger.mark_done, entry_id, cost_usd=cost, result_url=url)
         outcome.video_bytes = data
@@ -634,6 +674,61 @@ class _Engine:
             await self.sleep(delay)
 
 
+def _video_gone(exc: GenerationApiError) -> bool:
+    """A download failure that no later attempt can fix: the object or operation is gone."""
+    return exc.kind in ("content_policy", "not_found") or exc.status_code in (404, 410)
+
+
+def _frames_fallback(job: ClipJob, request: VideoRequest, why: str) -> VideoRequest | None:
+    """The frames-mode request to send when the API rejects ``request``'s references."""
+    fallback = job.fallback
+    if fallback is None or fallback.reference_images:
+        if request.first_frame is None:
+            return None  # references-only: without keyframes there is no honest fallback
+        fallback = without_references(request, why)
+    if fallback.remediation_level != request.remediation_level:
+        fallback = remediate(fallback, request.remediation_level)
+    return fallback
+
+
+def _ladder(job: ClipJob) -> list[tuple[VideoRequest, bool]]:
+    """Every request ``drive`` can reach for ``job``, with whether it is the frames fallback:
+    each remediation level from the job's own, as asked and (if it has references) in frames
+    mode. Fingerprints ignore the fallback's reason text, so the ladder is deterministic."""
+    rungs: dict[str, tuple[VideoRequest, bool]] = {}
+    for level in range(job.request.remediation_level, MAX_REMEDIATION_LEVEL + 1):
+        request = remediate(job.request, level)
+        rungs.setdefault(request.fingerprint, (request, False))
+        if request.reference_images:
+            fallback = _frames_fallback(job, request, "references rejected on an earlier run")
+            if fallback is not None:
+                rungs.setdefault(fallback.fingerprint, (fallback, True))
+    return list(rungs.values())
+
+
+def request_ladder(job: ClipJob) -> list[VideoRequest]:
+    """The requests a finished clip of ``job`` may have been made from (remediated, or the
+    frames fallback): compare a stored clip's fingerprint against all of them, not only
+    ``job.request``, before calling it stale."""
+    return [request for request, _ in _ladder(job)]
+
+
+def _settled(job: ClipJob, ledger: Ledger, backend: str) -> tuple[VideoRequest, bool] | None:
+    """The rung a previous run finished (the newest ``done``), else one still in flight: a
+    rerun starts there instead of from level 0, which may pass now and be paid for again."""
+    found = [
+        (entry, rung)
+        for rung in _ladder(job)
+        if (entry := ledger.find_reusable(rung[0].fingerprint, backend)) is not None
+    ]
+    done = [(entry, rung) for entry, rung in found if entry.state == "done"]
+    candidates = done or found
+    if not candidates:
+        return None
+    newest = max(candidates, key=lambda pair: pair[0].created_at or datetime.min)
+    return newest[1]
+
+
 def _rejects_reference_combination(message: str) -> bool:
     """A 400 about reference images with keyframes, or references refused by this model."""
     return bool(_REFERENCE_WORDS.search(message) and _COMBINATION_WORDS.search(message))
@@ -668,13 +763,13 @@ def estimate_new_spend(
     ledger: Ledger,
     price_table: PriceTable | None = None,
 ) -> list[tuple[str, float]]:
-    """What ``generate_clips`` would newly pay per job: 0 for previews and for requests the ledger
-    has done or in flight (reused or resumed), else the model's price for the clip's duration."""
+    """What ``generate_clips`` would newly pay per job: 0 for previews and for jobs the ledger has
+    a request of (any rung of ``request_ladder``) done or in flight, reused or resumed; else the
+    model's price for the clip's duration."""
     estimates = []
     for job in jobs:
         request = job.request
-        reusable = ledger.find_reusable(request.fingerprint, client.backend)
-        if client.is_preview or (reusable is not None and reusable.state in ("done", "in_flight")):
+        if client.is_preview or _settled(job, ledger, client.backend) is not None:
             estimates.append((job.key, 0.0))
             continue
         cost = estimate_cost_usd(

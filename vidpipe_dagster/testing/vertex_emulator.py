@@ -201,6 +201,7 @@ class VertexEmulator:
             self.set_fault_rate(endpoint, rate, kinds=fault_kinds)
         self._operations: dict[str, _Operation] = {}
         self._media: dict[str, str] = {}  # media id -> operation name
+        self._media_faults: deque[int] = deque()  # HTTP statuses for the next media downloads
         self._video_cache: dict[str, bytes] = {}
         self.last_bodies: dict[Endpoint, dict[str, Any]] = {}
         self.reset_counts()
@@ -287,9 +288,16 @@ class VertexEmulator:
             self._faults[endpoint].rate = rate
             self._faults[endpoint].kinds = tuple(kinds) or ("429",)
 
+    def fail_media(self, *codes: int) -> None:
+        """Answer the next video downloads (``GET /media/…``) with these HTTP statuses, in order:
+        a video that was generated (and billed) but could not be fetched."""
+        with self._lock:
+            self._media_faults.extend(codes)
+
     def clear_faults(self) -> None:
         with self._lock:
             self._faults = {e: _FaultPlan() for e in ENDPOINTS}
+            self._media_faults.clear()
 
     def reset_counts(self) -> None:
         with self._lock:
@@ -491,8 +499,11 @@ class VertexEmulator:
 
     def _serve_media(self, media_id: str) -> _Reply:
         with self._lock:
+            fault = self._media_faults.popleft() if self._media_faults else None
             name = self._media.get(media_id)
             operation = self._operations.get(name) if name else None
+        if fault is not None:
+            return _Reply(fault, ApiError(fault, "Injected media download fault.").body())
         if operation is None or operation.result is None:
             return _Reply(404, ApiError(404, "No such object.").body())
         return _Reply(200, self._video_for(operation), content_type="video/mp4")
