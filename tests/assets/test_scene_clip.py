@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
 from sqlalchemy import select
 
 from tests.conftest import small_spec
+from vidpipe_dagster.assets.scene_clip import cost_problem
 from vidpipe_dagster.backends import VertexVideoClient, make_genai_client
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import Asset, GenerationLedger, Scene, VideoClip
 from vidpipe_dagster.db.session import session_factory, session_scope
-from vidpipe_dagster.domain.render import probe_mp4
+from vidpipe_dagster.domain.render import probe_mp4, render_animatic
 from vidpipe_dagster.domain.video_requests import REMEDIATION_PREFIXES
+from vidpipe_dagster.resources.media import MediaStoreResource
 from vidpipe_dagster.runner import materialize_project
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 FAST = {"poll_interval_seconds": 0.05, "backoff_base_seconds": 0.01, "requests_per_minute": 0}
+CHECKS = (
+    "clip_is_valid_mp4_of_expected_duration",
+    "references_and_mode_legal_for_model",
+    "at_most_one_billed_generation_per_request",
+    "cost_recorded",
+)
 
 
 def clips(settings: Settings, slug: str = "spring-ad") -> dict[int, VideoClip]:
@@ -36,11 +46,13 @@ def run(
     instance: dg.DagsterInstance,
     stages: list[str],
     slug: str = "spring-ad",
+    partitions: list[str] | None = None,
     **config,
 ) -> dict:
     reports = materialize_project(
         slug,
         stages,
+        partitions=partitions,
         instance=instance,
         settings=settings,
         asset_config={"scene_clip": {**FAST, **config}},
@@ -54,6 +66,27 @@ def clip_metadata(instance: dg.DagsterInstance, slug: str, scene: str) -> dict:
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[scene]), limit=1
     ).records[0]
     return record.asset_materialization.metadata
+
+
+def final_cut_metadata(instance: dg.DagsterInstance, slug: str = "spring-ad") -> dict[str, Any]:
+    key = dg.AssetKey([slug.replace("-", "_"), "final_cut"])
+    record = instance.fetch_materializations(key, limit=1).records[0]
+    return {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+
+def check_status(instance: dg.DagsterInstance, name: str, slug: str = "spring-ad") -> str:
+    check = dg.AssetCheckKey(dg.AssetKey([slug.replace("-", "_"), "scene_clip"]), name)
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
+    return latest.status.value
+
+
+def ledger_cost(settings: Settings, fingerprint: str) -> float:
+    with session_scope(settings.database_url) as session:
+        return session.scalars(
+            select(GenerationLedger.cost_usd).where(
+                GenerationLedger.fingerprint == fingerprint, GenerationLedger.state == "done"
+            )
+        ).one()
 
 
 @pytest.fixture
@@ -87,6 +120,12 @@ def test_animatic_backend_renders_labelled_previews_and_the_final_cut(
     final = settings.media_root / "projects/spring-ad/final_cut.mp4"
     assert probe_mp4(final).duration_seconds == pytest.approx(16.0, abs=0.3)
     assert probe_mp4(final).is_animatic
+    cut = final_cut_metadata(instance)
+    assert cut["scene_boundaries_seconds"] == {"0": 0.0, "1": pytest.approx(8.0, abs=0.1)}
+    assert cut["total_cost_usd"] == 0.0 and cut["contains_previews"] is True
+    assert {name: check_status(instance, name) for name in CHECKS} == dict.fromkeys(
+        CHECKS, "SUCCEEDED"
+    )  # previews cost 0, which is right for them
 
 
 def test_vertex_references_mode_then_a_rerun_costs_nothing(
@@ -108,11 +147,23 @@ def test_vertex_references_mode_then_a_rerun_costs_nothing(
     assert set(emulator.submissions_by_fingerprint.values()) == {1}
     submits = emulator.submit_count
 
-    again = run(settings, instance, ["clips"])
+    again = run(settings, instance, ["clips", "final-cut"])
     assert again["clips"].succeeded == ["0", "1"]
     assert emulator.submit_count == submits  # zero new submissions
-    assert clip_metadata(instance, "spring-ad", "1")["status"].value == "cached"
-    assert all(c.cached for c in clips(settings).values())
+    reused = clips(settings)
+    assert all(c.cached for c in reused.values())
+    for clip in reused.values():  # the rerun keeps what the clip cost and took
+        assert clip.cost_usd == pytest.approx(8 * 0.40) and clip.attempts == 1
+        assert clip.cost_usd == pytest.approx(ledger_cost(settings, clip.fingerprint))
+    meta = clip_metadata(instance, "spring-ad", "1")
+    assert meta["status"].value == "cached"
+    assert meta["cost_usd"].value == pytest.approx(8 * 0.40)  # what the clip cost, paid once
+    assert meta["spent_this_run_usd"].value == 0.0
+    assert check_status(instance, "cost_recorded") == "SUCCEEDED"
+    cut = final_cut_metadata(instance)
+    assert cut["total_cost_usd"] == pytest.approx(2 * 8 * 0.40)
+    assert cut["scene_boundaries_seconds"] == {"0": 0.0, "1": pytest.approx(8.0, abs=0.3)}
+    assert cut["contains_previews"] is False
 
 
 def test_project_without_manifest_uses_frames_and_target_duration(
@@ -265,16 +316,8 @@ def test_clip_checks_pass(
 ) -> None:
     imported()
     run(settings, instance, ["references", "clips"])
-    key = dg.AssetKey(["spring_ad", "scene_clip"])
-    for name in (
-        "clip_is_valid_mp4_of_expected_duration",
-        "references_and_mode_legal_for_model",
-        "at_most_one_billed_generation_per_request",
-        "cost_recorded",
-    ):
-        check = dg.AssetCheckKey(key, name)
-        status = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
-        assert status.status.value == "SUCCEEDED", name
+    for name in CHECKS:
+        assert check_status(instance, name) == "SUCCEEDED", name
 
 
 def test_status_json_reports_the_clip(
@@ -290,8 +333,11 @@ def test_status_json_reports_the_clip(
 
     imported()
     run(settings, instance, ["references", "clips"])
+    run(settings, instance, ["clips"])  # cached: the status still shows what the clip cost
     assert main(["status", "spring-ad", "--json"]) == 0
     clip = json.loads(capsys.readouterr().out)["scenes"][0]["clip"]
+    assert clip["cached"] is True
+    assert clip["cost_usd"] == pytest.approx(8 * 0.40) and clip["attempts"] == 1
     assert {
         "status",
         "path",
@@ -304,3 +350,114 @@ def test_status_json_reports_the_clip(
     } <= set(clip)
     assert clip["backend"] == "vertex" and clip["preview"] is False
     assert Path(clip["path"]).is_file()
+
+
+def test_an_invalid_video_fails_only_its_scene(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,
+) -> None:
+    """Scene 1 gets bytes that are not an mp4: scene 0 (good, paid) is still materialized."""
+
+    def junk_for_dusk(instance_: Mapping[str, Any], parameters: Mapping[str, Any]) -> bytes:
+        if "park at dusk" in str(instance_.get("prompt")).lower():
+            return b"<html>upstream proxy error</html>"
+        return render_animatic(
+            start_frame=None,
+            end_frame=None,
+            references=[],
+            prompt="p",
+            duration_seconds=float(parameters["durationSeconds"]),
+            aspect_ratio="16:9",
+            fps=4,
+            height=90,
+        )
+
+    emulator.video_responder = junk_for_dusk
+    imported()
+    reports = run(settings, instance, ["references", "clips"])
+    assert reports["clips"].succeeded == ["0"]
+    assert "the video returned for scene 1 is not a valid mp4: " in reports["clips"].failed["1"]
+    rows = clips(settings)
+    assert rows[0].status == "done" and rows[0].duration_seconds == pytest.approx(8.0, abs=0.3)
+    assert rows[1].status == "failed" and rows[1].duration_seconds is None
+    assert "is not a valid mp4" in (rows[1].error or "")
+    assert clip_metadata(instance, "spring-ad", "0")["status"].value == "generated"
+    assert check_status(instance, "clip_is_valid_mp4_of_expected_duration") == "FAILED"
+
+
+def test_the_valid_mp4_check_probes_the_stored_file(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A clip truncated on its way to disk is not done, whatever the downloaded bytes were."""
+    imported()
+    run(settings, instance, ["references"])
+    write = MediaStoreResource.write
+
+    def truncating(self: MediaStoreResource, relative: str, data: bytes) -> Path:
+        return write(self, relative, data[: len(data) // 3] if "/clips/" in relative else data)
+
+    monkeypatch.setattr(MediaStoreResource, "write", truncating)
+    reports = run(settings, instance, ["clips"], partitions=["1"])
+    assert "scene 1 is not a valid mp4" in reports["clips"].failed["1"]
+    assert clips(settings)[1].status == "failed"
+
+
+def test_a_billed_clip_recorded_at_zero_fails_the_cost_check(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,
+) -> None:
+    imported()
+    reports = run(
+        settings,
+        instance,
+        ["references", "clips"],
+        price_per_second_usd={"veo-3.1-generate-001": 0.0},
+    )
+    assert reports["clips"].succeeded == ["0", "1"]
+    assert check_status(instance, "cost_recorded") == "FAILED"
+
+
+@pytest.mark.parametrize(
+    ("cost", "preview", "billed", "problem"),
+    [
+        (3.2, False, 3.2, None),  # Veo clip, recorded as billed
+        (0.0, True, 0.0, None),  # animatic preview: free
+        (0.0, False, 3.2, "recorded $0.0000"),  # a reuse that forgot the cost
+        (0.0, False, 0.0, "recorded $0.0000"),  # a billed backend never costs nothing
+        (1.6, False, 3.2, "ledger billed $3.2000"),
+        (3.2, False, None, "no billed generation"),
+        (0.5, True, 0.0, "preview recorded $0.5000"),
+        (None, False, 3.2, "no cost recorded"),
+    ],
+)
+def test_cost_rule(
+    cost: float | None, preview: bool, billed: float | None, problem: str | None
+) -> None:
+    found = cost_problem(cost, preview=preview, billed_usd=billed)
+    assert found == problem if problem is None else problem in (found or "")
+
+
+def test_forced_duration_is_in_the_run_log_once_per_scene(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,
+) -> None:
+    imported()  # target 6 s, and both scenes have references
+    run(settings, instance, ["references", "clips"])
+    messages = [
+        entry.user_message
+        for record in instance.get_run_records()
+        for entry in instance.all_logs(record.dagster_run.run_id)
+        if "duration forced to 8 s" in entry.user_message
+    ]
+    assert sorted(m.split(":")[0] for m in messages) == ["scene 0", "scene 1"], messages
+    assert all("project target 6 s" in m for m in messages)

@@ -11,6 +11,7 @@ import base64
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -34,7 +35,7 @@ from vidpipe_dagster.domain.reference_selection import (
     chosen_reference,
     select_references_for_scene,
 )
-from vidpipe_dagster.domain.render import probe_mp4, thumbnail_strip
+from vidpipe_dagster.domain.render import Mp4Info, probe_mp4, thumbnail_strip
 from vidpipe_dagster.domain.video_requests import (
     MODEL_CAPABILITIES,
     ImageInput,
@@ -74,6 +75,7 @@ class SceneInputs:
     scene_id: Any
     job: ClipJob | None
     error: str | None = None
+    target_duration: int | None = None  # the project's; references may force another
 
 
 def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsDefinition:
@@ -112,7 +114,11 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
                 description="The ledger shows at most one billed generation per request.",
             ),
             dg.AssetCheckSpec(
-                CHECK_COST, asset=key, description="Every finished clip has its cost recorded."
+                CHECK_COST,
+                asset=key,
+                description="Every finished clip records what it cost, reused or not: a Veo "
+                "(billed) clip more than 0 and exactly what the ledger billed for its request, an "
+                "animatic preview 0.",
             ),
         ],
     )
@@ -132,6 +138,9 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
         )
         inputs = [_scene_inputs(database, media, graph, k, config) for k in keys]
         jobs = [i.job for i in inputs if i.job is not None]
+        for item in inputs:
+            if item.job is not None and (note := _forced_duration(item.job.request, item)):
+                context.log.info(f"scene {item.key}: {note}")
         ledger = Ledger(database.sessionmaker())
         slug = graph.slug
 
@@ -176,11 +185,34 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
                 failed[item.key] = item.error or "not generated"
                 _record_failure(database, item, failed[item.key], backend)
                 continue
-            if outcome.status != "done" or outcome.video_bytes is None:
+            if outcome.status != "done" or outcome.result_url is None:
                 failed[item.key] = outcome.error or "generation failed"
                 _record_failure(database, item, failed[item.key], backend, outcome)
                 continue
-            info = _record_success(database, item, outcome, backend, client.is_preview)
+            try:  # the file on disk is what final_cut joins, so probe it, not the bytes
+                path = media.path(outcome.result_url)
+                probe = probe_mp4(path)
+            except ValueError as exc:  # MediaError included
+                failed[item.key] = (
+                    f"the video returned for scene {item.key} is not a valid mp4: {exc}"
+                )
+                if not client.is_preview:
+                    failed[item.key] += (
+                        " (billed; the ledger keeps it, so a rerun reuses this file and does not "
+                        "pay again)"
+                    )
+                checks[CHECK_VALID_MP4].append(f"scene {item.key}: {failed[item.key]}")
+                _record_failure(database, item, failed[item.key], backend, outcome)
+                continue
+            try:  # one scene's trouble must not cost the others their (paid) materialization
+                info = _record_success(
+                    database, ledger, item, outcome, backend, client.is_preview, probe
+                )
+                metadata = _metadata(context, outcome, info, path, backend, client.is_preview)
+            except Exception as exc:
+                failed[item.key] = f"recording the clip failed: {type(exc).__name__}: {exc}"
+                context.log.exception(f"scene {item.key}: {failed[item.key]}")
+                continue
             infos[item.key] = info
             for problem in _problems(outcome.request, info):
                 checks[problem[0]].append(f"scene {item.key}: {problem[1]}")
@@ -188,7 +220,7 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
                 dg.AssetMaterialization(
                     asset_key=context.asset_key,
                     partition=item.key,
-                    metadata=_metadata(outcome, info, backend, client.is_preview),
+                    metadata=metadata,
                     tags={DATA_VERSION_TAG: outcome.request.fingerprint[:24]},
                 )
             )
@@ -220,12 +252,25 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
             passed=not over_billed,
             metadata={"billed_per_request": dg.MetadataValue.json(over_billed or "all <= 1")},
         )
+        cost_problems = {
+            k: problem
+            for k, v in infos.items()
+            if (
+                problem := cost_problem(
+                    v["cost_usd"], preview=v["preview"], billed_usd=v["billed_usd"]
+                )
+            )
+        }
         yield dg.AssetCheckResult(
             check_name=CHECK_COST,
-            passed=all(v["cost_usd"] is not None for v in infos.values()),
+            passed=not cost_problems,
             metadata={
+                "problems": dg.MetadataValue.json(
+                    [f"scene {k}: {p}" for k, p in sorted(cost_problems.items())]
+                ),
                 "cost_usd": dg.MetadataValue.json({k: v["cost_usd"] for k, v in infos.items()}),
                 "total_cost_usd": round(sum(v["cost_usd"] or 0 for v in infos.values()), 4),
+                "spent_this_run_usd": round(sum(v["spent_usd"] for v in infos.values()), 4),
             },
         )
         if failed:
@@ -323,7 +368,23 @@ def _scene_inputs(
             )
         except ValueError as exc:
             return SceneInputs(key, scene.id, None, f"cannot shape the request: {exc}")
-        return SceneInputs(key, scene.id, ClipJob(key, graph.slug, request, fallback))
+        return SceneInputs(
+            key,
+            scene.id,
+            ClipJob(key, graph.slug, request, fallback),
+            target_duration=project.target_clip_duration,
+        )
+
+
+def _forced_duration(request: VideoRequest, item: SceneInputs) -> str | None:
+    """Why the clip will not have the project's length, when references force it (Veo needs 8 s
+    with reference images), so the run log explains a longer clip and its higher cost."""
+    if not request.reference_images or request.duration_seconds == item.target_duration:
+        return None
+    return (
+        f"duration forced to {request.duration_seconds} s: reference images are attached "
+        f"(project target {item.target_duration} s)"
+    )
 
 
 def _image(media: MediaStoreResource, rel: str | None, label: str) -> ImageInput:
@@ -394,48 +455,78 @@ def _record_failure(
 
 def _record_success(
     database: DatabaseResource,
+    ledger: Ledger,
     item: SceneInputs,
     outcome: ClipOutcome,
     backend: str,
     preview: bool,
+    probe: Mp4Info,
 ) -> dict[str, Any]:
+    """Record a clip whose stored file probed as a valid mp4. A reused clip keeps what it cost
+    and how many submissions it took: the run paid nothing, but the clip was paid for once."""
     request = outcome.request
-    assert outcome.video_bytes is not None
-    try:
-        probe = probe_mp4(outcome.video_bytes)
-        duration, problem = probe.duration_seconds, None
-    except ValueError as exc:
-        duration, problem = None, str(exc)
+    billed = _billed_cost(ledger, request.fingerprint, backend)
+    cost = outcome.cost_usd or (billed or 0.0)
     with database.session() as session:
         clip = _clip_row(session, item.scene_id)
+        attempts = outcome.attempts
+        if not attempts:  # reused or resumed: the submissions were made by an earlier run
+            same = clip.fingerprint == request.fingerprint and clip.status == "done"
+            attempts = (clip.attempts if same else 0) or ledger.billed_count(
+                request.fingerprint, backend
+            )
         clip.status = "done"
         clip.backend = backend
         clip.file_url = outcome.result_url
-        clip.duration_seconds = duration
+        clip.duration_seconds = probe.duration_seconds
         clip.conditioning_mode = request.conditioning_mode
         clip.conditioning_reason = request.conditioning_reason
         clip.remediation_level = outcome.remediation_level
         clip.operation_name = outcome.operation_name
         clip.fingerprint = request.fingerprint
         clip.reference_tags = list(request.reference_tags)
-        clip.cost_usd = outcome.cost_usd
-        clip.attempts = outcome.attempts
+        clip.cost_usd = cost
+        clip.attempts = attempts
         clip.cached = outcome.cached
         clip.error = None
     return {
-        "duration_seconds": duration,
-        "probe_error": problem,
-        "cost_usd": outcome.cost_usd,
+        "duration_seconds": probe.duration_seconds,
+        "cost_usd": cost,
+        "spent_usd": outcome.cost_usd,
+        "billed_usd": billed,
+        "attempts": attempts,
         "path": outcome.result_url,
         "preview": preview,
     }
 
 
+def _billed_cost(ledger: Ledger, fingerprint: str, backend: str) -> float | None:
+    """What the ledger billed for the request's finished generation; None if it has none."""
+    entry = ledger.find_reusable(fingerprint, backend)
+    if entry is None or entry.state != "done" or not entry.billed:
+        return None
+    return entry.cost_usd
+
+
+def cost_problem(cost_usd: float | None, *, preview: bool, billed_usd: float | None) -> str | None:
+    """What is wrong with a finished clip's recorded cost, or None. A preview is free; a billed
+    clip cost more than 0, and exactly what the ledger billed (reports and budgets add these)."""
+    if cost_usd is None:
+        return "no cost recorded"
+    if preview:
+        return None if cost_usd == 0 else f"animatic preview recorded ${cost_usd:.4f}, not $0"
+    if cost_usd <= 0:
+        return f"billed clip recorded ${cost_usd:.4f}"
+    if billed_usd is None:
+        return f"${cost_usd:.4f} recorded, but the ledger has no billed generation for it"
+    if abs(cost_usd - billed_usd) > 1e-6:
+        return f"${cost_usd:.4f} recorded, but the ledger billed ${billed_usd:.4f}"
+    return None
+
+
 def _problems(request: VideoRequest, info: dict[str, Any]) -> list[tuple[str, str]]:
     problems = []
-    if info["probe_error"]:
-        problems.append((CHECK_VALID_MP4, f"not a valid mp4: {info['probe_error']}"))
-    elif abs((info["duration_seconds"] or 0) - request.duration_seconds) > 0.25:
+    if abs(info["duration_seconds"] - request.duration_seconds) > 0.25:
         problems.append(
             (
                 CHECK_VALID_MP4,
@@ -457,27 +548,39 @@ def _problems(request: VideoRequest, info: dict[str, Any]) -> list[tuple[str, st
 
 
 def _metadata(
-    outcome: ClipOutcome, info: dict[str, Any], backend: str, preview: bool
+    context: dg.AssetExecutionContext,
+    outcome: ClipOutcome,
+    info: dict[str, Any],
+    path: Path,
+    backend: str,
+    preview: bool,
 ) -> dict[str, Any]:
     request = outcome.request
-    strip = thumbnail_strip(outcome.video_bytes or b"", n=4)
-    buffer = io.BytesIO()
-    strip.convert("RGB").save(buffer, format="JPEG", quality=75)
-    uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
     label = f"**{PREVIEW_LABEL}**\n\n" if preview else ""
+    try:  # thumbnails are a convenience: a clip that probed fine is not failed for them
+        strip = thumbnail_strip(path, n=4)
+        buffer = io.BytesIO()
+        strip.convert("RGB").save(buffer, format="JPEG", quality=75)
+        uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        shown = f"{label}![thumbnails]({uri})"
+    except ValueError as exc:
+        context.log.warning(f"scene {outcome.key}: no thumbnails: {exc}")
+        shown = f"{label}no thumbnails: {exc}"
     return {
         "status": "cached" if outcome.cached else ("resumed" if outcome.resumed else "generated"),
         "backend": PREVIEW_LABEL if preview else backend,
-        "preview": dg.MetadataValue.md(f"{label}![thumbnails]({uri})"),
+        "preview": dg.MetadataValue.md(shown),
         "path": info["path"] or "",
-        "duration_seconds": info["duration_seconds"] or 0.0,
+        "duration_seconds": info["duration_seconds"],
         "conditioning_mode": request.conditioning_mode,
         "conditioning_reason": request.conditioning_reason,
         "references": dg.MetadataValue.json(list(request.reference_tags)),
         "remediation_level": outcome.remediation_level,
-        "cost_usd": outcome.cost_usd,
+        "cost_usd": info["cost_usd"],  # what the clip cost, paid once
+        "spent_this_run_usd": outcome.cost_usd,  # 0 when reused
         "api_calls": outcome.api_calls,
         "submissions": outcome.attempts,
+        "attempts": info["attempts"],
         "fingerprint": request.fingerprint,
         "operation_name": outcome.operation_name or "",
     }

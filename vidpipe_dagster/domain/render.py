@@ -219,23 +219,30 @@ def concat_mp4(
 
 
 def thumbnail_strip(mp4: bytes | Path, n: int = 4, *, height: int = 90) -> Image.Image:
-    """``n`` frames spread across the clip, side by side, for UI previews."""
+    """``n`` frames spread across the clip, side by side, for UI previews.
+
+    ValueError for anything unreadable, as ``probe_mp4``: a container can probe fine and still
+    fail to decode, and callers must be able to skip a preview without failing the clip.
+    """
     if n < 1:
         raise ValueError("n must be at least 1")
     info = probe_mp4(mp4)
     targets = [(i + 0.5) * info.duration_seconds / n for i in range(n)]
     picked: list[Image.Image] = []
     last: Image.Image | None = None
-    with _open_input(mp4) as container:
-        first_time: float | None = None
-        for frame in container.decode(container.streams.video[0]):
-            time = frame.time or 0.0
-            first_time = time if first_time is None else first_time
-            last = frame.to_image() if not picked else last
-            while len(picked) < n and time - first_time >= targets[len(picked)] - 1e-6:
-                picked.append(frame.to_image())
-            if len(picked) == n:
-                break
+    try:
+        with _open_input(mp4) as container:
+            first_time: float | None = None
+            for frame in container.decode(container.streams.video[0]):
+                time = frame.time or 0.0
+                first_time = time if first_time is None else first_time
+                last = frame.to_image() if not picked else last
+                while len(picked) < n and time - first_time >= targets[len(picked)] - 1e-6:
+                    picked.append(frame.to_image())
+                if len(picked) == n:
+                    break
+    except (av.FFmpegError, OSError) as exc:
+        raise ValueError(f"cannot decode the clip's frames: {exc}") from exc
     if last is None:
         raise ValueError("the clip has no decodable video frames")
     # Short clips may end before the last target instant: repeat the last frame shown.
