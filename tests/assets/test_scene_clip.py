@@ -12,11 +12,13 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import small_spec
-from vidpipe_dagster.assets.scene_clip import cost_problem
+from vidpipe_dagster.assets.scene_clip import SceneClipConfig, cost_problem, scenes_needing_clips
 from vidpipe_dagster.backends import VertexVideoClient, make_genai_client
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import Asset, GenerationLedger, Scene, VideoClip
+from vidpipe_dagster.db.project_graphs import load_project_graphs
 from vidpipe_dagster.db.session import session_factory, session_scope
+from vidpipe_dagster.definitions import default_resources
 from vidpipe_dagster.domain.render import probe_mp4, render_animatic
 from vidpipe_dagster.domain.video_requests import REMEDIATION_PREFIXES
 from vidpipe_dagster.resources.media import MediaStoreResource
@@ -28,7 +30,7 @@ FAST = {"poll_interval_seconds": 0.05, "backoff_base_seconds": 0.01, "requests_p
 CHECKS = (
     "clip_is_valid_mp4_of_expected_duration",
     "references_and_mode_legal_for_model",
-    "at_most_one_billed_generation_per_request",
+    "at_most_one_billed_generation_per_clip",
     "cost_recorded",
 )
 
@@ -224,6 +226,24 @@ def test_content_filter_on_level_0_is_remediated_with_references_kept(
     with session_scope(settings.database_url) as session:
         states = sorted(session.scalars(select(GenerationLedger.state)).all())
     assert states == ["done", "done", "failed_unbilled", "failed_unbilled"]
+
+    # The filter is lifted: level 0 would pass now, but the paid level-1 clips stand.
+    emulator.rai_filter = None
+    submitted = emulator.submit_count
+    assert run(settings, instance, ["clips"])["clips"].succeeded == ["0", "1"]
+    assert emulator.submit_count == submitted, "a rerun must not pay for level 0 again"
+    assert {c.remediation_level for c in clips(settings).values()} == {1}
+    assert check_status(instance, "at_most_one_billed_generation_per_clip") == "SUCCEEDED"
+    [graph] = load_project_graphs(settings.database_url)
+    resources = default_resources(settings)
+    needs, blocked = scenes_needing_clips(
+        graph,
+        resources["database"],
+        resources["media"],
+        resources["vertex"].video_client(),
+        SceneClipConfig(),
+    )
+    assert (needs, blocked) == ([], {}), "a remediated clip is not stale"
 
 
 def test_content_filter_at_every_level_fails_with_reasons(

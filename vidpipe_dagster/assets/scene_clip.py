@@ -25,6 +25,7 @@ from vidpipe_dagster.clip_generation import (
     Limits,
     estimate_new_spend,
     generate_clips,
+    request_ladder,
 )
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import Project, Scene, SceneManifest, VideoClip
@@ -50,7 +51,7 @@ from vidpipe_dagster.resources.vertex import VertexResource
 
 CHECK_VALID_MP4 = "clip_is_valid_mp4_of_expected_duration"
 CHECK_REQUEST_LEGAL = "references_and_mode_legal_for_model"
-CHECK_ONE_BILLED = "at_most_one_billed_generation_per_request"
+CHECK_ONE_BILLED = "at_most_one_billed_generation_per_clip"
 CHECK_COST = "cost_recorded"
 PREVIEW_LABEL = "animatic preview (local render, not Veo)"
 
@@ -111,7 +112,8 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
             dg.AssetCheckSpec(
                 CHECK_ONE_BILLED,
                 asset=key,
-                description="The ledger shows at most one billed generation per request.",
+                description="The ledger shows at most one billed generation per scene clip "
+                "(over the request and its remediated or frames-fallback forms).",
             ),
             dg.AssetCheckSpec(
                 CHECK_COST,
@@ -226,12 +228,16 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
             )
         yield from per_partition_results(materializations, all_succeeded=not failed)
 
+        # per scene over every request it may have been made from (remediation levels, the
+        # frames fallback): paying for two of them is paying twice for one clip
         billed = {
-            o.request.fingerprint: ledger.billed_count(o.request.fingerprint)
-            for o in outcomes
-            if o.status == "done"
+            f"scene {item.key}": sum(
+                ledger.billed_count(request.fingerprint) for request in request_ladder(item.job)
+            )
+            for item in inputs
+            if item.job is not None and getattr(by_key.get(item.key), "status", None) == "done"
         }
-        over_billed = {fp[:12]: n for fp, n in billed.items() if n > 1}
+        over_billed = {scene: n for scene, n in billed.items() if n > 1}
         yield dg.AssetCheckResult(
             check_name=CHECK_VALID_MP4,
             passed=not checks[CHECK_VALID_MP4],
@@ -250,7 +256,7 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
         yield dg.AssetCheckResult(
             check_name=CHECK_ONE_BILLED,
             passed=not over_billed,
-            metadata={"billed_per_request": dg.MetadataValue.json(over_billed or "all <= 1")},
+            metadata={"billed_per_scene": dg.MetadataValue.json(over_billed or "all <= 1")},
         )
         cost_problems = {
             k: problem
@@ -626,8 +632,8 @@ def scenes_needing_clips(
             else:
                 blocked[key] = item.error or "cannot build the request"
             continue
-        if status == "done" and fingerprint == item.job.request.fingerprint:
-            continue
+        if status == "done" and fingerprint in {r.fingerprint for r in request_ladder(item.job)}:
+            continue  # made from this request, or from its remediated / frames-fallback form
         reason = {None: "missing", "failed": "failed"}.get(status, "stale (inputs changed)")
         [(_, estimate)] = estimate_new_spend([item.job], client, ledger, prices)
         needs.append(SceneNeed(key, reason, estimate))
