@@ -6,7 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -226,3 +226,75 @@ def test_many_generations_finishing_at_once(ledger: Ledger) -> None:
 def test_unknown_row_id_is_an_error(ledger: Ledger) -> None:
     with pytest.raises(KeyError):
         ledger.mark_done(uuid.uuid4(), cost_usd=0.0, result_url="u")
+
+
+def open_request(
+    ledger: Ledger,
+    project: str,
+    *,
+    kind: str = "video",
+    model: str = "veo-3.1-generate-001",
+    backend: str = "vertex",
+    **details: object,
+) -> uuid.UUID:
+    return ledger.open_submission(
+        fp(),
+        kind=kind,
+        model=model,
+        backend=backend,
+        project_slug=project,
+        subject="0",
+        details=details or None,
+    )
+
+
+def test_spend_counts_billed_and_what_is_still_open(ledger: Ledger) -> None:
+    """The daily budget's use: billed rows at their cost, rows that may still bill at their
+    expected cost, counted from when they were opened; unbilled failures count nothing."""
+    project, image_model = f"spend-{fp()[:8]}", f"image-{fp()[:8]}"
+    clip = {"duration_seconds": 8, "generate_audio": True}
+
+    yesterday = open_request(ledger, project, **clip)  # opened before the day began
+    with ledger.sessions.begin() as session:
+        row = session.get(GenerationLedger, yesterday)
+        assert row is not None
+        row.created_at = row.created_at - timedelta(days=1)
+    since = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=5)
+    ledger.record_operation(yesterday, "op/y")
+    ledger.mark_done(yesterday, cost_usd=3.2, result_url="y.mp4")  # settles today: not today's
+
+    done = open_request(ledger, project, **clip)
+    ledger.mark_done(done, cost_usd=3.2, result_url="d.mp4")  # billed 3.20
+    ledger.update_result(done, "again.mp4")  # a re-download is no new spend
+    ledger.mark_failed(open_request(ledger, project, **clip), billed=True, error="x")  # +3.20
+    ledger.mark_failed(open_request(ledger, project, **clip), billed=False, error="x")  # 0
+    image = open_request(ledger, project, kind="image", model=image_model)
+    ledger.mark_done(image, cost_usd=0.039, result_url="")  # billed 0.039
+
+    open_request(ledger, project, estimate_usd=1.5, **clip)  # pending at its estimate: 1.50
+    in_flight = open_request(ledger, project, duration_seconds=4, generate_audio=False)
+    ledger.record_operation(in_flight, "op/f")  # pending: 4 s without audio, 0.80
+    ledger.mark_unknown(open_request(ledger, project, mode="references"))  # 8 s, audio: 3.20
+    open_request(ledger, project, backend="animatic", **clip)  # a local preview: 0
+    open_request(ledger, project, kind="image", model=image_model)  # as a settled one: 0.039
+    open_request(ledger, project, model="veo-9-unpriced", **clip)  # highest known price: 4.00
+    other = open_request(ledger, f"{project}-other", **clip)
+    ledger.mark_done(other, cost_usd=1.0, result_url="o.mp4")
+
+    spend = ledger.spend_since(since, project_slug=project)
+    assert (spend.billed_usd, spend.pending_usd, spend.pending_requests) == (6.439, 9.539, 6)
+    assert spend.committed_usd == 15.978
+    everyone = ledger.spent_since(since)  # all projects, as the budget checks call it
+    with ledger.sessions() as session:
+        exact = session.get_bind().dialect.name == "sqlite"  # a shared server has other rows
+    assert everyone == 16.978 if exact else everyone >= 16.978
+
+
+def test_spend_of_a_project_since_a_moment(ledger: Ledger) -> None:
+    """What a scheduled run has opened so far (its reservation's used part)."""
+    project = f"spend-{fp()[:8]}"
+    open_request(ledger, project, duration_seconds=8, generate_audio=True)
+    since = datetime.now(UTC).replace(tzinfo=None)
+    assert ledger.spend_since(since, project_slug=project).committed_usd == 0.0
+    open_request(ledger, project, duration_seconds=8, generate_audio=True)
+    assert ledger.spend_since(since, project_slug=project).pending_usd == 3.2

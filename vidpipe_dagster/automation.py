@@ -1,8 +1,26 @@
-"""Schedules: a daily backfill of the missing, failed or stale scene clips, within budget."""
+"""Schedules: a nightly backfill of the missing, failed or stale scene clips, within budget.
+
+One schedule per project; each tick launches at most one run for its project (``backfill_tick``):
+- while a run tagged with the project is unfinished (queued, starting, running, canceling), the tick
+  skips and names it, so a slow run is never doubled by the next tick;
+- a scene is requested when its clip is missing, failed, or stale: the request it would send now
+  differs from the one that made the clip (an edited prompt, a new primary clean sheet of a
+  referenced asset, an edited keyframe in frames mode). In references mode Veo is sent no keyframes
+  (``domain.video_requests``), so editing a keyframe there changes nothing and is not stale;
+- the budget (``domain.budget``) is per run, which for a schedule is per tick of its project,
+  and per day across all projects. Today's use is what the ledger committed (billed, plus requests
+  still open or of unknown outcome: ``Ledger.spend_since``) plus what unfinished scheduled runs
+  estimated and have not opened yet, so ticks that fire together cannot each spend the day;
+- the prefix of scenes that fits is requested as one partition-range run, tagged with its scenes,
+  estimate and the scenes deferred to a later tick; otherwise the tick says why it skipped: up to
+  date, or what did not fit against which limits.
+"""
 
 import hashlib
 import os
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -15,65 +33,114 @@ from vidpipe_dagster.assets.scene_clip import (
 )
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.project_graphs import ProjectGraph
-from vidpipe_dagster.domain.budget import plan_within_budget
+from vidpipe_dagster.domain.budget import DailySpend, plan_within_budget
+from vidpipe_dagster.domain.video_requests import PriceTable
+from vidpipe_dagster.jobs import PROJECT_TAG
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
 from vidpipe_dagster.resources.vertex import VertexResource
 
 DEFAULT_BACKFILL_CRON = "0 3 * * *"
+SCENES_TAG = "vidpipe/scenes"
+ESTIMATE_TAG = "vidpipe/estimate_usd"
+DEFERRED_TAG = "vidpipe/deferred_scenes"
+# Dagster's own list of statuses of a run that has not finished (it is not public API).
+UNFINISHED_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.SUSPENDED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
-def backfill_requests(
-    graphs: Sequence[ProjectGraph],
+def backfill_tick(
+    graph: ProjectGraph,
     database: DatabaseResource,
     media: MediaStoreResource,
     vertex: VertexResource,
+    instance: dg.DagsterInstance,
     log: object | None = None,
-) -> list[dg.RunRequest]:
-    """One partition-range run per project, covering the scenes that need work and fit the budget.
-
-    Scenes are taken in order until the budget runs out; done scenes inside the range are reused
-    at no cost. The run key is derived from what is requested, so a repeated tick is harmless.
-    """
+) -> dg.RunRequest | dg.SkipReason:
+    """One partition-range run over the project's scenes that need work and fit the budget, or
+    the reason there is none. Done scenes inside the range are reused at no cost; the run key is
+    derived from what is requested, so a repeated tick is harmless."""
+    unfinished = instance.get_runs(
+        filters=dg.RunsFilter(tags={PROJECT_TAG: graph.slug}, statuses=UNFINISHED_RUN_STATUSES),
+        limit=1,
+    )
+    if unfinished:
+        run = unfinished[0]
+        return dg.SkipReason(
+            f"{graph.slug}: run {run.run_id} of this project is {run.status.value.lower()}; "
+            "waiting for it to finish before requesting more"
+        )
     config = SceneClipConfig()
-    client = vertex.video_client()
-    ledger = Ledger(database.sessionmaker())
-    spent = ledger.spent_since(start_of_today_utc())
-    requests = []
-    for graph in graphs:
-        needs, blocked = scenes_needing_clips(graph, database, media, client, config)
-        for key, why in blocked.items():
-            _log(log, f"{graph.slug} scene {key} needs attention, not scheduled: {why}")
-        if not needs:
-            _log(log, f"{graph.slug}: every scene clip is up to date")
-            continue
-        plan = plan_within_budget(
-            [(n.key, n.estimate_usd) for n in needs], budget_for(config), spent
-        )
-        _log(log, f"{graph.slug}: {plan.message}")
-        if not plan.accepted:
-            continue
-        spent += plan.accepted_usd
-        reasons = {n.key: n.reason for n in needs if n.key in plan.accepted}
-        first, last = plan.accepted[0], plan.accepted[-1]
-        digest = hashlib.sha256(repr(sorted(reasons.items())).encode()).hexdigest()[:12]
-        requests.append(
-            dg.RunRequest(
-                run_key=f"{graph.slug}:{first}-{last}:{digest}",
-                asset_selection=[
-                    stage_key(graph, "scene_references"),
-                    stage_key(graph, "scene_clip"),
-                ],
-                tags={
-                    "dagster/asset_partition_range_start": first,
-                    "dagster/asset_partition_range_end": last,
-                    "vidpipe/project": graph.slug,
-                    "vidpipe/scenes": ",".join(plan.accepted),
-                    "vidpipe/estimate_usd": f"{plan.accepted_usd:.2f}",
-                },
+    needs, blocked = scenes_needing_clips(graph, database, media, vertex.video_client(), config)
+    attention = "; ".join(f"scene {key}: {why}" for key, why in blocked.items())
+    for key, why in blocked.items():
+        _log(log, f"{graph.slug} scene {key} needs attention, not scheduled: {why}")
+    if not needs:
+        if blocked:
+            return dg.SkipReason(
+                f"{graph.slug}: nothing to request; the other scene clips are up to date, "
+                f"these need attention first: {attention}"
             )
+        return dg.SkipReason(f"{graph.slug}: every scene clip is up to date")
+    prices = config.price_per_second_usd or None
+    plan = plan_within_budget(
+        [(n.key, n.estimate_usd) for n in needs],
+        budget_for(config),
+        committed_today(Ledger(database.sessionmaker()), instance, prices),
+    )
+    _log(log, f"{graph.slug}: {plan.message}")
+    if not plan.accepted:
+        suffix = f"; needing attention: {attention}" if blocked else ""
+        return dg.SkipReason(f"{graph.slug}: {plan.nothing_fits_message}{suffix}")
+    reasons = {n.key: n.reason for n in needs if n.key in plan.accepted}
+    first, last = plan.accepted[0], plan.accepted[-1]
+    digest = hashlib.sha256(repr(sorted(reasons.items())).encode()).hexdigest()[:12]
+    tags = {
+        "dagster/asset_partition_range_start": first,
+        "dagster/asset_partition_range_end": last,
+        PROJECT_TAG: graph.slug,
+        SCENES_TAG: ",".join(plan.accepted),
+        ESTIMATE_TAG: f"{plan.accepted_usd:.2f}",
+    }
+    if plan.deferred:
+        tags[DEFERRED_TAG] = ",".join(plan.deferred)
+    return dg.RunRequest(
+        run_key=f"{graph.slug}:{first}-{last}:{digest}",
+        asset_selection=[stage_key(graph, "scene_references"), stage_key(graph, "scene_clip")],
+        tags=tags,
+    )
+
+
+def committed_today(
+    ledger: Ledger, instance: dg.DagsterInstance, prices: PriceTable | None = None
+) -> DailySpend:
+    """Today's use of the per-day budget: the ledger's committed spend, plus, for every unfinished
+    scheduled run (it carries ``vidpipe/estimate_usd``), what its estimate exceeds the requests
+    its project opened since the run was created (those are in the ledger already)."""
+    spent = ledger.spend_since(start_of_today_utc(), price_table=prices)
+    reserved = 0.0
+    records = instance.get_run_records(filters=dg.RunsFilter(statuses=UNFINISHED_RUN_STATUSES))
+    for record in records:
+        tags = record.dagster_run.tags
+        slug, estimate = tags.get(PROJECT_TAG), tags.get(ESTIMATE_TAG)
+        if slug is None or estimate is None:
+            continue
+        opened = ledger.spend_since(
+            _naive_utc(record.create_timestamp), project_slug=slug, price_table=prices
         )
-    return requests
+        reserved += max(0.0, float(estimate) - opened.committed_usd)
+    return replace(spent, reserved_usd=round(reserved, 4))
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """The ledger's clock: naive UTC."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _log(log: object | None, message: str) -> None:
@@ -85,7 +152,7 @@ def build_backfill_schedules(graphs: Sequence[ProjectGraph]) -> list[dg.Schedule
     """One ``<project>_nightly_backfill_schedule`` per project (a schedule's target must share one
     partitions definition). Cron from ``VIDPIPE_BACKFILL_CRON`` (default 03:00 daily); stopped
     until turned on in the UI, or on by default with ``VIDPIPE_BACKFILL_SCHEDULE=on``. The daily
-    budget is shared: each tick counts what the ledger says was billed today."""
+    budget is shared by all projects (see the module docstring)."""
     running = os.environ.get("VIDPIPE_BACKFILL_SCHEDULE", "").lower() in ("1", "on", "true")
     cron = os.environ.get("VIDPIPE_BACKFILL_CRON") or DEFAULT_BACKFILL_CRON
     return [_schedule_for(graph, cron, running) for graph in graphs]
@@ -101,17 +168,20 @@ def _schedule_for(graph: ProjectGraph, cron: str, running: bool) -> dg.ScheduleD
         default_status=dg.DefaultScheduleStatus.RUNNING
         if running
         else dg.DefaultScheduleStatus.STOPPED,
-        description=f"Requests {graph.slug}'s scene clips that are missing, failed or stale, "
-        "within the per-run and per-day budgets; what does not fit waits for the next tick.",
-        tags={"vidpipe/project": graph.slug},
+        description=f"Requests {graph.slug}'s scene clips that are missing, failed or stale (an "
+        "edited prompt, a new primary clean sheet, an edited keyframe in frames mode; references "
+        "mode sends no keyframes, so a keyframe edit there is not stale), in one run per tick, "
+        "none while a run of the project is unfinished. Budget: per run (= per tick of this "
+        "project) and per day across projects, counting billed and pending spend; what does not "
+        "fit waits for a later tick (tag vidpipe/deferred_scenes).",
+        tags={PROJECT_TAG: graph.slug},
     )
     def nightly_backfill_schedule(
         context: dg.ScheduleEvaluationContext,
         database: DatabaseResource,
         media: MediaStoreResource,
         vertex: VertexResource,
-    ) -> dg.SkipReason | list[dg.RunRequest]:
-        requests = backfill_requests([graph], database, media, vertex, context.log)
-        return requests or dg.SkipReason(f"{graph.slug}: clips up to date, or nothing fits budget")
+    ) -> dg.RunRequest | dg.SkipReason:
+        return backfill_tick(graph, database, media, vertex, context.instance, context.log)
 
     return nightly_backfill_schedule

@@ -39,6 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vidpipe_dagster.db.models import GenerationLedger
 from vidpipe_dagster.db.session import session_factory
+from vidpipe_dagster.domain.budget import DailySpend, expected_cost_usd
+from vidpipe_dagster.domain.video_requests import PriceTable
 
 LedgerState = Literal[
     "submitting", "in_flight", "done", "failed_unbilled", "failed_billed", "unknown", "result_lost"
@@ -322,15 +324,10 @@ class Ledger:
                 row.billed = billed
             row.updated_at = _utcnow()
 
-    def spent_since(self, since: datetime) -> float:
-        """USD billed by requests settled since ``since`` (all projects): the daily budget's use."""
-        with self.sessions() as session:
-            total = session.scalar(
-                select(func.coalesce(func.sum(GenerationLedger.cost_usd), 0.0)).where(
-                    GenerationLedger.billed.is_(True), GenerationLedger.updated_at >= since
-                )
-            )
-        return float(total or 0.0)
+    def spent_since(self, since: datetime, *, price_table: PriceTable | None = None) -> float:
+        """USD committed since ``since`` (all projects), the daily budget's use: billed, plus the
+        expected cost of requests still open or of unknown outcome (``spend_since``)."""
+        return self.spend_since(since, price_table=price_table).committed_usd
 
     def billed_count(self, fingerprint: str, backend: str | None = None) -> int:
         """How many requests for this fingerprint were (or may have been treated as) billed."""
@@ -341,3 +338,71 @@ class Ledger:
             query = query.where(GenerationLedger.backend == backend)
         with self.sessions() as session:
             return int(session.scalar(query) or 0)
+
+    def spend_since(
+        self,
+        since: datetime,
+        *,
+        project_slug: str | None = None,
+        price_table: PriceTable | None = None,
+    ) -> DailySpend:
+        """What the requests opened since ``since`` committed (all projects, or one), in USD.
+
+        A request counts from the moment its row is opened (``created_at``), before it is sent:
+        ``done`` and ``result_lost`` rows at their recorded cost; ``failed_billed`` rows at their
+        expected cost (no cost is recorded on failure); ``submitting``, ``in_flight`` and
+        ``unknown`` rows at their expected cost, as pending (they will, or may, bill);
+        ``failed_unbilled`` rows not at all. Expected costs: ``domain.budget.expected_cost_usd``.
+        Later touches (a re-download, a lost result, a resumed poll) move no spend to another day.
+        """
+        query = select(GenerationLedger).where(
+            GenerationLedger.created_at >= since, GenerationLedger.state != "failed_unbilled"
+        )
+        if project_slug is not None:
+            query = query.where(GenerationLedger.project_slug == project_slug)
+        with self.sessions() as session:
+            entries = [LedgerEntry.of(row) for row in session.scalars(query)]
+        billed = pending = 0.0
+        open_requests = 0
+        settled: dict[tuple[str, str], float] = {}
+        for entry in entries:
+            if entry.state in ("done", "result_lost"):
+                billed += entry.cost_usd
+                continue
+            cost = entry.cost_usd or self._expected_cost(entry, price_table, settled)
+            if entry.billed or entry.state == "failed_billed":
+                billed += cost
+            else:
+                pending += cost
+                open_requests += 1
+        return DailySpend(round(billed, 4), round(pending, 4), open_requests)
+
+    def _expected_cost(
+        self,
+        entry: LedgerEntry,
+        price_table: PriceTable | None,
+        settled: dict[tuple[str, str], float],
+    ) -> float:
+        """``expected_cost_usd`` of a row; for kinds without a price list (images), the most a
+        settled request of the same kind and model cost (memoized in ``settled``)."""
+        key = (entry.kind, entry.model)
+        if entry.kind != "video" and key not in settled:
+            with self.sessions() as session:
+                settled[key] = float(
+                    session.scalar(
+                        select(func.coalesce(func.max(GenerationLedger.cost_usd), 0.0)).where(
+                            GenerationLedger.kind == entry.kind,
+                            GenerationLedger.model == entry.model,
+                            GenerationLedger.billed.is_(True),
+                        )
+                    )
+                    or 0.0
+                )
+        return expected_cost_usd(
+            kind=entry.kind,
+            model=entry.model,
+            backend=entry.backend,
+            details=entry.details,
+            price_table=price_table,
+            fallback_usd=settled.get(key, 0.0),
+        )

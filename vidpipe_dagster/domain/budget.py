@@ -1,19 +1,37 @@
 """Spend budgets: how much of the requested work may start now, estimated before any paid call.
 
-Two limits apply together: per project per run (or per schedule tick) and per day across all
-projects (what the ledger says was already billed today counts against it). Work is accepted in
-scene order and stops at the first scene that does not fit, so an accepted set is always a prefix
-of the request: what is left waits for the next tick, whole.
+Two limits apply together:
+- per run: one run's estimate. A project's nightly schedule launches at most one run per tick (and
+  none while an earlier run of the project is unfinished), so for the schedule "per project"
+  means per run, i.e. per tick for that project; two ticks, or a tick and a manual run, each get
+  their own per-run allowance.
+- per day, across all projects: what is already committed today counts against it (``DailySpend``:
+  billed, plus the expected cost of requests still pending or of uncertain outcome, plus the
+  estimates of scheduled runs that have not submitted yet).
+
+Work is accepted in scene order and stops at the first scene that does not fit, so an accepted set
+is always a prefix of the request: what is left waits for the next tick, whole.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from vidpipe_dagster.domain.video_requests import (
+    DEFAULT_PRICES_USD_PER_SECOND,
+    PriceTable,
+    estimate_cost_usd,
+)
 
 DEFAULT_PER_RUN_USD = 50.0
 DEFAULT_PER_DAY_USD = 200.0
+# Backends that render locally and never bill (backends.AnimaticVideoClient).
+UNBILLED_BACKENDS = frozenset({"animatic"})
+# Veo's longest clip: what an open video request of unrecorded duration may cost.
+LONGEST_CLIP_SECONDS = 8
 
 
 @dataclass(frozen=True)
@@ -32,6 +50,36 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class DailySpend:
+    """Today's use of the per-day budget. ``billed_usd``: requests settled as billed;
+    ``pending_usd``: expected cost of ``pending_requests`` requests still submitting or in flight,
+    or of unknown outcome (they may bill); ``reserved_usd``: estimates of requested runs that have
+    not opened those requests yet."""
+
+    billed_usd: float = 0.0
+    pending_usd: float = 0.0
+    pending_requests: int = 0
+    reserved_usd: float = 0.0
+
+    @property
+    def committed_usd(self) -> float:
+        return round(self.billed_usd + self.pending_usd + self.reserved_usd, 4)
+
+    def describe(self) -> str:
+        """``"9.60 USD"``, with its parts when anything is not billed yet."""
+        parts = []
+        if self.pending_usd or self.pending_requests:
+            parts.append(
+                f"{self.pending_usd:.2f} pending in {self.pending_requests} open request(s)"
+            )
+        if self.reserved_usd:
+            parts.append(f"{self.reserved_usd:.2f} reserved by scheduled runs yet to submit")
+        if not parts:
+            return f"{self.committed_usd:.2f} USD"
+        return f"{self.committed_usd:.2f} USD ({self.billed_usd:.2f} billed, {', '.join(parts)})"
+
+
+@dataclass(frozen=True)
 class BudgetPlan:
     accepted: tuple[str, ...]
     deferred: tuple[str, ...]
@@ -39,17 +87,39 @@ class BudgetPlan:
     requested_usd: float
     allowance_usd: float
     message: str
+    budget: Budget = field(default_factory=Budget)
+    spent: DailySpend = field(default_factory=DailySpend)
 
     @property
     def fits(self) -> bool:
         return not self.deferred
 
+    @property
+    def deferred_usd(self) -> float:
+        return round(self.requested_usd - self.accepted_usd, 4)
+
+    @property
+    def nothing_fits_message(self) -> str:
+        """Why nothing may start: the estimate, what is available, and the limits behind it."""
+        return (
+            f"nothing fits: estimate {self.requested_usd:.2f} USD for scenes "
+            f"[{', '.join(self.deferred)}] > available {self.allowance_usd:.2f} USD (per-run "
+            f"{self.budget.per_run_usd:.2f}, per-day {self.budget.per_day_usd:.2f}, spent today "
+            f"{self.spent.describe()})"
+        )
+
 
 def plan_within_budget(
-    estimates: Sequence[tuple[str, float]], budget: Budget, spent_today_usd: float
+    estimates: Sequence[tuple[str, float]],
+    budget: Budget,
+    spent_today: float | DailySpend,
 ) -> BudgetPlan:
-    """Accept ``(key, estimated USD)`` items in order while their sum stays within both limits."""
-    allowance = max(0.0, min(budget.per_run_usd, budget.per_day_usd - spent_today_usd))
+    """Accept ``(key, estimated USD)`` items in order while their sum stays within both limits.
+
+    ``spent_today`` is what counts against the per-day limit (a plain number is taken as billed).
+    """
+    spent = spent_today if isinstance(spent_today, DailySpend) else DailySpend(spent_today)
+    allowance = max(0.0, min(budget.per_run_usd, budget.per_day_usd - spent.committed_usd))
     accepted: list[str] = []
     total = 0.0
     stop = len(estimates)
@@ -64,10 +134,52 @@ def plan_within_budget(
     message = (
         f"estimated {requested:.2f} USD for {len(estimates)} scene(s); budget: "
         f"{budget.per_run_usd:.2f} USD per run, {budget.per_day_usd:.2f} USD per day with "
-        f"{spent_today_usd:.2f} USD already spent today, so {allowance:.2f} USD is available"
+        f"{spent.describe()} already spent or committed today, so {allowance:.2f} USD is available"
     )
     if deferred:
         message += f"; deferred: scene(s) {', '.join(deferred)}"
     return BudgetPlan(
-        tuple(accepted), deferred, round(total, 4), round(requested, 4), allowance, message
+        tuple(accepted),
+        deferred,
+        round(total, 4),
+        round(requested, 4),
+        allowance,
+        message,
+        budget,
+        spent,
     )
+
+
+def expected_cost_usd(
+    *,
+    kind: str,
+    model: str,
+    backend: str,
+    details: Mapping[str, Any] | None,
+    price_table: PriceTable | None = None,
+    fallback_usd: float = 0.0,
+) -> float:
+    """What a paid request whose cost is not recorded yet is expected to cost, for budgets.
+
+    In order: the estimate recorded when it was opened (``details["estimate_usd"]``); 0 for a local
+    preview backend; for a video, the list price of its recorded duration and audio (8 s with audio
+    when not recorded; an unpriced model at the highest known per-second price); otherwise
+    ``fallback_usd`` (the ledger passes the most a settled request of the same kind and model
+    cost).
+    """
+    info = details or {}
+    recorded = info.get("estimate_usd")
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+        return float(recorded)
+    if backend in UNBILLED_BACKENDS:
+        return 0.0
+    if kind != "video":
+        return fallback_usd
+    duration = info.get("duration_seconds") or LONGEST_CLIP_SECONDS
+    audio = info.get("generate_audio", True) is not False
+    try:
+        return estimate_cost_usd(model, float(duration), audio, price_table)
+    except ValueError:
+        prices = [*DEFAULT_PRICES_USD_PER_SECOND.values(), *(price_table or {}).values()]
+        highest = max(p[0] if isinstance(p, tuple) else float(p) for p in prices)
+        return round(highest * float(duration), 4)
