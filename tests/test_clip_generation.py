@@ -8,6 +8,7 @@ import io
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -878,3 +879,25 @@ def test_video_uri_download_failure_is_fetched_again_without_paying(world: World
         assert emu.submit_count == 1  # zero new submissions
         assert states(world, j.request) == ["done"]
         assert world.ledger.billed_count(j.request.fingerprint) == 1
+
+
+def test_day_budget_is_checked_as_each_request_is_opened(world: World) -> None:
+    """Two runs started together: the second finds the first's open requests and stops in time."""
+    since = datetime.now(UTC).replace(tzinfo=None)
+    client = world.client()
+    first = world.run([job(0), job(1)], client, day_budget=(since, 8.0))
+    assert [o.status for o in first] == ["done", "done"]  # 6.40 of 8.00
+    second = world.run([job(2), job(3)], client, day_budget=(since, 8.0))
+    assert [o.status for o in second] == ["failed", "failed"]
+    assert all("per-day budget of 8.00 USD" in (o.error or "") for o in second)
+    assert len(client.accepted) == 2, "nothing was sent for the second run"
+    assert world.ledger.entries(job(2).request.fingerprint) == []
+    entry = world.ledger.find_reusable(job(0).request.fingerprint)
+    assert entry is not None and entry.details and entry.details["estimate_usd"] == 3.2
+
+
+def test_day_budget_does_not_apply_to_the_free_preview(world: World) -> None:
+    since = datetime.now(UTC).replace(tzinfo=None)
+    preview = world.client(backend="animatic", is_preview=True)
+    outcomes = world.run([job(0)], preview, day_budget=(since, 0.0))
+    assert [o.status for o in outcomes] == ["done"]

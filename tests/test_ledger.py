@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vidpipe_dagster.db.ledger import Ledger, LedgerConflict
+from vidpipe_dagster.db.ledger import DailyCap, Ledger, LedgerConflict, OverDailyBudget
 from vidpipe_dagster.db.models import GenerationLedger
 from vidpipe_dagster.db.session import migrate
 
@@ -298,3 +298,53 @@ def test_spend_of_a_project_since_a_moment(ledger: Ledger) -> None:
     assert ledger.spend_since(since, project_slug=project).committed_usd == 0.0
     open_request(ledger, project, duration_seconds=8, generate_audio=True)
     assert ledger.spend_since(since, project_slug=project).pending_usd == 3.2
+
+
+def test_daily_cap_admits_only_what_fits_when_runs_open_requests_together(ledger: Ledger) -> None:
+    """Sixteen writers race for a 10 USD day at 3.20 USD a request: exactly three get through."""
+    since = datetime.now(UTC).replace(tzinfo=None)  # this test's rows only (shared PG db)
+    cap = DailyCap(since=since, limit_usd=10.0, estimate_usd=3.2)
+    project = f"race-{uuid.uuid4().hex[:8]}"
+
+    def try_open(_: int) -> str:
+        try:
+            ledger.open_submission(
+                fp(),
+                kind="video",
+                model="veo-3.1-generate-001",
+                backend="vertex",
+                project_slug=project,
+                daily_cap=cap,
+            )
+            return "opened"
+        except OverDailyBudget as exc:
+            assert "per-day budget of 10.00 USD" in str(exc) and "nothing was sent" in str(exc)
+            return "refused"
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(try_open, range(16)))
+    assert results.count("opened") == 3 and results.count("refused") == 13
+    spend = ledger.spend_since(since, project_slug=project)
+    assert spend.pending_requests == 3 and spend.pending_usd == pytest.approx(9.6)
+
+
+def test_daily_cap_counts_what_was_billed_earlier_today(ledger: Ledger) -> None:
+    since = datetime.now(UTC).replace(tzinfo=None)  # this test's rows only (shared PG db)
+    first = ledger.open_submission(
+        fp(),
+        kind="video",
+        model="veo-3.1-generate-001",
+        backend="vertex",
+        daily_cap=DailyCap(since, 5.0, 3.2),
+    )
+    ledger.record_operation(first, "operations/1")
+    ledger.mark_done(first, cost_usd=3.2, result_url="clips/1.mp4")
+    with pytest.raises(OverDailyBudget, match=r"committed so far: 3\.20 USD"):
+        ledger.open_submission(
+            fp(),
+            kind="video",
+            model="veo-3.1-generate-001",
+            backend="vertex",
+            daily_cap=DailyCap(since, 5.0, 3.2),
+        )
+    assert ledger.get(first).details["estimate_usd"] == pytest.approx(3.2)

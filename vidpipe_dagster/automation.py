@@ -29,11 +29,10 @@ from vidpipe_dagster.assets.scene_clip import (
     SceneClipConfig,
     budget_for,
     scenes_needing_clips,
-    start_of_today_utc,
 )
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.project_graphs import ProjectGraph
-from vidpipe_dagster.domain.budget import DailySpend, plan_within_budget
+from vidpipe_dagster.domain.budget import DailySpend, plan_within_budget, start_of_today_utc
 from vidpipe_dagster.domain.video_requests import PriceTable
 from vidpipe_dagster.jobs import PROJECT_TAG
 from vidpipe_dagster.resources.database import DatabaseResource

@@ -45,7 +45,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NoReturn, ParamSpec, TypeVar
 
-from vidpipe_dagster.db.ledger import AMBIGUOUS_NOTE, Ledger, LedgerConflict, LedgerEntry
+from vidpipe_dagster.db.ledger import (
+    AMBIGUOUS_NOTE,
+    DailyCap,
+    Ledger,
+    LedgerConflict,
+    LedgerEntry,
+    OverDailyBudget,
+)
 from vidpipe_dagster.domain.generation_client import (
     GenerationApiError,
     OperationResult,
@@ -188,13 +195,16 @@ async def generate_clips(
     clock: Callable[[], float] = time.monotonic,
     on_event: EventSink | None = None,
     rng: random.Random | None = None,
+    day_budget: tuple[datetime, float] | None = None,
 ) -> list[ClipOutcome]:
     """Generate every job's clip concurrently; one outcome per job, in job order.
 
     ``load_result(url)`` returns stored bytes or ``None`` if gone; ``store_result(fingerprint,
     data)`` stores a video and returns its URL. Both are plain functions run in a worker thread.
     Inject ``sleep`` and ``clock`` together (tests use virtual time). A job's failure, whatever
-    it is, lands on its own outcome and never cancels or hides the others.
+    it is, lands on its own outcome and never cancels or hides the others. ``day_budget``
+    (start of the day, USD limit) is checked atomically as each paid request is opened, so runs
+    started together cannot overspend the day between them (``Ledger.open_submission``).
     """
     engine = _Engine(
         client=client,
@@ -208,6 +218,7 @@ async def generate_clips(
         clock=clock,
         on_event=on_event,
         rng=rng or random.Random(),
+        day_budget=day_budget,
     )
     results = await asyncio.gather(*(engine.run(job) for job in jobs), return_exceptions=True)
     outcomes: list[ClipOutcome] = []
@@ -247,6 +258,7 @@ class _Engine:
         clock: Callable[[], float],
         on_event: EventSink | None,
         rng: random.Random,
+        day_budget: tuple[datetime, float] | None = None,
     ) -> None:
         if limits.max_in_flight < 1:
             raise ValueError("Limits.max_in_flight must be at least 1")
@@ -260,11 +272,19 @@ class _Engine:
         self.sleep = sleep
         self.on_event = on_event
         self.rng = rng
+        self.day_budget = day_budget
         self.slots = asyncio.Semaphore(limits.max_in_flight)
         self.limiter = _SlidingWindowLimiter(limits.requests_per_minute, clock, sleep)
         self.fingerprint_locks: dict[str, asyncio.Lock] = {}
 
     # -- plumbing ---------------------------------------------------------------------------
+
+    def daily_cap(self, estimate_usd: float) -> DailyCap | None:
+        """The per-day check for a paid request (previews cost nothing and are not checked)."""
+        if self.day_budget is None or self.client.is_preview:
+            return None
+        since, limit = self.day_budget
+        return DailyCap(since, limit, estimate_usd, self.price_table)
 
     def emit(self, outcome: ClipOutcome, message: str) -> None:
         if self.on_event is None:
@@ -380,8 +400,11 @@ class _Engine:
                             backend=self.client.backend,
                             project_slug=job.project_slug,
                             subject=job.key,
-                            details=_details(request),
+                            details={**_details(request), "estimate_usd": cost},
+                            daily_cap=self.daily_cap(cost),
                         )
+                    except OverDailyBudget as exc:
+                        raise _JobFailed(str(exc)) from exc
                     except LedgerConflict as exc:
                         if exc.entry.state == "submitting" and not exc.entry.operation_name:
                             raise _JobFailed(str(exc)) from exc

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from vidpipe_dagster.db.ledger import Ledger
+from vidpipe_dagster.db.ledger import DailyCap, Ledger, OverDailyBudget
 from vidpipe_dagster.domain.generation_client import GenerationApiError, ImageClient
 
 
@@ -28,6 +29,7 @@ class LedgeredImageClient:
         project_slug: str,
         subject: str,
         price_per_image: float,
+        day_budget: tuple[datetime, float] | None = None,
     ) -> None:
         self.inner = inner
         self.backend = inner.backend
@@ -35,21 +37,30 @@ class LedgeredImageClient:
         self.project_slug = project_slug
         self.subject = subject
         self.price_per_image = price_per_image
+        self.day_budget = day_budget
 
     async def generate_image(
         self, *, model: str, prompt: str, image: bytes, mime_type: str
     ) -> bytes:
         request = f"{model}\n{prompt}\n{hashlib.sha256(image).hexdigest()}\n{uuid.uuid4()}"
-        entry = await asyncio.to_thread(
-            self.ledger.open_submission,
-            hashlib.sha256(request.encode()).hexdigest(),
-            kind="image",
-            model=model,
-            backend=self.backend,
-            project_slug=self.project_slug,
-            subject=self.subject,
-            details={"prompt": prompt[:500]},
-        )
+        cap = None
+        if self.day_budget is not None:
+            since, limit = self.day_budget
+            cap = DailyCap(since, limit, self.price_per_image)
+        try:
+            entry = await asyncio.to_thread(
+                self.ledger.open_submission,
+                hashlib.sha256(request.encode()).hexdigest(),
+                kind="image",
+                model=model,
+                backend=self.backend,
+                project_slug=self.project_slug,
+                subject=self.subject,
+                details={"prompt": prompt[:500], "estimate_usd": self.price_per_image},
+                daily_cap=cap,
+            )
+        except OverDailyBudget as exc:  # not sent, not billed: the caller stops and falls back
+            raise GenerationApiError("rejected", str(exc)) from exc
         try:
             data = await self.inner.generate_image(
                 model=model, prompt=prompt, image=image, mime_type=mime_type

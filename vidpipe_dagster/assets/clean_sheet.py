@@ -15,11 +15,10 @@ from PIL import Image
 from sqlalchemy import select
 
 from vidpipe_dagster.assets.partitions import ProjectPartitions, stage_key
-from vidpipe_dagster.assets.scene_clip import start_of_today_utc
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import Asset, AssetCleanReference, GenerationLedger, Project
 from vidpipe_dagster.db.project_graphs import ProjectGraph
-from vidpipe_dagster.domain.budget import Budget, plan_within_budget
+from vidpipe_dagster.domain.budget import Budget, plan_within_budget, start_of_today_utc
 from vidpipe_dagster.domain.clean_sheets import (
     DEFAULT_TIER3_PRICE_USD,
     TIER3_GEMINI,
@@ -314,6 +313,7 @@ def _try_tier3(
         project_slug=slug,
         subject=item.key,
         price_per_image=config.price_per_image_usd,
+        day_budget=(start_of_today_utc(), Budget.from_env().per_day_usd),
     )
     outcome: Tier3Outcome = asyncio.run(
         generate_tier3_clean_sheet(

@@ -10,7 +10,6 @@ import asyncio
 import base64
 import io
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +29,7 @@ from vidpipe_dagster.clip_generation import (
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import Project, Scene, SceneManifest, VideoClip
 from vidpipe_dagster.db.project_graphs import ProjectGraph
-from vidpipe_dagster.domain.budget import Budget, plan_within_budget
+from vidpipe_dagster.domain.budget import Budget, plan_within_budget, start_of_today_utc
 from vidpipe_dagster.domain.media import MediaError, image_mime_type, read_image_bytes
 from vidpipe_dagster.domain.reference_selection import (
     chosen_reference,
@@ -174,6 +173,7 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
                 price_table=config.price_per_second_usd or None,
                 poll_interval=0.05 if client.is_preview else config.poll_interval_seconds,
                 on_event=lambda k, message: context.log.info(f"scene {k}: {message}"),
+                day_budget=(start_of_today_utc(), budget_for(config).per_day_usd),
             )
         )
         by_key = {o.key: o for o in outcomes}
@@ -304,11 +304,6 @@ def budget_for(config: SceneClipConfig) -> Budget:
     )
 
 
-def start_of_today_utc() -> datetime:
-    now = datetime.now(UTC).replace(tzinfo=None)
-    return now.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def _enforce_budget(
     context: dg.AssetExecutionContext,
     config: SceneClipConfig,
@@ -319,7 +314,9 @@ def _enforce_budget(
     """Stop before any paid call when the estimate does not fit the budget."""
     estimates = estimate_new_spend(jobs, client, ledger, config.price_per_second_usd or None)
     plan = plan_within_budget(
-        estimates, budget_for(config), ledger.spent_since(start_of_today_utc())
+        estimates,
+        budget_for(config),
+        ledger.spend_since(start_of_today_utc(), price_table=config.price_per_second_usd or None),
     )
     context.log.info(f"spend: {plan.message}")
     if not plan.fits:

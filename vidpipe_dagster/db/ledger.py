@@ -46,6 +46,7 @@ LedgerState = Literal[
     "submitting", "in_flight", "done", "failed_unbilled", "failed_billed", "unknown", "result_lost"
 ]
 LIVE_STATES: tuple[LedgerState, ...] = ("submitting", "in_flight", "done")
+DAILY_BUDGET_LOCK = "vidpipe:daily-budget"  # PostgreSQL advisory lock name for budget checks
 AMBIGUOUS_NOTE = (
     "outcome unknown: the request may have reached the API, but no operation name was recorded "
     "(the worker stopped or the connection dropped after sending); it may have been billed"
@@ -93,6 +94,24 @@ class LedgerEntry:
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+
+@dataclass(frozen=True)
+class DailyCap:
+    """The per-day budget, checked atomically when a paid request's row is opened.
+
+    Pre-run estimates cannot see runs that start at the same moment; this check can, because it
+    counts committed spend and writes the new row in one locked transaction.
+    """
+
+    since: datetime
+    limit_usd: float
+    estimate_usd: float  # what the request about to be sent is expected to cost
+    price_table: PriceTable | None = None
+
+
+class OverDailyBudget(RuntimeError):
+    """Opening this request would take today's committed spend over the per-day budget."""
 
 
 class LedgerConflict(RuntimeError):
@@ -197,14 +216,20 @@ class Ledger:
         project_slug: str | None = None,
         subject: str | None = None,
         details: dict[str, Any] | None = None,
+        daily_cap: DailyCap | None = None,
     ) -> uuid.UUID:
         """Write the ``submitting`` row that must exist before a paid request is sent.
 
         Raises ``LedgerConflict`` if the fingerprint is done, in flight, or being submitted by a
-        live worker; marks stale ambiguous rows ``unknown`` (see the module docstring).
+        live worker; marks stale ambiguous rows ``unknown`` (see the module docstring). With
+        ``daily_cap``, raises ``OverDailyBudget`` (and writes nothing) when the request would
+        take today's committed spend over the limit; the estimate is stored on the row.
         """
         now = _utcnow()
         with self._write(lock_fingerprint=fingerprint) as session:
+            if daily_cap is not None:
+                self._hold_within(session, daily_cap)
+                details = {**(details or {}), "estimate_usd": daily_cap.estimate_usd}
             rows = session.scalars(
                 select(GenerationLedger).where(
                     GenerationLedger.fingerprint == fingerprint,
@@ -355,13 +380,37 @@ class Ledger:
         ``failed_unbilled`` rows not at all. Expected costs: ``domain.budget.expected_cost_usd``.
         Later touches (a re-download, a lost result, a resumed poll) move no spend to another day.
         """
+        with self.sessions() as session:
+            return self._spend_in(session, since, project_slug, price_table)
+
+    def _hold_within(self, session: Session, cap: DailyCap) -> None:
+        """Serialise budget checks (SQLite: the write lock already held; PostgreSQL: one advisory
+        lock for the budget) and refuse what does not fit."""
+        if session.connection().dialect.name == "postgresql":
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(DAILY_BUDGET_LOCK)}
+            )
+        spent = self._spend_in(session, cap.since, None, cap.price_table)
+        if spent.committed_usd + cap.estimate_usd > cap.limit_usd + 1e-9:
+            raise OverDailyBudget(
+                f"this request (about {cap.estimate_usd:.2f} USD) would take today's spend over "
+                f"the per-day budget of {cap.limit_usd:.2f} USD (committed so far: "
+                f"{spent.describe()}); nothing was sent"
+            )
+
+    def _spend_in(
+        self,
+        session: Session,
+        since: datetime,
+        project_slug: str | None,
+        price_table: PriceTable | None,
+    ) -> DailySpend:
         query = select(GenerationLedger).where(
             GenerationLedger.created_at >= since, GenerationLedger.state != "failed_unbilled"
         )
         if project_slug is not None:
             query = query.where(GenerationLedger.project_slug == project_slug)
-        with self.sessions() as session:
-            entries = [LedgerEntry.of(row) for row in session.scalars(query)]
+        entries = [LedgerEntry.of(row) for row in session.scalars(query)]
         billed = pending = 0.0
         open_requests = 0
         settled: dict[tuple[str, str], float] = {}

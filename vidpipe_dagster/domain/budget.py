@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from vidpipe_dagster.domain.video_requests import (
@@ -183,3 +184,9 @@ def expected_cost_usd(
         prices = [*DEFAULT_PRICES_USD_PER_SECOND.values(), *(price_table or {}).values()]
         highest = max(p[0] if isinstance(p, tuple) else float(p) for p in prices)
         return round(highest * float(duration), 4)
+
+
+def start_of_today_utc() -> datetime:
+    """The per-day budget's day: midnight UTC, naive (the ledger stores naive UTC)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    return now.replace(hour=0, minute=0, second=0, microsecond=0)
