@@ -30,9 +30,10 @@ demo: setup  ## build, import and materialize the demo projects offline
 dev: setup  ## the Dagster UI over $VIDPIPE_HOME (default ./.vidpipe)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.vidpipe/dagster} $(BIN)/dagster dev -w workspace.yaml
 
-bench: setup  ## clip concurrency vs sequential, and definitions load time for 50 projects
+bench: setup  ## clip concurrency vs sequential, definitions load for 50 projects, preview render
 	$(BIN)/python bench/clips.py
 	$(BIN)/python bench/definitions_load.py
+	$(BIN)/python bench/render.py
 
 test-postgres: setup  ## local PostgreSQL (Debian package) + the postgres-marked tests
 	bash .ci/postgres.sh > .ci/pg.env && . .ci/pg.env && $(BIN)/pytest -q -m postgres

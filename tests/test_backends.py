@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+import av
 import pytest
 from google.genai import types
 from PIL import Image
@@ -23,7 +24,13 @@ from vidpipe_dagster.backends import (
 )
 from vidpipe_dagster.domain.generation_client import GenerationApiError, OperationResult
 from vidpipe_dagster.domain.render import probe_mp4
-from vidpipe_dagster.domain.video_requests import ImageInput, VideoRequest, image_input
+from vidpipe_dagster.domain.video_requests import (
+    ImageInput,
+    VideoRequest,
+    build_video_request,
+    image_input,
+    to_genai_call,
+)
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 T = TypeVar("T")
@@ -509,3 +516,31 @@ def test_gcs_download_errors_are_classified_by_status(monkeypatch: pytest.Monkey
     assert "gs://bucket/clips/video.mp4" in gone.message
     assert (busy.kind, busy.status_code) == ("transient", 503)
     assert data == b"mp4"
+
+
+def test_animatic_in_references_mode_still_moves_from_start_to_end_keyframe() -> None:
+    """Veo gets no keyframes with references; the preview still shows the storyboard's motion."""
+    red, blue = image((220, 30, 30), "start keyframe"), image((30, 30, 220), "end keyframe")
+    request = build_video_request(
+        model=MODEL,
+        prompt="Mia walks into the park",
+        target_duration=6,
+        aspect_ratio="16:9",
+        first_frame=red,
+        last_frame=blue,
+        references=[("CHAR_01", image((40, 200, 0), "CHAR_01"))],
+    )
+    assert request.conditioning_mode == "references" and request.first_frame is None
+    assert request.storyboard_frames == (red, blue)
+    assert "storyboard" not in str(to_genai_call(request))  # never sent to Veo
+
+    async def main() -> bytes:
+        videos = AnimaticVideoClient(fps=4, height=180)
+        done = await videos.poll(await videos.submit(request))
+        return await videos.fetch_video(done)
+
+    with av.open(io.BytesIO(asyncio.run(main()))) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    first, last = frames[0][90, 160].astype(int), frames[-1][90, 160].astype(int)
+    assert first[0] > 150 and first[2] < 90, f"starts on the start keyframe: {first}"
+    assert last[2] > 150 and last[0] < 90, f"ends on the end keyframe: {last}"

@@ -248,13 +248,17 @@ class AnimaticVideoClient:
             (tags[i] if i < len(tags) else ref.label, ref.data)
             for i, ref in enumerate(request.reference_images)
         ]
+        # frames mode sends the keyframes; references mode keeps them only for previews
+        storyboard = request.storyboard_frames
+        start = request.first_frame or (storyboard[0] if storyboard else None)
+        end = request.last_frame or (storyboard[1] if len(storyboard) > 1 else None)
         if request.aspect_ratio not in ("16:9", "9:16"):
             raise GenerationApiError("rejected", f"unsupported aspect ratio {request.aspect_ratio}")
         try:
             data = await asyncio.to_thread(
                 render_animatic,
-                start_frame=request.first_frame.data if request.first_frame else None,
-                end_frame=request.last_frame.data if request.last_frame else None,
+                start_frame=start.data if start else None,
+                end_frame=end.data if end else None,
                 references=references,
                 prompt=request.prompt,
                 duration_seconds=request.duration_seconds,

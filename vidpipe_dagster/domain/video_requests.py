@@ -61,6 +61,9 @@ class VideoRequest:
     reference_tags: tuple[str, ...]
     remediation_level: int = 0
     generate_audio: bool = True
+    # The scene's keyframes when the API may not take them (references mode): never sent, not in
+    # the fingerprint; local previews (the animatic) draw the storyboard's motion from them.
+    storyboard_frames: tuple[ImageInput, ...] = ()
 
     @property
     def fingerprint(self) -> str:
@@ -210,10 +213,12 @@ def build_video_request(
     if mode == "frames" and refs:
         reasons.append("references not sent: " + ", ".join(tag for tag, _ in refs))
         refs = []
+    storyboard: tuple[ImageInput, ...] = ()
     if mode == "references" and first_frame is not None:
         reasons.append(
             "keyframes not sent: Veo rejects referenceImages together with image/lastFrame"
         )
+        storyboard = tuple(frame for frame in (first_frame, last_frame) if frame is not None)
         first_frame = last_frame = None
     if last_frame is not None and not caps.supports_last_frame:
         reasons.append(f"end keyframe dropped: {model} does not accept lastFrame")
@@ -258,6 +263,7 @@ def build_video_request(
         reference_tags=tuple(tag for tag, _ in refs),
         remediation_level=remediation_level,
         generate_audio=generate_audio,
+        storyboard_frames=storyboard,
     )
 
 
