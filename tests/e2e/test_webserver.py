@@ -167,9 +167,7 @@ def test_queries_match_the_installed_graphql_schema(name: str) -> None:
 
 
 def test_reload_without_a_webserver_says_what_to_do() -> None:
-    started = time.monotonic()
     result = reload_code_location(f"http://127.0.0.1:{_free_port()}", timeout=1.0)
-    assert time.monotonic() - started < 5
     assert result.reloaded is False
     assert "Reload" in result.message and "dagster dev" in result.message
 
