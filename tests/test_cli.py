@@ -7,9 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from sqlalchemy import select
 
 from tests.conftest import SpecWriter, small_spec
 from vidpipe_dagster.cli import main
+from vidpipe_dagster.db.models import GenerationLedger
+from vidpipe_dagster.db.session import session_scope
+from vidpipe_dagster.runner import materialize_project
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
@@ -162,3 +166,39 @@ def test_archive_hides_the_project_and_keeps_its_rows(
     assert main(["import", str(write_spec(small_spec()))]) == 0  # importing brings it back
     assert "unarchived" in capsys.readouterr().out
     assert list(defs().resolve_asset_graph().get_all_asset_keys())
+
+
+def test_regenerate_lets_the_next_run_pay_once_more(
+    settings: Settings,
+    write_spec: SpecWriter,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A person's decision: the paid row stays in the ledger, the scene is requested again."""
+    assert main(["import", str(write_spec(small_spec()))]) == 0
+    fast = {"scene_clip": {"poll_interval_seconds": 0.05, "requests_per_minute": 0}}
+
+    def clips() -> None:
+        with dg.DagsterInstance.ephemeral() as instance:
+            [report] = materialize_project(
+                "spring-ad", ["clips"], instance=instance, settings=settings, asset_config=fast
+            )
+        assert report.failed == {}
+
+    with VertexEmulator(latency_s=0.05, video_height=90, video_fps=4) as emu:
+        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        assert main(["materialize", "spring-ad", "--stage", "references"]) == 0
+        clips()
+        clips()
+        assert emu.submit_count == 2  # the rerun reused both clips
+        capsys.readouterr()
+        assert main(["regenerate", "spring-ad", "--scene", "1", "--reason", "artefacts"]) == 0
+        out = capsys.readouterr().out
+        assert "1 ledger row(s) no longer reused" in out and "cost 3.20 USD" in out
+        clips()
+        assert emu.submit_count == 3  # scene 1 only
+    with session_scope(settings.database_url) as session:
+        states = sorted(session.scalars(select(GenerationLedger.state)))
+    assert states == ["done", "done", "result_lost"]
+    assert main(["regenerate", "spring-ad", "--scene", "9"]) == 2
+    assert "has no scene 9" in capsys.readouterr().err

@@ -82,6 +82,37 @@ def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_regenerate(args: argparse.Namespace, settings: Settings) -> int:
+    """Stop reusing a scene's paid clip (or resuming its operation): the next clips run pays."""
+    from sqlalchemy import select
+
+    from vidpipe_dagster.db.ledger import Ledger
+    from vidpipe_dagster.db.models import Project, Scene
+    from vidpipe_dagster.db.session import session_factory, session_scope
+
+    _init(settings)
+    with session_scope(settings.database_url) as session:
+        scene = session.scalars(
+            select(Scene)
+            .join(Project, Project.id == Scene.project_id)
+            .where(Project.slug == args.slug, Scene.scene_index == args.scene)
+        ).one_or_none()
+        if scene is None:
+            raise CliError(f"project {args.slug!r} has no scene {args.scene}")
+        if scene.clip is not None:  # the schedule will now request it too
+            scene.clip.status = "failed"
+            scene.clip.error = f"regeneration requested: {args.reason}"
+    ledger = Ledger(session_factory(settings.database_url))
+    given_up = ledger.give_up(args.slug, str(args.scene), args.reason)
+    paid = sum(e.cost_usd for e in given_up if e.state == "done")
+    print(
+        f"scene {args.scene} of {args.slug!r}: {len(given_up)} ledger row(s) no longer reused "
+        f"(they cost {paid:.2f} USD and stay in the ledger). The next run pays again: "
+        f"vidpipe-dagster materialize {args.slug} --stage clips --partition {args.scene}"
+    )
+    return 0
+
+
 def _print_reports(slug: str, reports: Sequence[object]) -> bool:
     ok = True
     for report in reports:
@@ -185,6 +216,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="clean sheets: tier2 (local, free) or tier3 (Gemini image, paid; falls back to tier2)",
     )
     p.set_defaults(func=cmd_materialize)
+    p = sub.add_parser(
+        "regenerate",
+        help="stop reusing a scene's paid clip (broken video, download that keeps failing): "
+        "the next clips run submits and pays again",
+    )
+    p.add_argument("slug")
+    p.add_argument("--scene", type=int, required=True, help="scene index")
+    p.add_argument("--reason", default="requested from the command line")
+    p.set_defaults(func=cmd_regenerate)
     for name, text in (
         ("archive", "hide a project from the graph (its rows, files and run history stay)"),
         ("unarchive", "show an archived project again"),

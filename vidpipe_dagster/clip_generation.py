@@ -610,7 +610,8 @@ class _Engine:
             raise _JobFailed(
                 f"operation {operation} finished and was billed, but its video could not be "
                 f"downloaded: {exc}; it stays in flight and a rerun downloads it again without "
-                "paying again",
+                "paying again (if it never will: `vidpipe-dagster regenerate SLUG --scene N` "
+                "lets the next run pay for a new one)",
                 exc.support_codes,
             ) from exc
         url = await asyncio.to_thread(self.store_result, request.fingerprint, data)

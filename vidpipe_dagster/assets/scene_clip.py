@@ -200,8 +200,8 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
                 )
                 if not client.is_preview:
                     failed[item.key] += (
-                        " (billed; the ledger keeps it, so a rerun reuses this file and does not "
-                        "pay again)"
+                        " (billed; a rerun reuses it and does not pay again; to pay for a new "
+                        f"one: vidpipe-dagster regenerate {graph.slug} --scene {item.key})"
                     )
                 checks[CHECK_VALID_MP4].append(f"scene {item.key}: {failed[item.key]}")
                 _record_failure(database, item, failed[item.key], backend, outcome)

@@ -336,6 +336,26 @@ class Ledger:
             row.error = error
             row.updated_at = _utcnow()
 
+    def give_up(self, project_slug: str, subject: str, reason: str) -> list[LedgerEntry]:
+        """A person's decision to stop reusing or resuming a subject's requests (a billed video
+        that is broken, an operation whose download keeps failing), so the next run submits
+        once more and pays again. ``done`` rows become ``result_lost``, open ones ``unknown``;
+        nothing is deleted. Returns the rows as they were."""
+        with self._write() as session:
+            rows = session.scalars(
+                select(GenerationLedger).where(
+                    GenerationLedger.project_slug == project_slug,
+                    GenerationLedger.subject == subject,
+                    GenerationLedger.state.in_(LIVE_STATES),
+                )
+            ).all()
+            before = [LedgerEntry.of(row) for row in rows]
+            for row in rows:
+                row.state = "result_lost" if row.state == "done" else "unknown"
+                row.error = f"given up by a person: {reason}"
+                row.updated_at = _utcnow()
+        return before
+
     def _set_final(
         self, entry_id: uuid.UUID, state: LedgerState, error: str, billed: bool | None
     ) -> None:
