@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import get_args
 
+import pytest
 import yaml
+from sqlalchemy import select
 
-from vidpipe_dagster.db.models import Asset
+from vidpipe_dagster.cli import main
+from vidpipe_dagster.db.models import Asset, AssetCleanReference, VideoClip
 from vidpipe_dagster.db.session import session_scope
 from vidpipe_dagster.demo import DEMO_SLUGS, write_demo_projects
 from vidpipe_dagster.domain.reference_selection import select_references_for_scene
+from vidpipe_dagster.domain.render import probe_mp4
 from vidpipe_dagster.domain.schemas import ShotType
 from vidpipe_dagster.project_import import import_project
 from vidpipe_dagster.settings import Settings
@@ -64,3 +69,26 @@ def test_demo_covers_every_shot_type_a_face_crop_and_an_undeclared_tag(
         if "close_up" in s["manifest"]["composition"]["shot_type"]
     ]
     assert all("astronaut_face" in chosen[i] for i in close_ups), chosen
+
+
+@pytest.mark.slow
+def test_demo_command_materializes_every_stage(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What `make demo` runs: Tier 2 clean sheets, references, animatic clips, both final cuts."""
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "launch-day clean-sheets: materialized [CHAR_01, CHAR_02, ENV_01, ENV_02, PROP_01" in out
+    assert "launch-day clips: materialized [0, 1, 2, 3, 4, 5, 6, 7]" in out
+    assert "legacy-teaser clips: materialized [0, 1]" in out and "FAILED" not in out
+    with session_scope(settings.database_url) as session:
+        tiers = set(session.scalars(select(AssetCleanReference.tier)))
+        clips = session.scalars(select(VideoClip)).all()
+    assert tiers and all(t.startswith("tier2") for t in tiers)
+    assert len(clips) == 10 and {c.backend for c in clips} == {"animatic"}
+    for slug in DEMO_SLUGS:
+        cut = settings.media_root / "projects" / slug / "final_cut.mp4"
+        assert probe_mp4(cut).is_animatic, "the preview label survives the concatenation"
+    assert main(["status", "launch-day", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert all(s["clip"]["status"] == "done" for s in status["scenes"])
