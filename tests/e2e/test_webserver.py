@@ -29,7 +29,8 @@ import dagster as dg
 import pytest
 from graphql import parse, validate
 
-from tests.conftest import small_spec
+from tests.conftest import SpecWriter, small_spec
+from vidpipe_dagster.cli import main
 from vidpipe_dagster.db.project_graphs import graph_name
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.webserver_reload import RELOAD_MUTATION, post_graphql, reload_code_location
@@ -400,7 +401,10 @@ def _backfill_finished(ui: DagsterUI, backfill_id: str) -> dict[str, Any] | None
 @pytest.mark.webserver
 @pytest.mark.timeout(300)
 def test_backfill_all_scenes_then_reload(
-    dagster_ui: DagsterUI, imported: Callable[..., str]
+    dagster_ui: DagsterUI,
+    write_spec: SpecWriter,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     ui = dagster_ui
     prefix = graph_name("spring-ad")
@@ -467,12 +471,16 @@ def test_backfill_all_scenes_then_reload(
             partitions = {e["partition"] for e in executions} - {None}
             assert not partitions or sorted(partitions) == scenes, (stage.asset, check)
 
-    # A project imported while the UI runs appears after reload_code_location.
+    # `vidpipe-dagster import` while the UI runs: the new project appears without a restart,
+    # and `archive` hides it again (the CLI reloads the code location through GraphQL).
     unknown = reload_code_location(ui.url, location="no-such-location")
     assert unknown.reloaded is False and "no-such-location" in unknown.message
-    imported(small_spec("autumn-ad"), folder="second")
+    monkeypatch.setenv("VIDPIPE_DAGSTER_WEBSERVER", ui.url)
     second = graph_name("autumn-ad")
     assert not ui.asset_nodes(second)
-    result = reload_code_location(ui.url, location=LOCATION)
-    assert result.reloaded, result.message
+    assert main(["import", str(write_spec(small_spec("autumn-ad"), folder="second"))]) == 0
+    assert "reloaded" in capsys.readouterr().out.lower()
     assert {f"{second}/{stage.asset}" for stage in STAGES} <= set(ui.asset_nodes(second))
+    assert main(["archive", "autumn-ad"]) == 0
+    assert not ui.asset_nodes(second)
+    assert ui.asset_nodes(prefix), "the other project stays"
