@@ -3,13 +3,14 @@
 The emulator runs in its own process (so its rendering does not count against the client), with a
 fixed latency L per video. With an in-flight limit K the ideal wall time is ceil(N / K) x L; the
 benchmark prints measured / ideal for K = 8 and for a sequential baseline (K = 1), plus the peak
-RSS of the client process. Run: ``.venv/bin/python bench/clips.py [--scenes 32 --latency 2]``.
+RSS of each client process (measured in its own process). Run: ``.venv/bin/python bench/clips.py [--scenes 32 --latency 2]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import resource
@@ -92,13 +93,48 @@ def _run(scenes: int, in_flight: int, host: str, workdir: Path, tag: str) -> flo
     return elapsed
 
 
+def _measure(scenes: int, in_flight: int, host: str, work: Path, label: str) -> tuple[float, float]:
+    """Wall time and peak RSS of one ``_run`` in a fresh client process."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            host,
+            "--work-dir",
+            str(work),
+            "--label",
+            label,
+            "--scenes",
+            str(scenes),
+            "--in-flight",
+            str(in_flight),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{label} run failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return float(result["wall"]), float(result["rss_mb"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scenes", type=int, default=32)
     parser.add_argument("--latency", type=float, default=2.0, help="seconds per video (L)")
     parser.add_argument("--in-flight", type=int, default=8)
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: host of a running emulator
+    parser.add_argument("--work-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--label", default="run", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:  # one measurement in its own process, so its peak RSS is its own
+        wall = _run(args.scenes, args.in_flight, args.worker, Path(args.work_dir), args.label)
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"wall": wall, "rss_mb": rss_mb}))
+        return 0
 
     port = _free_port()
     emulator = subprocess.Popen(
@@ -125,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
             ideal = math.ceil(args.scenes / args.in_flight) * args.latency
-            wall = _run(args.scenes, args.in_flight, host, work, "concurrent")
-            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            wall, rss_mb = _measure(args.scenes, args.in_flight, host, work, "concurrent")
             print(
                 f"scenes N={args.scenes}, latency L={args.latency:.2f} s, "
                 f"in-flight K={args.in_flight}"
@@ -138,10 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"peak RSS of the client process: {rss_mb:.0f} MB (goal <= 400 MB)")
             if not args.skip_sequential:
                 seq_ideal = args.scenes * args.latency
-                seq = _run(args.scenes, 1, host, work, "sequential")
+                seq, seq_rss = _measure(args.scenes, 1, host, work, "sequential")
                 print(
                     f"sequential baseline (K=1): wall {seq:.2f} s, ideal N*L {seq_ideal:.2f} s, "
-                    f"ratio {seq / seq_ideal:.3f}"
+                    f"ratio {seq / seq_ideal:.3f}, peak RSS {seq_rss:.0f} MB"
                 )
                 print(f"speed-up of K={args.in_flight} over sequential: {seq / wall:.2f}x")
     finally:
