@@ -3,7 +3,8 @@
 The emulator runs in its own process (so its rendering does not count against the client), with a
 fixed latency L per video. With an in-flight limit K the ideal wall time is ceil(N / K) x L; the
 benchmark prints measured / ideal for K = 8 and for a sequential baseline (K = 1), plus the peak
-RSS of each client process (measured in its own process). Run: ``.venv/bin/python bench/clips.py [--scenes 32 --latency 2]``.
+RSS of each, measured in its own client process.
+Run: ``.venv/bin/python bench/clips.py [--scenes 32 --latency 2]``.
 """
 
 from __future__ import annotations
