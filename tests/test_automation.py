@@ -358,3 +358,20 @@ def keyframe_hash(settings: Settings, scene_index: int) -> str:
             .join(Scene, Scene.id == Keyframe.scene_id)
             .where(Scene.scene_index == scene_index, Keyframe.position == "start")
         ).one()
+
+
+def test_a_scene_whose_last_submit_may_have_been_billed_is_left_to_a_person(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,
+) -> None:
+    """A dropped answer after Veo accepted the request: the nightly tick must not pay again."""
+    imported()
+    emulator.inject("submit", "drop_after_accept")  # the first scene submitted
+    make_clips(settings, instance)
+    assert sorted(clip_status(settings).values()) == ["done", "failed"]
+    message = skip_message(settings, instance)
+    assert "may have reached Veo and been billed" in message and "by hand" in message
+    submitted = emulator.submit_count
+    assert not evaluate(settings, instance) and emulator.submit_count == submitted

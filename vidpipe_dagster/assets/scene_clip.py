@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -631,7 +632,22 @@ def scenes_needing_clips(
             continue
         if status == "done" and fingerprint in {r.fingerprint for r in request_ladder(item.job)}:
             continue  # made from this request, or from its remediated / frames-fallback form
+        if status == "failed" and _outcome_unknown(ledger, item.job, client.backend):
+            blocked[key] = (
+                "its last request may have reached Veo and been billed (outcome unknown); "
+                "check billing, then materialize it by hand (that submits once more)"
+            )
+            continue
         reason = {None: "missing", "failed": "failed"}.get(status, "stale (inputs changed)")
         [(_, estimate)] = estimate_new_spend([item.job], client, ledger, prices)
         needs.append(SceneNeed(key, reason, estimate))
     return needs, blocked
+
+
+def _outcome_unknown(ledger: Ledger, job: ClipJob, backend: str) -> bool:
+    """The newest request for this clip ended ``unknown``: a schedule must not send it again."""
+    entries = [e for r in request_ladder(job) for e in ledger.entries(r.fingerprint, backend)]
+    if not entries:
+        return False
+    newest = max(entries, key=lambda e: e.created_at or datetime.min)
+    return newest.state == "unknown"
