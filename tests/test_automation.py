@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from tests.conftest import save_png, small_spec
 from vidpipe_dagster.assets.factory import build_project_assets
+from vidpipe_dagster.assets.scene_clip import SceneClipConfig, scenes_needing_clips
+from vidpipe_dagster.cli import main
 from vidpipe_dagster.db.ledger import Ledger
-from vidpipe_dagster.db.models import Asset, AssetCleanReference, Keyframe, Scene, VideoClip
+from vidpipe_dagster.db.models import (
+    Asset,
+    AssetCleanReference,
+    GenerationLedger,
+    Keyframe,
+    Scene,
+    VideoClip,
+)
 from vidpipe_dagster.db.project_graphs import load_project_graphs
 from vidpipe_dagster.db.session import session_scope
 from vidpipe_dagster.definitions import default_resources, defs
@@ -375,3 +385,78 @@ def test_a_scene_whose_last_submit_may_have_been_billed_is_left_to_a_person(
     assert "may have reached Veo and been billed" in message and "by hand" in message
     submitted = emulator.submit_count
     assert not evaluate(settings, instance) and emulator.submit_count == submitted
+
+
+def _three_scene_spec() -> dict:
+    spec = small_spec()
+    spec["scenes"].append({**spec["scenes"][1], "index": 2, "prompt": "The park at night"})
+    return spec
+
+
+def test_a_run_never_spans_a_scene_that_needs_a_person(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,
+) -> None:
+    """Scene 1's last request may have been billed: the run stops before it (range 0-0)."""
+    imported(_three_scene_spec())
+    emulator.inject("submit", "drop", "drop", "drop")  # keep every scene from finishing
+    make_clips(settings, instance)
+    with session_scope(settings.database_url) as session:
+        for row in session.scalars(select(GenerationLedger)):
+            scene_one = row.subject == "1"
+            row.state = "unknown" if scene_one else "failed_unbilled"
+            row.billed = False
+    [request] = evaluate(settings, instance)
+    assert request.tags["vidpipe/scenes"] == "0"
+    assert request.tags["dagster/asset_partition_range_end"] == "0"
+    assert request.tags["vidpipe/deferred_scenes"] == "2"
+
+
+def test_a_worker_that_died_after_sending_blocks_the_scene_without_a_clip_row(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,
+) -> None:
+    """No clip row, a ``submitting`` row an hour old with no operation: may have been billed."""
+    imported()
+    [graph] = load_project_graphs(settings.database_url)
+    resources = default_resources(settings)
+    needs, _ = scenes_needing_clips(
+        graph,
+        resources["database"],
+        resources["media"],
+        resources["vertex"].video_client(),
+        SceneClipConfig(),
+    )
+    assert [n.key for n in needs] == ["0", "1"]
+    make_clips(settings, instance)
+    with session_scope(settings.database_url) as session:
+        scene0 = session.scalars(select(Scene).where(Scene.scene_index == 0)).one()
+        session.execute(delete(VideoClip).where(VideoClip.scene_id == scene0.id))
+        row = session.scalars(select(GenerationLedger).where(GenerationLedger.subject == "0")).one()
+        row.state, row.operation_name = "submitting", None
+        row.updated_at = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=1)
+    message = skip_message(settings, instance)
+    assert "scene 0: its last request may have reached Veo" in message
+
+
+def test_regenerate_after_a_download_that_keeps_failing_is_scheduled(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A person gave up on an in-flight clip: the tick requests it (it is not 'unknown')."""
+    imported()
+    emulator.serve_video_uri = True
+    emulator.fail_media(*[403] * 40)  # every download attempt of both scenes
+    make_clips(settings, instance)
+    assert set(clip_status(settings).values()) == {"failed"}
+    assert main(["regenerate", "spring-ad", "--scene", "0"]) == 0
+    assert "plus up to 3.20 USD for requests whose video never arrived" in capsys.readouterr().out
+    [request] = evaluate(settings, instance)
+    assert request.tags["vidpipe/scenes"].startswith("0")

@@ -348,3 +348,62 @@ def test_daily_cap_counts_what_was_billed_earlier_today(ledger: Ledger) -> None:
             daily_cap=DailyCap(since, 5.0, 3.2),
         )
     assert ledger.get(first).details["estimate_usd"] == pytest.approx(3.2)
+
+
+def test_a_finished_request_is_a_conflict_not_over_budget(ledger: Ledger) -> None:
+    """Another worker finished it meanwhile: reuse it (free), even with the day full."""
+    since = datetime.now(UTC).replace(tzinfo=None)  # this test's rows only (shared PG db)
+    fingerprint = fp()
+    entry = ledger.open_submission(
+        fingerprint, kind="video", model="veo-3.1-generate-001", backend="vertex"
+    )
+    ledger.record_operation(entry, "operations/1")
+    ledger.mark_done(entry, cost_usd=3.2, result_url="clips/1.mp4")
+    with pytest.raises(LedgerConflict):
+        ledger.open_submission(
+            fingerprint,
+            kind="video",
+            model="veo-3.1-generate-001",
+            backend="vertex",
+            daily_cap=DailyCap(since, 3.2, 3.2),
+        )
+
+
+def test_give_up_retires_done_and_open_rows_and_leaves_the_billed_count_honest(
+    ledger: Ledger,
+) -> None:
+    project, done_fp, open_fp = f"p-{uuid.uuid4().hex[:8]}", fp(), fp()
+    done = ledger.open_submission(
+        done_fp,
+        kind="video",
+        model="veo-3.1-generate-001",
+        backend="vertex",
+        project_slug="other-project",
+        subject="4",  # reused here by fingerprint
+    )
+    ledger.record_operation(done, "operations/done")
+    ledger.mark_done(done, cost_usd=3.2, result_url="clips/d.mp4")
+    stuck = ledger.open_submission(
+        open_fp,
+        kind="video",
+        model="veo-3.1-generate-001",
+        backend="vertex",
+        project_slug=project,
+        subject="0",
+    )
+    ledger.record_operation(stuck, "operations/stuck")
+    image = ledger.open_submission(
+        fp(),
+        kind="image",
+        model="gemini-2.5-flash-image",
+        backend="vertex",
+        project_slug=project,
+        subject="0",  # an asset whose key is "0": not a scene
+    )
+    before = ledger.give_up(project, "0", [done_fp], "broken video")
+    assert sorted(e.state for e in before) == ["done", "in_flight"]
+    assert ledger.get(done).state == "result_lost" and ledger.get(stuck).state == "failed_billed"
+    assert ledger.get(image).state == "submitting"
+    assert ledger.find_reusable(done_fp) is None and ledger.find_reusable(open_fp) is None
+    assert ledger.billed_count(done_fp) == 1
+    assert ledger.billed_count(done_fp, include_given_up=False) == 0

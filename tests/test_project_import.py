@@ -206,6 +206,24 @@ def test_reimport_without_the_source_of_a_face_crop(
         assert not assets["mia_face"].is_face_crop
 
 
+@pytest.mark.parametrize("trial", range(10))  # deletion order follows random ids: try a few
+def test_reimport_without_a_face_crop_and_its_source(
+    settings: Settings, write_spec: SpecWriter, trial: int
+) -> None:
+    spec = small_spec()
+    run_import(settings, write_spec(spec))
+    spec["manifest"]["assets"] = [
+        a for a in spec["manifest"]["assets"] if a["id"] not in ("mia", "mia_face")
+    ]
+    for scene in spec["scenes"]:
+        scene["manifest"]["placements"] = [
+            p for p in scene["manifest"]["placements"] if p["asset_tag"] != "CHAR_01"
+        ]
+    run_import(settings, write_spec(spec))
+    with session_scope(settings.database_url) as session:
+        assert sorted(session.scalars(select(Asset.asset_key))) == ["park"]
+
+
 def test_failed_reimport_changes_nothing(settings: Settings, write_spec: SpecWriter) -> None:
     spec = small_spec()
     run_import(settings, write_spec(spec))

@@ -97,23 +97,50 @@ def backfill_tick(
     if not plan.accepted:
         suffix = f"; needing attention: {attention}" if blocked else ""
         return dg.SkipReason(f"{graph.slug}: {plan.nothing_fits_message}{suffix}")
-    reasons = {n.key: n.reason for n in needs if n.key in plan.accepted}
-    first, last = plan.accepted[0], plan.accepted[-1]
+    accepted = _stop_before_blocked(list(plan.accepted), blocked, list(graph.scene_keys))
+    deferred = [n.key for n in needs if n.key not in accepted]
+    if len(accepted) < len(plan.accepted):
+        _log(
+            log,
+            f"{graph.slug}: scene(s) {', '.join(plan.accepted[len(accepted) :])} wait: the run's "
+            "range would cross a scene that needs attention",
+        )
+    estimate = sum(n.estimate_usd for n in needs if n.key in accepted)
+    reasons = {n.key: n.reason for n in needs if n.key in accepted}
+    first, last = accepted[0], accepted[-1]
     digest = hashlib.sha256(repr(sorted(reasons.items())).encode()).hexdigest()[:12]
     tags = {
         "dagster/asset_partition_range_start": first,
         "dagster/asset_partition_range_end": last,
         PROJECT_TAG: graph.slug,
-        SCENES_TAG: ",".join(plan.accepted),
-        ESTIMATE_TAG: f"{plan.accepted_usd:.2f}",
+        SCENES_TAG: ",".join(accepted),
+        ESTIMATE_TAG: f"{estimate:.2f}",
     }
-    if plan.deferred:
-        tags[DEFERRED_TAG] = ",".join(plan.deferred)
+    if deferred:
+        tags[DEFERRED_TAG] = ",".join(deferred)
     return dg.RunRequest(
         run_key=f"{graph.slug}:{first}-{last}:{digest}",
         asset_selection=[stage_key(graph, "scene_references"), stage_key(graph, "scene_clip")],
         tags=tags,
     )
+
+
+def _stop_before_blocked(
+    accepted: list[str], blocked: dict[str, str], order: list[str]
+) -> list[str]:
+    """The accepted scenes up to the first one whose range would include a blocked scene.
+
+    A run covers every scene from its first to its last partition, and a blocked scene inside
+    (e.g. one whose last request may have been billed) would be sent again by that run.
+    """
+    position = {key: i for i, key in enumerate(order)}
+    blocked_at = sorted(position[key] for key in blocked if key in position)
+    kept = accepted[:1]
+    for key in accepted[1:]:
+        if any(position[kept[-1]] < b < position[key] for b in blocked_at):
+            break
+        kept.append(key)
+    return kept
 
 
 def committed_today(

@@ -99,15 +99,29 @@ def cmd_regenerate(args: argparse.Namespace, settings: Settings) -> int:
         ).one_or_none()
         if scene is None:
             raise CliError(f"project {args.slug!r} has no scene {args.scene}")
+        fingerprints = [scene.clip.fingerprint] if scene.clip and scene.clip.fingerprint else []
         if scene.clip is not None:  # the schedule will now request it too
             scene.clip.status = "failed"
             scene.clip.error = f"regeneration requested: {args.reason}"
     ledger = Ledger(session_factory(settings.database_url))
-    given_up = ledger.give_up(args.slug, str(args.scene), args.reason)
+    given_up = ledger.give_up(args.slug, str(args.scene), fingerprints, args.reason)
+    if not given_up:
+        print(
+            f"scene {args.scene} of {args.slug!r}: no finished or open request to give up; the "
+            f"next run generates it anyway: vidpipe-dagster materialize {args.slug} --stage "
+            f"clips --partition {args.scene}"
+        )
+        return 0
     paid = sum(e.cost_usd for e in given_up if e.state == "done")
+    maybe = sum(
+        float((e.details or {}).get("estimate_usd", 0.0)) for e in given_up if e.state != "done"
+    )
+    cost = f"they cost {paid:.2f} USD" + (
+        f", plus up to {maybe:.2f} USD for requests whose video never arrived" if maybe else ""
+    )
     print(
         f"scene {args.scene} of {args.slug!r}: {len(given_up)} ledger row(s) no longer reused "
-        f"(they cost {paid:.2f} USD and stay in the ledger). The next run pays again: "
+        f"({cost}; they stay in the ledger). The next run pays again: "
         f"vidpipe-dagster materialize {args.slug} --stage clips --partition {args.scene}"
     )
     return 0

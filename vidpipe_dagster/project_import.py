@@ -203,7 +203,7 @@ def _sync_manifest(
         asset.is_face_crop = item.face_crop_of is not None
         keep[item.id] = asset
     removed = {asset.id for key, asset in existing.items() if key not in keep}
-    for asset in keep.values():  # unlink face crops from removed sources before deleting them
+    for asset in existing.values():  # unlink crops (kept or not) from removed sources first
         if asset.source_asset_id in removed:
             asset.source_asset_id = None
     session.flush()

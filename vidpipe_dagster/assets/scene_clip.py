@@ -10,7 +10,7 @@ import asyncio
 import base64
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -233,7 +233,8 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
         # frames fallback): paying for two of them is paying twice for one clip
         billed = {
             f"scene {item.key}": sum(
-                ledger.billed_count(request.fingerprint) for request in request_ladder(item.job)
+                ledger.billed_count(request.fingerprint, include_given_up=False)
+                for request in request_ladder(item.job)
             )
             for item in inputs
             if item.job is not None and getattr(by_key.get(item.key), "status", None) == "done"
@@ -632,7 +633,7 @@ def scenes_needing_clips(
             continue
         if status == "done" and fingerprint in {r.fingerprint for r in request_ladder(item.job)}:
             continue  # made from this request, or from its remediated / frames-fallback form
-        if status == "failed" and _outcome_unknown(ledger, item.job, client.backend):
+        if _outcome_unknown(ledger, item.job, client.backend):
             blocked[key] = (
                 "its last request may have reached Veo and been billed (outcome unknown); "
                 "check billing, then materialize it by hand (that submits once more)"
@@ -645,9 +646,17 @@ def scenes_needing_clips(
 
 
 def _outcome_unknown(ledger: Ledger, job: ClipJob, backend: str) -> bool:
-    """The newest request for this clip ended ``unknown``: a schedule must not send it again."""
+    """The newest request for this clip may have been billed without an answer: ``unknown``, or
+    ``submitting`` with no operation name for longer than a live worker takes (its worker died
+    after sending). A schedule must not send it again; a person decides."""
     entries = [e for r in request_ladder(job) for e in ledger.entries(r.fingerprint, backend)]
     if not entries:
         return False
     newest = max(entries, key=lambda e: e.created_at or datetime.min)
-    return newest.state == "unknown"
+    if newest.state == "unknown":
+        return True
+    if newest.state != "submitting" or newest.operation_name:
+        return False
+    opened = newest.updated_at or newest.created_at
+    age = (datetime.now(UTC).replace(tzinfo=None) - opened).total_seconds() if opened else 0.0
+    return age >= ledger.stale_after_s

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +46,7 @@ LedgerState = Literal[
     "submitting", "in_flight", "done", "failed_unbilled", "failed_billed", "unknown", "result_lost"
 ]
 LIVE_STATES: tuple[LedgerState, ...] = ("submitting", "in_flight", "done")
+GIVEN_UP_NOTE = "given up by a person"  # error prefix of rows ``give_up`` retired
 DAILY_BUDGET_LOCK = "vidpipe:daily-budget"  # PostgreSQL advisory lock name for budget checks
 AMBIGUOUS_NOTE = (
     "outcome unknown: the request may have reached the API, but no operation name was recorded "
@@ -227,9 +228,6 @@ class Ledger:
         """
         now = _utcnow()
         with self._write(lock_fingerprint=fingerprint) as session:
-            if daily_cap is not None:
-                self._hold_within(session, daily_cap)
-                details = {**(details or {}), "estimate_usd": daily_cap.estimate_usd}
             rows = session.scalars(
                 select(GenerationLedger).where(
                     GenerationLedger.fingerprint == fingerprint,
@@ -255,6 +253,9 @@ class Ledger:
                 row.error = AMBIGUOUS_NOTE
                 row.updated_at = now
                 ambiguous.append(str(row.id))
+            if daily_cap is not None:  # after the duplicate check: a reusable clip is never "over"
+                self._hold_within(session, daily_cap)
+                details = {**(details or {}), "estimate_usd": daily_cap.estimate_usd}
             merged = dict(details or {})
             if ambiguous:
                 merged["after_ambiguous"] = ambiguous
@@ -336,23 +337,32 @@ class Ledger:
             row.error = error
             row.updated_at = _utcnow()
 
-    def give_up(self, project_slug: str, subject: str, reason: str) -> list[LedgerEntry]:
-        """A person's decision to stop reusing or resuming a subject's requests (a billed video
-        that is broken, an operation whose download keeps failing), so the next run submits
-        once more and pays again. ``done`` rows become ``result_lost``, open ones ``unknown``;
-        nothing is deleted. Returns the rows as they were."""
+    def give_up(
+        self, project_slug: str, subject: str, fingerprints: Sequence[str], reason: str
+    ) -> list[LedgerEntry]:
+        """A person's decision to stop reusing or resuming a clip's requests (a billed video that
+        is broken, an operation whose download keeps failing), so the next run submits once more
+        and pays again. Covers the subject's video rows and any row of ``fingerprints`` (a clip
+        reused from another project is the same request). ``done`` rows become ``result_lost``,
+        open ones ``failed_billed`` (assumed paid); nothing is deleted. Returns the rows as they
+        were."""
         with self._write() as session:
             rows = session.scalars(
                 select(GenerationLedger).where(
-                    GenerationLedger.project_slug == project_slug,
-                    GenerationLedger.subject == subject,
+                    GenerationLedger.kind == "video",
                     GenerationLedger.state.in_(LIVE_STATES),
+                    (
+                        (GenerationLedger.project_slug == project_slug)
+                        & (GenerationLedger.subject == subject)
+                    )
+                    | GenerationLedger.fingerprint.in_(list(fingerprints)),
                 )
             ).all()
             before = [LedgerEntry.of(row) for row in rows]
             for row in rows:
-                row.state = "result_lost" if row.state == "done" else "unknown"
-                row.error = f"given up by a person: {reason}"
+                row.state = "result_lost" if row.state == "done" else "failed_billed"
+                row.billed = True
+                row.error = f"{GIVEN_UP_NOTE}: {reason}"
                 row.updated_at = _utcnow()
         return before
 
@@ -374,11 +384,18 @@ class Ledger:
         expected cost of requests still open or of unknown outcome (``spend_since``)."""
         return self.spend_since(since, price_table=price_table).committed_usd
 
-    def billed_count(self, fingerprint: str, backend: str | None = None) -> int:
-        """How many requests for this fingerprint were (or may have been treated as) billed."""
+    def billed_count(
+        self, fingerprint: str, backend: str | None = None, *, include_given_up: bool = True
+    ) -> int:
+        """How many requests for this fingerprint were (or may have been treated as) billed;
+        without the ones a person gave up on (``give_up``) unless ``include_given_up``."""
         query = select(func.count()).where(
             GenerationLedger.fingerprint == fingerprint, GenerationLedger.billed.is_(True)
         )
+        if not include_given_up:
+            query = query.where(
+                func.coalesce(GenerationLedger.error, "").not_like(f"{GIVEN_UP_NOTE}%")
+            )
         if backend is not None:
             query = query.where(GenerationLedger.backend == backend)
         with self.sessions() as session:
