@@ -262,7 +262,8 @@ def test_unfinished_run_of_the_project_skips_the_tick(
     fake_run(instance, dg.DagsterRunStatus.STARTED, {"vidpipe/project": "other-ad"})
     assert skip_message(settings, instance) == (
         f"spring-ad: run {run.run_id} of this project is {status.value.lower()}; "
-        "waiting for it to finish before requesting more"
+        "waiting for it to finish before requesting more (if its process is gone, terminate "
+        "it in the UI: Runs, then the run, then Terminate)"
     )
 
 

@@ -73,7 +73,8 @@ def backfill_tick(
         run = unfinished[0]
         return dg.SkipReason(
             f"{graph.slug}: run {run.run_id} of this project is {run.status.value.lower()}; "
-            "waiting for it to finish before requesting more"
+            "waiting for it to finish before requesting more (if its process is gone, terminate "
+            "it in the UI: Runs, then the run, then Terminate)"
         )
     config = SceneClipConfig()
     needs, blocked = scenes_needing_clips(graph, database, media, vertex.video_client(), config)
