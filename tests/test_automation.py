@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 from tests.conftest import save_png, small_spec
 from vidpipe_dagster.assets.factory import build_project_assets
 from vidpipe_dagster.assets.scene_clip import SceneClipConfig, scenes_needing_clips
+from vidpipe_dagster.automation import committed_today
 from vidpipe_dagster.cli import main
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import (
@@ -225,7 +226,7 @@ def test_another_projects_scheduled_run_reserves_its_estimate_once(
     imported()
     monkeypatch.setenv("VIDPIPE_BUDGET_PER_DAY_USD", "6")
     tags = {"vidpipe/project": "other-ad", "vidpipe/estimate_usd": "3.20"}
-    fake_run(instance, dg.DagsterRunStatus.STARTING, tags)
+    run = fake_run(instance, dg.DagsterRunStatus.STARTING, tags)
     message = skip_message(settings, instance)
     assert "available 2.80 USD" in message
     assert (
@@ -233,10 +234,24 @@ def test_another_projects_scheduled_run_reserves_its_estimate_once(
         in message
     )
 
-    open_video_request(settings, "other-ad")  # the run has now opened its request
-    message = skip_message(settings, instance)
-    assert "available 2.80 USD" in message
-    assert "3.20 pending in 1 open request(s))" in message and "reserved" not in message
+    # A manual run of the same project opens a request: it is not the scheduled run's, so the
+    # reservation stands and both count.
+    open_video_request(settings, "other-ad", run_id="some-manual-run")
+    ledger = Ledger.from_url(settings.database_url)
+    spend = committed_today(ledger, instance)
+    assert (spend.pending_usd, spend.reserved_usd) == (3.2, 3.2)
+
+    ledger.open_submission(  # the scheduled run opens its own request
+        "other-ad-scheduled",
+        kind="video",
+        model="veo-3.1-generate-001",
+        backend="vertex",
+        project_slug="other-ad",
+        subject="1",
+        details={"duration_seconds": 8, "generate_audio": True, "run_id": run.run_id},
+    )
+    spend = committed_today(ledger, instance)
+    assert (spend.pending_usd, spend.reserved_usd, spend.committed_usd) == (6.4, 0.0, 6.4)
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,7 @@ def committed_today(
 ) -> DailySpend:
     """Today's use of the per-day budget: the ledger's committed spend, plus, for every unfinished
     scheduled run (it carries ``vidpipe/estimate_usd``), what its estimate exceeds the requests
-    its project opened since the run was created (those are in the ledger already)."""
+    that run opened (those are in the ledger already, marked with its run id)."""
     spent = ledger.spend_since(start_of_today_utc(), price_table=prices)
     reserved = 0.0
     records = instance.get_run_records(filters=dg.RunsFilter(statuses=UNFINISHED_RUN_STATUSES))
@@ -159,7 +159,10 @@ def committed_today(
         if slug is None or estimate is None:
             continue
         opened = ledger.spend_since(
-            _naive_utc(record.create_timestamp), project_slug=slug, price_table=prices
+            _naive_utc(record.create_timestamp),
+            project_slug=slug,
+            price_table=prices,
+            run_id=record.dagster_run.run_id,
         )
         reserved += max(0.0, float(estimate) - opened.committed_usd)
     return replace(spent, reserved_usd=round(reserved, 4))

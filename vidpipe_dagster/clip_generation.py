@@ -196,6 +196,7 @@ async def generate_clips(
     on_event: EventSink | None = None,
     rng: random.Random | None = None,
     day_budget: tuple[datetime, float] | None = None,
+    row_details: dict[str, Any] | None = None,
 ) -> list[ClipOutcome]:
     """Generate every job's clip concurrently; one outcome per job, in job order.
 
@@ -205,6 +206,7 @@ async def generate_clips(
     it is, lands on its own outcome and never cancels or hides the others. ``day_budget``
     (start of the day, USD limit) is checked atomically as each paid request is opened, so runs
     started together cannot overspend the day between them (``Ledger.open_submission``).
+    ``row_details`` go on every ledger row this call opens (e.g. the Dagster run id).
     """
     engine = _Engine(
         client=client,
@@ -219,6 +221,7 @@ async def generate_clips(
         on_event=on_event,
         rng=rng or random.Random(),
         day_budget=day_budget,
+        row_details=row_details or {},
     )
     results = await asyncio.gather(*(engine.run(job) for job in jobs), return_exceptions=True)
     outcomes: list[ClipOutcome] = []
@@ -259,6 +262,7 @@ class _Engine:
         on_event: EventSink | None,
         rng: random.Random,
         day_budget: tuple[datetime, float] | None = None,
+        row_details: dict[str, Any] | None = None,
     ) -> None:
         if limits.max_in_flight < 1:
             raise ValueError("Limits.max_in_flight must be at least 1")
@@ -273,6 +277,7 @@ class _Engine:
         self.on_event = on_event
         self.rng = rng
         self.day_budget = day_budget
+        self.row_details = row_details or {}
         self.slots = asyncio.Semaphore(limits.max_in_flight)
         self.limiter = _SlidingWindowLimiter(limits.requests_per_minute, clock, sleep)
         self.fingerprint_locks: dict[str, asyncio.Lock] = {}
@@ -400,7 +405,11 @@ class _Engine:
                             backend=self.client.backend,
                             project_slug=job.project_slug,
                             subject=job.key,
-                            details={**_details(request), "estimate_usd": cost},
+                            details={
+                                **_details(request),
+                                **self.row_details,
+                                "estimate_usd": cost,
+                            },
                             daily_cap=self.daily_cap(cost),
                         )
                     except OverDailyBudget as exc:

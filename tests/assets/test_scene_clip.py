@@ -148,6 +148,10 @@ def test_vertex_references_mode_then_a_rerun_costs_nothing(
     assert rows[0].cost_usd == pytest.approx(8 * 0.40)  # veo-3.1 with audio
     assert set(emulator.submissions_by_fingerprint.values()) == {1}
     submits = emulator.submit_count
+    with session_scope(settings.database_url) as session:  # each row names the run that paid
+        run_ids = {r.details["run_id"] for r in session.scalars(select(GenerationLedger))}
+    clip_runs = instance.get_runs(dg.RunsFilter(run_ids=list(run_ids)))
+    assert len(run_ids) == 1 and len(clip_runs) == 1
 
     again = run(settings, instance, ["clips", "final-cut"])
     assert again["clips"].succeeded == ["0", "1"]

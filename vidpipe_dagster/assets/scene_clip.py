@@ -175,6 +175,7 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
                 poll_interval=0.05 if client.is_preview else config.poll_interval_seconds,
                 on_event=lambda k, message: context.log.info(f"scene {k}: {message}"),
                 day_budget=(start_of_today_utc(), budget_for(config).per_day_usd),
+                row_details={"run_id": context.run_id},
             )
         )
         by_key = {o.key: o for o in outcomes}

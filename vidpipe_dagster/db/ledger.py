@@ -407,6 +407,7 @@ class Ledger:
         *,
         project_slug: str | None = None,
         price_table: PriceTable | None = None,
+        run_id: str | None = None,
     ) -> DailySpend:
         """What the requests opened since ``since`` committed (all projects, or one), in USD.
 
@@ -416,9 +417,10 @@ class Ledger:
         ``unknown`` rows at their expected cost, as pending (they will, or may, bill);
         ``failed_unbilled`` rows not at all. Expected costs: ``domain.budget.expected_cost_usd``.
         Later touches (a re-download, a lost result, a resumed poll) move no spend to another day.
+        With ``run_id``, only rows a run recorded as its own (``details["run_id"]``).
         """
         with self.sessions() as session:
-            return self._spend_in(session, since, project_slug, price_table)
+            return self._spend_in(session, since, project_slug, price_table, run_id)
 
     def _hold_within(self, session: Session, cap: DailyCap) -> None:
         """Serialise budget checks (SQLite: the write lock already held; PostgreSQL: one advisory
@@ -441,6 +443,7 @@ class Ledger:
         since: datetime,
         project_slug: str | None,
         price_table: PriceTable | None,
+        run_id: str | None = None,
     ) -> DailySpend:
         query = select(GenerationLedger).where(
             GenerationLedger.created_at >= since, GenerationLedger.state != "failed_unbilled"
@@ -448,6 +451,8 @@ class Ledger:
         if project_slug is not None:
             query = query.where(GenerationLedger.project_slug == project_slug)
         entries = [LedgerEntry.of(row) for row in session.scalars(query)]
+        if run_id is not None:
+            entries = [e for e in entries if (e.details or {}).get("run_id") == run_id]
         billed = pending = 0.0
         open_requests = 0
         settled: dict[tuple[str, str], float] = {}
