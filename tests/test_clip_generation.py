@@ -553,12 +553,25 @@ def test_missing_stored_file_is_downloaded_again_from_its_operation(world: World
     assert world.ledger.billed_count(j.request.fingerprint) == 1
 
 
-def test_missing_file_and_expired_operation_regenerates_and_says_so(world: World) -> None:
+def test_missing_file_and_expired_operation_waits_for_a_person(world: World) -> None:
+    """A wrong media root must not re-buy every clip: nothing is sent, the error says why."""
     j = job(1)
     world.run([j], world.client())
     world.store.files.clear()
     fresh = world.client()  # a new service view: the old operation is unknown (404)
     [outcome] = world.run([j], fresh)
+    assert outcome.status == "failed" and fresh.submit_calls == 0
+    assert "paid for (3.20 USD)" in (outcome.error or "")
+    assert "VIDPIPE_MEDIA_ROOT" in (outcome.error or "") and "regenerate" in (outcome.error or "")
+    assert states(world, j.request) == ["done"]
+
+
+def test_missing_file_and_expired_operation_regenerates_when_allowed(world: World) -> None:
+    j = job(1)
+    world.run([j], world.client())
+    world.store.files.clear()
+    fresh = world.client()
+    [outcome] = world.run([j], fresh, Limits(regenerate_lost_results=True))
     assert outcome.status == "done" and fresh.submit_calls == 1
     assert any("regenerating" in note for note in outcome.notes)
     assert states(world, j.request) == ["result_lost", "done"]
@@ -824,7 +837,7 @@ def test_missing_file_whose_video_is_gone_regenerates(world: World) -> None:
             "failed", "video download failed: HTTP 404", status_code=404, billed=True
         )
     ]
-    [outcome] = world.run([j], client)
+    [outcome] = world.run([j], client, Limits(regenerate_lost_results=True))
     assert outcome.status == "done" and client.submit_calls == 2
     assert states(world, j.request) == ["result_lost", "done"]
 

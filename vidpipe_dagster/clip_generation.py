@@ -99,6 +99,7 @@ class Limits:
     max_download_retries: int = 4  # separate budget: a download never causes a resubmission
     poll_timeout_s: float = 1800.0  # then give up waiting; the operation stays resumable
     retry_ambiguous_submits: bool = False  # see the module docstring
+    regenerate_lost_results: bool = False  # buy a paid clip again when its video is gone for good
 
 
 @dataclass(frozen=True)
@@ -434,8 +435,9 @@ class _Engine:
 
     async def reuse(self, entry: LedgerEntry, request: VideoRequest, outcome: ClipOutcome) -> bool:
         """A done row: load the stored video (zero API calls), else download it again through
-        its operation; only if the video is gone for good, retire the row so the caller
-        regenerates (a download that could work later fails the job instead of paying again)."""
+        its operation. A video gone for good is bought again only for a free preview or with
+        ``Limits.regenerate_lost_results``; otherwise the job fails and a person decides
+        (``vidpipe-dagster regenerate``). A download that could work later fails the job too."""
         data = None
         if entry.result_url:
             data = await asyncio.to_thread(self.load_result, entry.result_url)
@@ -477,6 +479,13 @@ class _Engine:
                     f"{why}, and downloading it again from {entry.operation_name} failed for now "
                     f"({exc}); nothing was paid, rerun later"
                 ) from exc
+        if not (self.client.is_preview or self.limits.regenerate_lost_results):
+            raise _JobFailed(
+                f"{why}; it was paid for ({entry.cost_usd:.2f} USD), so it is not bought again "
+                "without a person deciding: check VIDPIPE_MEDIA_ROOT (a wrong media root would "
+                "re-buy every clip), then `vidpipe-dagster regenerate SLUG --scene N` to pay for "
+                "a new one"
+            )
         await self.db(self.ledger.mark_result_lost, entry.id, why)
         outcome.notes.append(f"regenerating: {why}")
         self.emit(outcome, outcome.notes[-1])

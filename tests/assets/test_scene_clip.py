@@ -485,3 +485,27 @@ def test_forced_duration_is_in_the_run_log_once_per_scene(
     ]
     assert sorted(m.split(":")[0] for m in messages) == ["scene 0", "scene 1"], messages
     assert all("project target 6 s" in m for m in messages)
+
+
+@pytest.mark.parametrize("accept_risk", [False, True])
+def test_an_ambiguous_submit_is_resent_only_when_the_run_config_accepts_the_risk(
+    settings: Settings,
+    imported,
+    instance: dg.DagsterInstance,
+    emulator: VertexEmulator,
+    accept_risk: bool,
+) -> None:
+    imported()
+    emulator.inject("submit", "drop_after_accept")  # accepted (billed), answer lost
+    reports = run(
+        settings,
+        instance,
+        ["references", "clips"],
+        partitions=["0"],
+        retry_ambiguous_submits=accept_risk,
+    )
+    if accept_risk:
+        assert reports["clips"].succeeded == ["0"] and emulator.submit_count == 2
+    else:
+        assert "0" in reports["clips"].failed and emulator.submit_count == 1
+        assert "unknown" in reports["clips"].failed["0"].lower()

@@ -68,6 +68,10 @@ class SceneClipConfig(dg.Config):
     price_per_second_usd: dict[str, float] = {}  # model -> USD per second, overrides defaults
     budget_per_run_usd: float | None = None  # default: VIDPIPE_BUDGET_PER_RUN_USD or 50
     budget_per_day_usd: float | None = None  # default: VIDPIPE_BUDGET_PER_DAY_USD or 200
+    # Accept a risk of paying twice: resend a submit whose outcome is unknown (Veo has no
+    # idempotency key), and buy again a paid clip whose video is gone for good. Off by default.
+    retry_ambiguous_submits: bool = False
+    regenerate_lost_results: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,8 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
                     max_in_flight=config.max_in_flight,
                     requests_per_minute=config.requests_per_minute,
                     backoff_base=config.backoff_base_seconds,
+                    retry_ambiguous_submits=config.retry_ambiguous_submits,
+                    regenerate_lost_results=config.regenerate_lost_results,
                 ),
                 load_result=load,
                 store_result=store,
