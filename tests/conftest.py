@@ -172,3 +172,20 @@ def imported(settings: Settings, write_spec: SpecWriter) -> Callable[..., str]:
         return spec["project"]["slug"]
 
     return do
+
+
+def scene_needs(settings: Settings, slug: str = "spring-ad") -> tuple[list[Any], dict[str, str]]:
+    """What the nightly schedule would see for a project: (scenes needing clips, blocked)."""
+    from vidpipe_dagster.assets.scene_clip import SceneClipConfig, scenes_needing_clips
+    from vidpipe_dagster.db.project_graphs import load_project_graphs
+    from vidpipe_dagster.definitions import default_resources
+
+    [graph] = [g for g in load_project_graphs(settings.database_url) if g.slug == slug]
+    resources = default_resources(settings)
+    return scenes_needing_clips(
+        graph,
+        resources["database"],
+        resources["media"],
+        resources["vertex"].video_client(),
+        SceneClipConfig(),
+    )

@@ -10,9 +10,8 @@ import dagster as dg
 import pytest
 from sqlalchemy import delete, select
 
-from tests.conftest import save_png, small_spec
+from tests.conftest import save_png, scene_needs, small_spec
 from vidpipe_dagster.assets.factory import build_project_assets
-from vidpipe_dagster.assets.scene_clip import SceneClipConfig, scenes_needing_clips
 from vidpipe_dagster.automation import committed_today
 from vidpipe_dagster.cli import main
 from vidpipe_dagster.db.ledger import Ledger
@@ -438,15 +437,7 @@ def test_a_worker_that_died_after_sending_blocks_the_scene_without_a_clip_row(
 ) -> None:
     """No clip row, a ``submitting`` row an hour old with no operation: may have been billed."""
     imported()
-    [graph] = load_project_graphs(settings.database_url)
-    resources = default_resources(settings)
-    needs, _ = scenes_needing_clips(
-        graph,
-        resources["database"],
-        resources["media"],
-        resources["vertex"].video_client(),
-        SceneClipConfig(),
-    )
+    needs, _ = scene_needs(settings)
     assert [n.key for n in needs] == ["0", "1"]
     make_clips(settings, instance)
     with session_scope(settings.database_url) as session:

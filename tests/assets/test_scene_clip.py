@@ -11,14 +11,13 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import small_spec
-from vidpipe_dagster.assets.scene_clip import SceneClipConfig, cost_problem, scenes_needing_clips
+from tests.conftest import scene_needs, small_spec
+from vidpipe_dagster.assets.scene_clip import SceneClipConfig, cost_problem
 from vidpipe_dagster.backends import VertexVideoClient, make_genai_client
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import Asset, GenerationLedger, Scene, VideoClip
 from vidpipe_dagster.db.project_graphs import load_project_graphs
 from vidpipe_dagster.db.session import session_factory, session_scope
-from vidpipe_dagster.definitions import default_resources
 from vidpipe_dagster.domain.render import probe_mp4, render_animatic
 from vidpipe_dagster.domain.video_requests import REMEDIATION_PREFIXES
 from vidpipe_dagster.resources.media import MediaStoreResource
@@ -238,15 +237,7 @@ def test_content_filter_on_level_0_is_remediated_with_references_kept(
     assert emulator.submit_count == submitted, "a rerun must not pay for level 0 again"
     assert {c.remediation_level for c in clips(settings).values()} == {1}
     assert check_status(instance, "at_most_one_billed_generation_per_clip") == "SUCCEEDED"
-    [graph] = load_project_graphs(settings.database_url)
-    resources = default_resources(settings)
-    needs, blocked = scenes_needing_clips(
-        graph,
-        resources["database"],
-        resources["media"],
-        resources["vertex"].video_client(),
-        SceneClipConfig(),
-    )
+    needs, blocked = scene_needs(settings)
     assert (needs, blocked) == ([], {}), "a remediated clip is not stale"
 
 
@@ -297,8 +288,7 @@ def test_a_run_killed_after_submit_resumes_without_a_new_submission(
     """Submit scene 1 by hand exactly as the engine does, then 'die'; the asset must resume it."""
     imported()
     run(settings, instance, ["references"])
-    from vidpipe_dagster.assets.scene_clip import SceneClipConfig, _scene_inputs
-    from vidpipe_dagster.db.project_graphs import load_project_graphs
+    from vidpipe_dagster.assets.scene_clip import _scene_inputs
     from vidpipe_dagster.resources.database import DatabaseResource
     from vidpipe_dagster.resources.media import MediaStoreResource
 
