@@ -11,9 +11,10 @@ One schedule per project; each tick launches at most one run for its project (``
   and per day across all projects. Today's use is what the ledger committed (billed, plus requests
   still open or of unknown outcome: ``Ledger.spend_since``) plus what unfinished scheduled runs
   estimated and have not opened yet, so ticks that fire together cannot each spend the day;
-- the prefix of scenes that fits is requested as one partition-range run, tagged with its scenes,
-  estimate and the scenes deferred to a later tick; otherwise the tick says why it skipped: up to
-  date, or what did not fit against which limits.
+- a scene whose last request may have been billed without an answer is left to a person;
+- the prefix of scenes that fits is requested as one partition-range run that never spans a scene
+  left to a person, tagged with its scenes, estimate and the scenes deferred to a later tick;
+  otherwise the tick says why it skipped: up to date, or what did not fit against which limits.
 """
 
 import hashlib
