@@ -389,7 +389,7 @@ def _enforce_tier3_budget(
         for item in inputs
         if _reusable_tier3(slug, database, media, item, model) is None
     ]
-    spent = Ledger(database.sessionmaker()).spent_since(start_of_today_utc())
+    spent = Ledger(database.sessionmaker()).spend_since(start_of_today_utc())
     plan = plan_within_budget(estimates, Budget.from_env(), spent)
     if not plan.fits:
         raise dg.Failure(

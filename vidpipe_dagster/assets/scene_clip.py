@@ -10,7 +10,6 @@ import asyncio
 import base64
 import io
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -640,7 +639,9 @@ def scenes_needing_clips(
             continue
         if status == "done" and fingerprint in {r.fingerprint for r in request_ladder(item.job)}:
             continue  # made from this request, or from its remediated / frames-fallback form
-        if _outcome_unknown(ledger, item.job, client.backend):
+        if ledger.outcome_unknown(
+            [r.fingerprint for r in request_ladder(item.job)], client.backend
+        ):
             blocked[key] = (
                 "its last request may have reached Veo and been billed (outcome unknown); "
                 "check billing, then materialize it by hand (that submits once more)"
@@ -650,20 +651,3 @@ def scenes_needing_clips(
         [(_, estimate)] = estimate_new_spend([item.job], client, ledger, prices)
         needs.append(SceneNeed(key, reason, estimate))
     return needs, blocked
-
-
-def _outcome_unknown(ledger: Ledger, job: ClipJob, backend: str) -> bool:
-    """The newest request for this clip may have been billed without an answer: ``unknown``, or
-    ``submitting`` with no operation name for longer than a live worker takes (its worker died
-    after sending). A schedule must not send it again; a person decides."""
-    entries = [e for r in request_ladder(job) for e in ledger.entries(r.fingerprint, backend)]
-    if not entries:
-        return False
-    newest = max(entries, key=lambda e: e.created_at or datetime.min)
-    if newest.state == "unknown":
-        return True
-    if newest.state != "submitting" or newest.operation_name:
-        return False
-    opened = newest.updated_at or newest.created_at
-    age = (datetime.now(UTC).replace(tzinfo=None) - opened).total_seconds() if opened else 0.0
-    return age >= ledger.stale_after_s

@@ -123,6 +123,10 @@ class LedgerConflict(RuntimeError):
         self.entry = entry
 
 
+def _age_s(moment: datetime | None, now: datetime) -> float:
+    return (now - (moment or now)).total_seconds()
+
+
 def _utcnow() -> datetime:
     """Naive UTC, written by us on every change so that ages compare on one clock."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -241,7 +245,7 @@ class Ledger:
                     raise LedgerConflict(
                         LedgerEntry.of(row), f"request already {row.state} (ledger row {row.id})"
                     )
-                age = (now - (row.updated_at or row.created_at or now)).total_seconds()
+                age = _age_s(row.updated_at or row.created_at, now)
                 if age < self.stale_after_s:
                     raise LedgerConflict(
                         LedgerEntry.of(row),
@@ -337,6 +341,27 @@ class Ledger:
             row.error = error
             row.updated_at = _utcnow()
 
+    def outcome_unknown(self, fingerprints: Sequence[str], backend: str) -> bool:
+        """Whether the newest row of these requests may have been billed without an answer:
+        ``unknown``, or ``submitting`` with no operation name for longer than a live worker
+        takes (the rule ``open_submission`` uses). Schedules must leave such work to a person."""
+        with self.sessions() as session:
+            newest = session.scalars(
+                select(GenerationLedger)
+                .where(
+                    GenerationLedger.fingerprint.in_(list(fingerprints)),
+                    GenerationLedger.backend == backend,
+                )
+                .order_by(GenerationLedger.created_at.desc())
+                .limit(1)
+            ).first()
+            if newest is None:
+                return False
+            if newest.state == "unknown":
+                return True
+            stale = _age_s(newest.updated_at or newest.created_at, _utcnow()) >= self.stale_after_s
+            return newest.state == "submitting" and not newest.operation_name and stale
+
     def give_up(
         self, project_slug: str, subject: str, fingerprints: Sequence[str], reason: str
     ) -> list[LedgerEntry]:
@@ -378,11 +403,6 @@ class Ledger:
             if billed is not None:
                 row.billed = billed
             row.updated_at = _utcnow()
-
-    def spent_since(self, since: datetime, *, price_table: PriceTable | None = None) -> float:
-        """USD committed since ``since`` (all projects), the daily budget's use: billed, plus the
-        expected cost of requests still open or of unknown outcome (``spend_since``)."""
-        return self.spend_since(since, price_table=price_table).committed_usd
 
     def billed_count(
         self, fingerprint: str, backend: str | None = None, *, include_given_up: bool = True
@@ -460,7 +480,7 @@ class Ledger:
             if entry.state in ("done", "result_lost"):
                 billed += entry.cost_usd
                 continue
-            cost = entry.cost_usd or self._expected_cost(entry, price_table, settled)
+            cost = entry.cost_usd or self._expected_cost(session, entry, price_table, settled)
             if entry.billed or entry.state == "failed_billed":
                 billed += cost
             else:
@@ -470,6 +490,7 @@ class Ledger:
 
     def _expected_cost(
         self,
+        session: Session,
         entry: LedgerEntry,
         price_table: PriceTable | None,
         settled: dict[tuple[str, str], float],
@@ -478,17 +499,16 @@ class Ledger:
         settled request of the same kind and model cost (memoized in ``settled``)."""
         key = (entry.kind, entry.model)
         if entry.kind != "video" and key not in settled:
-            with self.sessions() as session:
-                settled[key] = float(
-                    session.scalar(
-                        select(func.coalesce(func.max(GenerationLedger.cost_usd), 0.0)).where(
-                            GenerationLedger.kind == entry.kind,
-                            GenerationLedger.model == entry.model,
-                            GenerationLedger.billed.is_(True),
-                        )
+            settled[key] = float(
+                session.scalar(
+                    select(func.coalesce(func.max(GenerationLedger.cost_usd), 0.0)).where(
+                        GenerationLedger.kind == entry.kind,
+                        GenerationLedger.model == entry.model,
+                        GenerationLedger.billed.is_(True),
                     )
-                    or 0.0
                 )
+                or 0.0
+            )
         return expected_cost_usd(
             kind=entry.kind,
             model=entry.model,
