@@ -28,6 +28,7 @@ import dagster as dg
 from vidpipe_dagster.assets.partitions import stage_key
 from vidpipe_dagster.assets.scene_clip import (
     SceneClipConfig,
+    SceneNeed,
     budget_for,
     scenes_needing_clips,
 )
@@ -89,9 +90,16 @@ def backfill_tick(
                 f"these need attention first: {attention}"
             )
         return dg.SkipReason(f"{graph.slug}: every scene clip is up to date")
+    runnable, waiting = _split_at_blocked(needs, blocked, list(graph.scene_keys))
+    if waiting:
+        _log(
+            log,
+            f"{graph.slug}: scene(s) {', '.join(n.key for n in waiting)} wait: a run's range "
+            "would cross a scene that needs attention",
+        )
     prices = config.price_per_second_usd or None
     plan = plan_within_budget(
-        [(n.key, n.estimate_usd) for n in needs],
+        [(n.key, n.estimate_usd) for n in runnable],
         budget_for(config),
         committed_today(Ledger(database.sessionmaker()), instance, prices),
     )
@@ -99,15 +107,8 @@ def backfill_tick(
     if not plan.accepted:
         suffix = f"; needing attention: {attention}" if blocked else ""
         return dg.SkipReason(f"{graph.slug}: {plan.nothing_fits_message}{suffix}")
-    accepted = _stop_before_blocked(list(plan.accepted), blocked, list(graph.scene_keys))
-    deferred = [n.key for n in needs if n.key not in accepted]
-    if len(accepted) < len(plan.accepted):
-        _log(
-            log,
-            f"{graph.slug}: scene(s) {', '.join(plan.accepted[len(accepted) :])} wait: the run's "
-            "range would cross a scene that needs attention",
-        )
-    estimate = sum(n.estimate_usd for n in needs if n.key in accepted)
+    accepted = plan.accepted
+    deferred = [*plan.deferred, *(n.key for n in waiting)]
     reasons = {n.key: n.reason for n in needs if n.key in accepted}
     first, last = accepted[0], accepted[-1]
     digest = hashlib.sha256(repr(sorted(reasons.items())).encode()).hexdigest()[:12]
@@ -116,7 +117,7 @@ def backfill_tick(
         "dagster/asset_partition_range_end": last,
         PROJECT_TAG: graph.slug,
         SCENES_TAG: ",".join(accepted),
-        ESTIMATE_TAG: f"{estimate:.2f}",
+        ESTIMATE_TAG: f"{plan.accepted_usd:.2f}",
     }
     if deferred:
         tags[DEFERRED_TAG] = ",".join(deferred)
@@ -127,22 +128,21 @@ def backfill_tick(
     )
 
 
-def _stop_before_blocked(
-    accepted: list[str], blocked: dict[str, str], order: list[str]
-) -> list[str]:
-    """The accepted scenes up to the first one whose range would include a blocked scene.
+def _split_at_blocked(
+    needs: Sequence[SceneNeed], blocked: dict[str, str], order: list[str]
+) -> tuple[list[SceneNeed], list[SceneNeed]]:
+    """The scenes one run may cover, and those after the first blocked scene inside its range.
 
     A run covers every scene from its first to its last partition, and a blocked scene inside
     (e.g. one whose last request may have been billed) would be sent again by that run.
     """
+    if not needs:
+        return [], []
     position = {key: i for i, key in enumerate(order)}
-    blocked_at = sorted(position[key] for key in blocked if key in position)
-    kept = accepted[:1]
-    for key in accepted[1:]:
-        if any(position[kept[-1]] < b < position[key] for b in blocked_at):
-            break
-        kept.append(key)
-    return kept
+    start = position[needs[0].key]
+    stop = min((position[k] for k in blocked if position.get(k, -1) > start), default=len(order))
+    runnable = [n for n in needs if position[n.key] < stop]
+    return runnable, [n for n in needs if position[n.key] >= stop]
 
 
 def committed_today(

@@ -27,6 +27,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from vidpipe_dagster.domain.generation_client import (
+    PREVIEW_BACKEND,
     ErrorKind,
     GenerationApiError,
     OperationResult,
@@ -229,7 +230,7 @@ class AnimaticVideoClient:
     again, which costs nothing. The newest ``MAX_KEPT`` results are kept.
     """
 
-    backend = "animatic"
+    backend = PREVIEW_BACKEND
     is_preview = True
     MAX_KEPT = 256
 

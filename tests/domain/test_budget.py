@@ -54,7 +54,7 @@ def test_committed_spend_counts_against_the_day() -> None:
 
 def test_nothing_fits_says_what_and_against_which_limits() -> None:
     plan = plan_within_budget(CLIPS, Budget(50, 10), DailySpend(billed_usd=8.0))
-    assert plan.accepted == () and plan.deferred_usd == 9.6
+    assert plan.accepted == () and plan.requested_usd - plan.accepted_usd == 9.6
     assert plan.nothing_fits_message == (
         "nothing fits: estimate 9.60 USD for scenes [0, 1, 2, 3] > available 2.00 USD "
         "(per-run 50.00, per-day 10.00, spent today 8.00 USD)"

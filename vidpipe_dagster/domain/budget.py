@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from vidpipe_dagster.domain.generation_client import PREVIEW_BACKEND
 from vidpipe_dagster.domain.video_requests import (
     DEFAULT_PRICES_USD_PER_SECOND,
     PriceTable,
@@ -29,8 +30,6 @@ from vidpipe_dagster.domain.video_requests import (
 
 DEFAULT_PER_RUN_USD = 50.0
 DEFAULT_PER_DAY_USD = 200.0
-# Backends that render locally and never bill (backends.AnimaticVideoClient).
-UNBILLED_BACKENDS = frozenset({"animatic"})
 # Veo's longest clip: what an open video request of unrecorded duration may cost.
 LONGEST_CLIP_SECONDS = 8
 
@@ -94,10 +93,6 @@ class BudgetPlan:
     @property
     def fits(self) -> bool:
         return not self.deferred
-
-    @property
-    def deferred_usd(self) -> float:
-        return round(self.requested_usd - self.accepted_usd, 4)
 
     @property
     def nothing_fits_message(self) -> str:
@@ -172,7 +167,7 @@ def expected_cost_usd(
     recorded = info.get("estimate_usd")
     if isinstance(recorded, int | float) and not isinstance(recorded, bool):
         return float(recorded)
-    if backend in UNBILLED_BACKENDS:
+    if backend == PREVIEW_BACKEND:
         return 0.0
     if kind != "video":
         return fallback_usd

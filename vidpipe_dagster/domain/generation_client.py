@@ -71,6 +71,9 @@ class OperationResult:
         )
 
 
+PREVIEW_BACKEND = "animatic"  # the local renderer's backend name: never billed
+
+
 class VideoClient(Protocol):
     """Submit, poll and fetch Veo-style long-running video generations."""
 
