@@ -151,18 +151,32 @@ def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Asset
         if face_problem and any(i.asset_type == "CHARACTER" for i in inputs):
             context.log.warning(f"{tag}: face embeddings unavailable: {face_problem}")
 
-        if config.tier == "tier3" and vertex.vertex_configured:
-            context.log.info(
-                f"{tag}: tier 3 budget: "
-                + _enforce_tier3_budget(graph.slug, database, media, vertex, config, inputs)
-            )
+        reusable: dict[Any, AssetCleanReference | None] = {}
+        if config.tier == "tier3":  # paid sheets that already exist, looked up once per asset
+            model = config.image_model or vertex.image_model
+            reusable = {
+                i.id: _reusable_tier3(graph.slug, database, media, i, model) for i in inputs
+            }
+            if vertex.vertex_configured:
+                context.log.info(
+                    f"{tag}: tier 3 budget: "
+                    + _enforce_tier3_budget(database, config, inputs, reusable)
+                )
         results: list[AssetResult] = []
         for item in inputs:
             result = _read_original(media, item)
             _ensure_face_embedding(database, result, embedder, face_problem)
             if config.tier == "tier3":
                 _try_tier3(
-                    graph.slug, database, media, vertex, config, result, embedder, face_problem
+                    graph.slug,
+                    database,
+                    media,
+                    vertex,
+                    config,
+                    result,
+                    embedder,
+                    face_problem,
+                    reusable[item.id],
                 )
             if result.tier is None:
                 _make_tier2(media, remover, remover_note, result)
@@ -271,11 +285,12 @@ def _try_tier3(
     result: AssetResult,
     embedder: Any,
     face_problem: str | None,
+    primary: AssetCleanReference | None,
 ) -> None:
+    """``primary``: this asset's Tier 3 sheet for the same prompt and model, if one exists."""
     item = result.asset
     model = config.image_model or vertex.image_model
     prompt = build_conditioning_prompt(item.reverse_prompt, item.asset_type, item.name)
-    primary = _reusable_tier3(slug, database, media, item, model)
     if primary is not None:  # already paid for: reuse it, no API call
         result.tier, result.clean_url, result.status = (
             TIER3_GEMINI,
@@ -374,21 +389,14 @@ def _reusable_tier3(
 
 
 def _enforce_tier3_budget(
-    slug: str,
     database: DatabaseResource,
-    media: MediaStoreResource,
-    vertex: VertexResource,
     config: CleanSheetConfig,
     inputs: list[AssetInput],
+    reusable: dict[Any, AssetCleanReference | None],
 ) -> str:
     """Stop before any paid call when the worst case (every try used) does not fit the budget."""
-    model = config.image_model or vertex.image_model
     worst = TIER3_MAX_TRIES * config.price_per_image_usd
-    estimates = [
-        (item.key, worst)
-        for item in inputs
-        if _reusable_tier3(slug, database, media, item, model) is None
-    ]
+    estimates = [(item.key, worst) for item in inputs if reusable.get(item.id) is None]
     spent = Ledger(database.sessionmaker()).spend_since(start_of_today_utc())
     plan = plan_within_budget(estimates, Budget.from_env(), spent)
     if not plan.fits:
