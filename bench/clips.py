@@ -22,11 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from vidpipe_dagster.backends import VertexVideoClient, make_genai_client
-from vidpipe_dagster.clip_generation import ClipJob, Limits, generate_clips
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.session import migrate, session_factory
 from vidpipe_dagster.domain.video_requests import build_video_request
+from vidpipe_dagster.generation.clips import ClipJob, Limits, generate_clips
+from vidpipe_dagster.generation.vertex import VertexVideoClient, make_genai_client
 
 
 def _free_port() -> int:

@@ -83,8 +83,8 @@ def _write(spec: dict[str, Any], folder: Path, seed: int) -> Path:
 
 def _import_projects(workdir: Path, projects: int, scenes: int, assets: int) -> float:
     from vidpipe_dagster.db.session import migrate, session_scope
-    from vidpipe_dagster.project_import import import_project
     from vidpipe_dagster.settings import Settings
+    from vidpipe_dagster.stages.project_import import import_project
 
     settings = Settings.from_env()
     settings.ensure_dirs()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,23 +12,37 @@ import pytest
 import yaml
 from PIL import Image
 
+from vidpipe_dagster.db.project_graphs import load_project_graphs
 from vidpipe_dagster.db.session import migrate, session_scope
-from vidpipe_dagster.project_import import import_project
+from vidpipe_dagster.definitions import default_resources
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.context import StageContext
+from vidpipe_dagster.stages.project_import import import_project
+from vidpipe_dagster.stages.scene_clip import ClipOptions, scenes_needing_clips
 
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """A fresh VIDPIPE_HOME under tmp_path with the schema migrated."""
-    home = tmp_path / "vidpipe_home"
-    monkeypatch.setenv("VIDPIPE_HOME", str(home))
-    monkeypatch.delenv("VIDPIPE_DATABASE_URL", raising=False)
-    monkeypatch.delenv("VIDPIPE_MEDIA_ROOT", raising=False)
-    # never reload a developer's running UI from the tests: nothing listens on port 9
-    monkeypatch.setenv("VIDPIPE_DAGSTER_WEBSERVER", "http://127.0.0.1:9")
+    """A fresh VIDPIPE_HOME under tmp_path with the schema migrated.
+
+    Built from an explicit environment (a developer's own variables never leak in); tests choose
+    backends, models and budgets with ``settings.replace(...)``. The same variables are exported
+    for tests that drive the CLI, which reads the environment as a user's shell would.
+    """
+    environment = {
+        "VIDPIPE_HOME": str(tmp_path / "vidpipe_home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        # never reload a developer's running UI from the tests: nothing listens on port 9
+        "VIDPIPE_DAGSTER_WEBSERVER": "http://127.0.0.1:9",
+        "VIDPIPE_FACE_MODEL_ROOT": str(tmp_path / "no-face-models"),
+    }
+    for name in list(os.environ):
+        if name.startswith("VIDPIPE_") or name in ("GOOGLE_CLOUD_PROJECT", "DAGSTER_HOME"):
+            monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
     (tmp_path / "dagster_home").mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    s = Settings.from_env()
+    s = Settings.from_env(environment)
     s.ensure_dirs()
     migrate(s.database_url)
     return s
@@ -174,18 +189,21 @@ def imported(settings: Settings, write_spec: SpecWriter) -> Callable[..., str]:
     return do
 
 
+def stage_context(settings: Settings) -> StageContext:
+    """The plain objects a stage works with, as the assets build them from these settings."""
+    resources = default_resources(settings)
+    return StageContext(
+        database=resources["database"].database(),
+        media=resources["media"].store(),
+        backends=resources["vertex"].backends(),
+        models=resources["models"].models(),
+        budget=resources["budget"].budget(),
+    )
+
+
 def scene_needs(settings: Settings, slug: str = "spring-ad") -> tuple[list[Any], dict[str, str]]:
     """What the nightly schedule would see for a project: (scenes needing clips, blocked)."""
-    from vidpipe_dagster.assets.scene_clip import SceneClipConfig, scenes_needing_clips
-    from vidpipe_dagster.db.project_graphs import load_project_graphs
-    from vidpipe_dagster.definitions import default_resources
-
     [graph] = [g for g in load_project_graphs(settings.database_url) if g.slug == slug]
-    resources = default_resources(settings)
     return scenes_needing_clips(
-        graph,
-        resources["database"],
-        resources["media"],
-        resources["vertex"].video_client(),
-        SceneClipConfig(),
+        stage_context(settings), graph.slug, graph.scene_keys, graph.video_model, ClipOptions()
     )

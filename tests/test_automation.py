@@ -41,10 +41,18 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 @pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch):
+def emulator() -> Iterator[VertexEmulator]:
     with VertexEmulator(latency_s=0.05, video_height=90, video_fps=4) as emu:
-        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
         yield emu
+
+
+@pytest.fixture
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The shared settings, pointed at the emulator when a test asks for ``emulator``."""
+    if "emulator" in request.fixturenames:
+        emu = request.getfixturevalue("emulator")
+        return settings.replace(vertex_emulator_host=emu.address)
+    return settings
 
 
 def tick(settings: Settings, instance: dg.DagsterInstance) -> dg.ScheduleExecutionData:
@@ -135,7 +143,7 @@ def test_schedule_defers_what_does_not_fit_the_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     imported()
-    monkeypatch.setenv("VIDPIPE_BUDGET_PER_RUN_USD", "4")
+    settings = settings.replace(budget_per_run_usd=4.0)
     [request] = evaluate(settings, instance)
     assert request.tags["vidpipe/scenes"] == "0"
     assert request.tags["vidpipe/estimate_usd"] == "3.20"
@@ -151,7 +159,7 @@ def test_schedule_says_what_did_not_fit_and_why(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     imported()
-    monkeypatch.setenv("VIDPIPE_BUDGET_PER_RUN_USD", "3")
+    settings = settings.replace(budget_per_run_usd=3.0)
     assert skip_message(settings, instance) == (
         "spring-ad: nothing fits: estimate 6.40 USD for scenes [0, 1] > available 3.00 USD "
         "(per-run 3.00, per-day 200.00, spent today 0.00 USD)"
@@ -203,7 +211,7 @@ def test_requests_still_open_count_against_the_day(
 ) -> None:
     """Another project's clip request, submitted but not billed yet, uses the day's budget."""
     imported()
-    monkeypatch.setenv("VIDPIPE_BUDGET_PER_DAY_USD", "6")
+    settings = settings.replace(budget_per_day_usd=6.0)
     assert evaluate(settings, instance)[0].tags["vidpipe/scenes"] == "0"  # 6 - 0 fits one clip
     open_video_request(settings, "other-ad")
     assert skip_message(settings, instance) == (
@@ -223,7 +231,7 @@ def test_another_projects_scheduled_run_reserves_its_estimate_once(
     """Two projects' ticks at the same minute: the second sees the first's requested run before
     that run has opened any request, and does not count it twice once it has."""
     imported()
-    monkeypatch.setenv("VIDPIPE_BUDGET_PER_DAY_USD", "6")
+    settings = settings.replace(budget_per_day_usd=6.0)
     tags = {"vidpipe/project": "other-ad", "vidpipe/estimate_usd": "3.20"}
     run = fake_run(instance, dg.DagsterRunStatus.STARTING, tags)
     message = skip_message(settings, instance)

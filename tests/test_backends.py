@@ -15,20 +15,20 @@ import pytest
 from google.genai import types
 from PIL import Image
 
-from vidpipe_dagster.backends import (
-    AnimaticVideoClient,
-    VertexImageClient,
-    VertexVideoClient,
-    classify_api_error,
-    make_genai_client,
-)
-from vidpipe_dagster.domain.generation_client import GenerationApiError, OperationResult
 from vidpipe_dagster.domain.render import probe_mp4
 from vidpipe_dagster.domain.video_requests import (
     ImageInput,
     VideoRequest,
     build_video_request,
     image_input,
+)
+from vidpipe_dagster.generation.animatic import AnimaticVideoClient
+from vidpipe_dagster.generation.client import GenerationApiError, OperationResult
+from vidpipe_dagster.generation.errors import classify_api_error
+from vidpipe_dagster.generation.vertex import (
+    VertexImageClient,
+    VertexVideoClient,
+    make_genai_client,
     to_genai_call,
 )
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator

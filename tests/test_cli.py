@@ -186,7 +186,8 @@ def test_regenerate_lets_the_next_run_pay_once_more(
         assert report.failed == {}
 
     with VertexEmulator(latency_s=0.05, video_height=90, video_fps=4) as emu:
-        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)  # for the CLI
+        settings = settings.replace(vertex_emulator_host=emu.address)  # for clips()
         assert main(["materialize", "spring-ad", "--stage", "references"]) == 0
         clips()
         clips()

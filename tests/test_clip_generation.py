@@ -15,18 +15,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from vidpipe_dagster.backends import VertexVideoClient, make_genai_client
-from vidpipe_dagster.clip_generation import (
-    ClipJob,
-    ClipOutcome,
-    Limits,
-    estimate_new_spend,
-    generate_clips,
-    request_ladder,
-)
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.session import migrate
-from vidpipe_dagster.domain.generation_client import GenerationApiError, OperationResult
 from vidpipe_dagster.domain.video_requests import (
     MODEL_CAPABILITIES,
     REMEDIATION_PREFIXES,
@@ -35,6 +25,16 @@ from vidpipe_dagster.domain.video_requests import (
     image_input,
     remediate,
 )
+from vidpipe_dagster.generation.client import GenerationApiError, OperationResult
+from vidpipe_dagster.generation.clips import (
+    ClipJob,
+    ClipOutcome,
+    Limits,
+    estimate_new_spend,
+    generate_clips,
+    request_ladder,
+)
+from vidpipe_dagster.generation.vertex import VertexVideoClient, make_genai_client
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 MODEL = "veo-3.1-generate-001"

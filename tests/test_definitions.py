@@ -63,7 +63,7 @@ def test_lineage_is_exact_per_scene(settings: Settings, imported) -> None:
         "1": ("ENV_01",),
         "2": ("ENV_01",),
     }
-    asset_graph = build_definitions([graph_spec]).resolve_asset_graph()
+    asset_graph = build_definitions([graph_spec], settings).resolve_asset_graph()
     refs = dg.AssetKey(["spring_ad", "scene_references"])
     clean = dg.AssetKey(["spring_ad", "clean_sheet"])
     mapping = asset_graph.get_partition_mapping(refs, clean)

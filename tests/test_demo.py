@@ -18,8 +18,8 @@ from vidpipe_dagster.demo import DEMO_SLUGS, write_demo_projects
 from vidpipe_dagster.domain.reference_selection import select_references_for_scene
 from vidpipe_dagster.domain.render import probe_mp4
 from vidpipe_dagster.domain.schemas import ShotType
-from vidpipe_dagster.project_import import import_project
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.project_import import import_project
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -40,9 +40,9 @@ from vidpipe_dagster.db.session import (
     migrate,
     session_scope,
 )
-from vidpipe_dagster.project_import import import_project
 from vidpipe_dagster.runner import StageReport, materialize_project
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.project_import import import_project
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY_YAML = REPO / "deploy" / "dagster.yaml"

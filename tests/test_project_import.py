@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from tests.conftest import SpecWriter, save_png, small_spec
 from vidpipe_dagster.db.models import Asset, AssetCleanReference, Project, SceneManifest
 from vidpipe_dagster.db.session import session_scope
-from vidpipe_dagster.project_import import SpecError, import_project
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.project_import import SpecError, import_project
 
 
 def run_import(settings: Settings, path: Path) -> None:

@@ -18,30 +18,28 @@ One schedule per project; each tick launches at most one run for its project (``
 """
 
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import dagster as dg
 
-from vidpipe_dagster.assets.partitions import stage_key
-from vidpipe_dagster.assets.scene_clip import (
-    SceneClipConfig,
-    SceneNeed,
-    budget_for,
-    scenes_needing_clips,
-)
 from vidpipe_dagster.db.ledger import Ledger
+from vidpipe_dagster.db.media import MediaStore
 from vidpipe_dagster.db.project_graphs import ProjectGraph
-from vidpipe_dagster.domain.budget import DailySpend, plan_within_budget, start_of_today_utc
+from vidpipe_dagster.db.session import Database
+from vidpipe_dagster.domain.budget import Budget, DailySpend, plan_within_budget, start_of_today_utc
 from vidpipe_dagster.domain.video_requests import PriceTable
-from vidpipe_dagster.jobs import PROJECT_TAG
+from vidpipe_dagster.generation.backends import GenerationBackends
+from vidpipe_dagster.jobs import PROJECT_TAG, stage_key
+from vidpipe_dagster.resources.budget import BudgetResource
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
 from vidpipe_dagster.resources.vertex import VertexResource
+from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.context import StageContext
+from vidpipe_dagster.stages.scene_clip import ClipOptions, SceneNeed, scenes_needing_clips
 
-DEFAULT_BACKFILL_CRON = "0 3 * * *"
 SCENES_TAG = "vidpipe/scenes"
 ESTIMATE_TAG = "vidpipe/estimate_usd"
 DEFERRED_TAG = "vidpipe/deferred_scenes"
@@ -58,9 +56,10 @@ UNFINISHED_RUN_STATUSES = [
 
 def backfill_tick(
     graph: ProjectGraph,
-    database: DatabaseResource,
-    media: MediaStoreResource,
-    vertex: VertexResource,
+    database: Database,
+    media: MediaStore,
+    backends: GenerationBackends,
+    budget: Budget,
     instance: dg.DagsterInstance,
     log: object | None = None,
 ) -> dg.RunRequest | dg.SkipReason:
@@ -78,8 +77,11 @@ def backfill_tick(
             "waiting for it to finish before requesting more (if its process is gone, terminate "
             "it in the UI: Runs, then the run, then Terminate)"
         )
-    config = SceneClipConfig()
-    needs, blocked = scenes_needing_clips(graph, database, media, vertex.video_client(), config)
+    options = ClipOptions()
+    ctx = StageContext(database=database, media=media, backends=backends, budget=budget)
+    needs, blocked = scenes_needing_clips(
+        ctx, graph.slug, graph.scene_keys, graph.video_model, options
+    )
     attention = "; ".join(f"scene {key}: {why}" for key, why in blocked.items())
     for key, why in blocked.items():
         _log(log, f"{graph.slug} scene {key} needs attention, not scheduled: {why}")
@@ -97,10 +99,10 @@ def backfill_tick(
             f"{graph.slug}: scene(s) {', '.join(n.key for n in waiting)} wait: a run's range "
             "would cross a scene that needs attention",
         )
-    prices = config.price_per_second_usd or None
+    prices = options.prices
     plan = plan_within_budget(
         [(n.key, n.estimate_usd) for n in runnable],
-        budget_for(config),
+        budget,
         committed_today(Ledger(database.sessionmaker()), instance, prices),
     )
     _log(log, f"{graph.slug}: {plan.message}")
@@ -179,25 +181,20 @@ def _log(log: object | None, message: str) -> None:
         log.info(message)  # type: ignore[attr-defined]
 
 
-def build_backfill_schedules(graphs: Sequence[ProjectGraph]) -> list[dg.ScheduleDefinition]:
-    """One ``<project>_nightly_backfill_schedule`` per project (a schedule's target must share one
-    partitions definition). Cron from ``VIDPIPE_BACKFILL_CRON`` (default 03:00 daily); stopped
-    until turned on in the UI, or on by default with ``VIDPIPE_BACKFILL_SCHEDULE=on``. The daily
-    budget is shared by all projects (see the module docstring)."""
-    running = os.environ.get("VIDPIPE_BACKFILL_SCHEDULE", "").lower() in ("1", "on", "true")
-    cron = os.environ.get("VIDPIPE_BACKFILL_CRON") or DEFAULT_BACKFILL_CRON
-    return [_schedule_for(graph, cron, running) for graph in graphs]
+def build_backfill_schedule(graph: ProjectGraph, settings: Settings) -> dg.ScheduleDefinition:
+    """``<project>_nightly_backfill_schedule`` (a schedule's target must share one partitions
+    definition). Cron from ``VIDPIPE_BACKFILL_CRON`` (default 03:00 daily); stopped until turned
+    on in the UI, or on by default with ``VIDPIPE_BACKFILL_SCHEDULE=on``. The daily budget is
+    shared by all projects (see the module docstring)."""
 
-
-def _schedule_for(graph: ProjectGraph, cron: str, running: bool) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=f"{graph.prefix}_nightly_backfill_schedule",
-        cron_schedule=cron,
+        cron_schedule=settings.backfill_cron,
         target=dg.AssetSelection.assets(
             stage_key(graph, "scene_references"), stage_key(graph, "scene_clip")
         ),
         default_status=dg.DefaultScheduleStatus.RUNNING
-        if running
+        if settings.backfill_schedule_on
         else dg.DefaultScheduleStatus.STOPPED,
         description=f"Requests {graph.slug}'s scene clips that are missing, failed or stale (an "
         "edited prompt, a new primary clean sheet, an edited keyframe in frames mode; references "
@@ -212,7 +209,16 @@ def _schedule_for(graph: ProjectGraph, cron: str, running: bool) -> dg.ScheduleD
         database: DatabaseResource,
         media: MediaStoreResource,
         vertex: VertexResource,
+        budget: BudgetResource,
     ) -> dg.RunRequest | dg.SkipReason:
-        return backfill_tick(graph, database, media, vertex, context.instance, context.log)
+        return backfill_tick(
+            graph,
+            database.database(),
+            media.store(),
+            vertex.backends(),
+            budget.budget(),
+            context.instance,
+            context.log,
+        )
 
     return nightly_backfill_schedule

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.settings import Settings, SettingsError
 
 
 class CliError(Exception):
@@ -38,7 +38,7 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 
 def _import(settings: Settings, spec: Path) -> str:
     from vidpipe_dagster.db.session import session_scope
-    from vidpipe_dagster.project_import import import_project
+    from vidpipe_dagster.stages.project_import import import_project
 
     _init(settings)
     with session_scope(settings.database_url) as session:
@@ -47,58 +47,53 @@ def _import(settings: Settings, spec: Path) -> str:
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    from vidpipe_dagster.project_import import SpecError
+    from vidpipe_dagster.stages.project_import import SpecError
 
     try:
         print(_import(settings, Path(args.spec)))
     except SpecError as exc:
         raise CliError(str(exc)) from exc
-    _reload_ui()
+    _reload_ui(settings)
     return 0
 
 
-def _reload_ui() -> None:
+def _reload_ui(settings: Settings) -> None:
     """Ask a running webserver to reload the code location, or say the one step to take."""
     from vidpipe_dagster.webserver_reload import reload_code_location
 
-    print(reload_code_location().message)
+    print(reload_code_location(settings.webserver_url).message)
 
 
 def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
-    from sqlalchemy import select
-
-    from vidpipe_dagster.db.models import Project
+    from vidpipe_dagster.db import queries
     from vidpipe_dagster.db.session import session_scope
 
     _init(settings)
     with session_scope(settings.database_url) as session:
-        project = session.scalars(select(Project).where(Project.slug == args.slug)).one_or_none()
-        if project is None:
-            raise CliError(f"no project {args.slug!r}")
+        try:
+            project = queries.project_by_slug(session, args.slug)
+        except queries.NotFound as exc:
+            raise CliError(str(exc)) from exc
         project.archived = args.command == "archive"
     state = "archived: hidden from the graph, history kept" if project.archived else "active again"
     print(f"project {args.slug!r} {state}")
-    _reload_ui()
+    _reload_ui(settings)
     return 0
 
 
 def cmd_regenerate(args: argparse.Namespace, settings: Settings) -> int:
     """Stop reusing a scene's paid clip (or resuming its operation): the next clips run pays."""
-    from sqlalchemy import select
-
+    from vidpipe_dagster.db import queries
     from vidpipe_dagster.db.ledger import Ledger
-    from vidpipe_dagster.db.models import Project, Scene
     from vidpipe_dagster.db.session import session_factory, session_scope
 
     _init(settings)
     with session_scope(settings.database_url) as session:
-        scene = session.scalars(
-            select(Scene)
-            .join(Project, Project.id == Scene.project_id)
-            .where(Project.slug == args.slug, Scene.scene_index == args.scene)
-        ).one_or_none()
-        if scene is None:
-            raise CliError(f"project {args.slug!r} has no scene {args.scene}")
+        try:
+            project = queries.project_by_slug(session, args.slug)
+            scene = queries.scene_of(session, project, args.scene)
+        except queries.NotFound as exc:
+            raise CliError(str(exc)) from exc
         fingerprints = [scene.clip.fingerprint] if scene.clip and scene.clip.fingerprint else []
         if scene.clip is not None:  # the schedule will now request it too
             scene.clip.status = "failed"
@@ -160,7 +155,7 @@ def cmd_materialize(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from vidpipe_dagster.db.session import session_scope
-    from vidpipe_dagster.status import StatusError, project_status
+    from vidpipe_dagster.stages.status import StatusError, project_status
 
     _init(settings)
     try:
@@ -270,7 +265,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return emulator_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args, settings))
     except CliError as exc:

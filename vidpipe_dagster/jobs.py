@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from vidpipe_dagster.assets.partitions import stage_key
 from vidpipe_dagster.db.project_graphs import ProjectGraph
 
-PROJECT_TAG = "vidpipe/project"
+PROJECT_TAG = "vidpipe/project"  # on every run that touches a project (the run queue keys on it)
+
+
+def stage_key(graph: ProjectGraph, stage: str) -> dg.AssetKey:
+    """``<prefix>/<stage>``: one asset group and key prefix per project."""
+    return dg.AssetKey([graph.prefix, stage])
 
 
 def build_project_jobs(graph: ProjectGraph) -> list[dg.UnresolvedAssetJobDefinition]:

@@ -12,6 +12,7 @@ import dagster as dg
 from vidpipe_dagster.assets.factory import build_project_assets
 from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
 from vidpipe_dagster.definitions import default_resources
+from vidpipe_dagster.jobs import PROJECT_TAG
 from vidpipe_dagster.settings import Settings
 
 
@@ -46,7 +47,7 @@ class StageReport:
 
 def ensure_dagster_home(settings: Settings) -> str:
     """Use ``$DAGSTER_HOME``, defaulting to ``$VIDPIPE_HOME/dagster`` (printed by the CLI)."""
-    home = os.environ.get("DAGSTER_HOME") or str(settings.home / "dagster")
+    home = str(settings.dagster_home or settings.home / "dagster")
     os.makedirs(home, exist_ok=True)
     yaml_path = os.path.join(home, "dagster.yaml")
     if not os.path.exists(yaml_path):
@@ -106,7 +107,8 @@ def materialize_project(
     keys = {
         item.key
         for item in items
-        if isinstance(item, dg.AssetsDefinition) and not isinstance(item, dg.AssetSpec)
+        if isinstance(item, dg.AssetsDefinition)
+        and not isinstance(item, dg.AssetSpec | dg.AssetChecksDefinition)
     }
     resources = resources or default_resources(settings)
     if instance is None:
@@ -128,7 +130,7 @@ def materialize_project(
             stage.partitioned_by
         ]
         wanted = [k for k in all_keys if partitions is None or k in partitions or k == ""]
-        base_tags = {"vidpipe/project": slug, "vidpipe/stage": stage.name}
+        base_tags = {PROJECT_TAG: slug, "vidpipe/stage": stage.name}
 
         def run(
             partition_key: str | None,

@@ -9,15 +9,13 @@ library only and a short timeout, so ``import`` never hangs when no webserver ru
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:3000"
-URL_ENV = "VIDPIPE_DAGSTER_WEBSERVER"
+URL_ENV = "VIDPIPE_DAGSTER_WEBSERVER"  # read by settings.Settings
 DEFAULT_LOCATION = "vidpipe"  # location_name in workspace.yaml
 
 RELOAD_MUTATION = """
@@ -58,11 +56,6 @@ class ReloadResult:
     message: str
 
 
-def webserver_url() -> str:
-    """The webserver to talk to: ``$VIDPIPE_DAGSTER_WEBSERVER`` or Dagster's default port."""
-    return (os.environ.get(URL_ENV) or DEFAULT_URL).rstrip("/")
-
-
 def _opener(url: str) -> urllib.request.OpenerDirector:
     """A local UI is reached directly: an HTTP(S)_PROXY meant for the internet must not see it."""
     host = urllib.parse.urlsplit(url).hostname or ""
@@ -101,10 +94,10 @@ def post_graphql(
 
 
 def reload_code_location(
-    url: str | None = None, location: str = DEFAULT_LOCATION, timeout: float = 3.0
+    url: str, location: str = DEFAULT_LOCATION, timeout: float = 3.0
 ) -> ReloadResult:
     """Reload ``location`` at ``url``. Never raises: the message says what happened, what to do."""
-    url = (url or webserver_url()).rstrip("/")
+    url = url.rstrip("/")
     manual = MANUAL_STEP.format(location=location)
     try:
         data = post_graphql(

@@ -13,13 +13,13 @@ from sqlalchemy import select
 
 from tests.conftest import SpecWriter
 from tests.fixtures.onnx_models import build_u2net_like_model, write_face_pack
-from vidpipe_dagster.assets.clean_sheet import gray_border_fraction
 from vidpipe_dagster.db.models import Asset, AssetCleanReference, GenerationLedger
 from vidpipe_dagster.db.session import session_scope
 from vidpipe_dagster.domain.media import png_bytes, sha256_file
-from vidpipe_dagster.project_import import import_project
 from vidpipe_dagster.runner import materialize_project
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.clean_sheet import gray_border_fraction
+from vidpipe_dagster.stages.project_import import import_project
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 KEY = dg.AssetKey(["cast", "clean_sheet"])
@@ -158,7 +158,7 @@ def test_tier2_with_a_local_rembg_model(
     tmp_path: Path,
 ) -> None:
     model = build_u2net_like_model(tmp_path / "tiny_u2net.onnx", gain=12.0, offset=0.5)
-    monkeypatch.setenv("VIDPIPE_REMBG_MODEL_PATH", str(model))
+    settings = settings.replace(rembg_model_path=str(model))
     assert run(settings, instance, ["PROP_01"]).succeeded == ["PROP_01"]
     [sheet] = sheets(settings, "ball")
     assert sheet.tier == "tier2_rembg"
@@ -210,12 +210,19 @@ def test_corrupt_original_fails_clearly_and_leaves_no_file(
 
 
 @pytest.fixture
-def face_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def face_pack(tmp_path: Path) -> Path:
     root = tmp_path / "insightface"
     write_face_pack(root, "tinypack")
-    monkeypatch.setenv("VIDPIPE_FACE_MODEL_ROOT", str(root))
-    monkeypatch.setenv("VIDPIPE_FACE_MODEL_PACK", "tinypack")
     return root
+
+
+@pytest.fixture
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The shared settings, with the tiny face pack when a test asks for ``face_pack``."""
+    if "face_pack" in request.fixturenames:
+        root = request.getfixturevalue("face_pack")
+        return settings.replace(face_model_root=str(root), face_model_pack="tinypack")
+    return settings
 
 
 def ledger_rows(settings: Settings) -> list[GenerationLedger]:
@@ -233,7 +240,7 @@ def test_tier3_passes_face_validation_on_the_first_try(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with VertexEmulator(image_responder=lambda prompt, image: face_png()) as emu:
-        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        settings = settings.replace(vertex_emulator_host=emu.address)
         assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
         assert emu.generate_content_count == 1
         [sheet] = sheets(settings, "hero")
@@ -260,7 +267,7 @@ def test_tier3_three_failed_face_checks_fall_back_to_tier2(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with VertexEmulator(image_responder=lambda prompt, image: face_png(checkered=True)) as emu:
-        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        settings = settings.replace(vertex_emulator_host=emu.address)
         assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
         assert emu.generate_content_count == 3
     [sheet] = sheets(settings, "hero")
@@ -283,7 +290,7 @@ def test_tier3_blocked_by_content_policy_falls_back(
     cast: Path,
 ) -> None:
     with VertexEmulator(blocked_prompt_substrings=["red square hero"]) as emu:
-        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        settings = settings.replace(vertex_emulator_host=emu.address)
         assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
     [sheet] = sheets(settings, "hero")
     assert sheet.tier.startswith("tier2")
@@ -302,13 +309,13 @@ def test_tier3_without_a_face_model_is_marked_not_validated(
     earlier_embedding: bool,
 ) -> None:
     """Never a silent pass: with or without an embedding from an earlier install, and on reuse."""
-    monkeypatch.setenv("VIDPIPE_FACE_MODEL_ROOT", str(tmp_path / "no-face-models"))
+    settings = settings.replace(face_model_root=str(tmp_path / "no-face-models"))
     if earlier_embedding:
         with session_scope(settings.database_url) as session:
             hero = session.scalars(select(Asset).where(Asset.asset_key == "hero")).one()
             hero.face_embedding = np.ones(32, np.float32).tobytes()
     with VertexEmulator(image_responder=lambda prompt, image: face_png()) as emu:
-        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        settings = settings.replace(vertex_emulator_host=emu.address)
         for _ in range(2):  # the second run reuses the sheet and must say the same
             assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
             assert check_status(instance, "face_identity_validated") == ("FAILED", "WARN")
@@ -328,7 +335,7 @@ def test_tier3_props_are_not_face_checked_on_first_run_or_reuse(
         return png_bytes(Image.new("RGB", (64, 64), (128, 128, next(calls))))
 
     with VertexEmulator(image_responder=new_picture_each_call) as emu:
-        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        settings = settings.replace(vertex_emulator_host=emu.address)
         for _ in range(2):
             assert run(settings, instance, ["PROP_01"], tier="tier3").succeeded == ["PROP_01"]
             assert check_status(instance, "face_identity_validated") == ("SUCCEEDED", None)
@@ -349,8 +356,6 @@ def test_tier3_props_are_not_face_checked_on_first_run_or_reuse(
 def test_tier3_without_vertex_falls_back_with_the_reason(
     settings: Settings, cast: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("VIDPIPE_VERTEX_EMULATOR_HOST", raising=False)
-    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
     assert run(settings, instance, ["PROP_01"], tier="tier3").succeeded == ["PROP_01"]
     assert sheets(settings, "ball")[0].tier.startswith("tier2")
     assert "Vertex is not configured" in str(latest_metadata(instance, "PROP_01")["notes"].value)
@@ -359,9 +364,9 @@ def test_tier3_without_vertex_falls_back_with_the_reason(
 def test_tier3_over_budget_stops_before_any_paid_call(
     settings: Settings, cast: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("VIDPIPE_BUDGET_PER_RUN_USD", "0.10")  # < 3 tries x 0.039
+    settings = settings.replace(budget_per_run_usd=0.1)  # < 3 tries x 0.039
     with VertexEmulator() as emu:
-        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
+        settings = settings.replace(vertex_emulator_host=emu.address)
         report = run(settings, instance, ["PROP_01"], tier="tier3")
         assert emu.generate_content_count == 0
     error = report.failed["PROP_01"]

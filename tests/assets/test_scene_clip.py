@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +11,17 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import scene_needs, small_spec
-from vidpipe_dagster.assets.scene_clip import SceneClipConfig, cost_problem
-from vidpipe_dagster.backends import VertexVideoClient, make_genai_client
+from tests.conftest import scene_needs, small_spec, stage_context
 from vidpipe_dagster.db.ledger import Ledger
+from vidpipe_dagster.db.media import MediaStore
 from vidpipe_dagster.db.models import Asset, GenerationLedger, Scene, VideoClip
-from vidpipe_dagster.db.project_graphs import load_project_graphs
 from vidpipe_dagster.db.session import session_factory, session_scope
 from vidpipe_dagster.domain.render import probe_mp4, render_animatic
 from vidpipe_dagster.domain.video_requests import REMEDIATION_PREFIXES
-from vidpipe_dagster.resources.media import MediaStoreResource
+from vidpipe_dagster.generation.vertex import VertexVideoClient, make_genai_client
 from vidpipe_dagster.runner import materialize_project
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.scene_clip import ClipOptions, cost_problem, scene_inputs
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 FAST = {"poll_interval_seconds": 0.05, "backoff_base_seconds": 0.01, "requests_per_minute": 0}
@@ -91,10 +90,18 @@ def ledger_cost(settings: Settings, fingerprint: str) -> float:
 
 
 @pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch):
+def emulator() -> Iterator[VertexEmulator]:
     with VertexEmulator(latency_s=0.1, video_height=90, video_fps=4) as emu:
-        monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)
         yield emu
+
+
+@pytest.fixture
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The shared settings, pointed at the emulator when a test asks for ``emulator``."""
+    if "emulator" in request.fixturenames:
+        emu = request.getfixturevalue("emulator")
+        return settings.replace(vertex_emulator_host=emu.address)
+    return settings
 
 
 def test_animatic_backend_renders_labelled_previews_and_the_final_cut(
@@ -103,8 +110,6 @@ def test_animatic_backend_renders_labelled_previews_and_the_final_cut(
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("VIDPIPE_VERTEX_EMULATOR_HOST", raising=False)
-    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
     imported()
     reports = run(settings, instance, ["references", "clips", "final-cut"])
     assert reports["clips"].succeeded == ["0", "1"] and not reports["clips"].failed
@@ -288,18 +293,7 @@ def test_a_run_killed_after_submit_resumes_without_a_new_submission(
     """Submit scene 1 by hand exactly as the engine does, then 'die'; the asset must resume it."""
     imported()
     run(settings, instance, ["references"])
-    from vidpipe_dagster.assets.scene_clip import _scene_inputs
-    from vidpipe_dagster.resources.database import DatabaseResource
-    from vidpipe_dagster.resources.media import MediaStoreResource
-
-    [graph] = load_project_graphs(settings.database_url)
-    job = _scene_inputs(
-        DatabaseResource(url=settings.database_url),
-        MediaStoreResource(root=str(settings.media_root)),
-        graph,
-        "1",
-        SceneClipConfig(),
-    ).job
+    job = scene_inputs(stage_context(settings), "spring-ad", "1", ClipOptions()).job
     assert job is not None
     ledger = Ledger(session_factory(settings.database_url))
     entry = ledger.open_submission(
@@ -411,12 +405,12 @@ def test_the_valid_mp4_check_probes_the_stored_file(
     """A clip truncated on its way to disk is not done, whatever the downloaded bytes were."""
     imported()
     run(settings, instance, ["references"])
-    write = MediaStoreResource.write
+    write = MediaStore.write
 
-    def truncating(self: MediaStoreResource, relative: str, data: bytes) -> Path:
+    def truncating(self: MediaStore, relative: str, data: bytes) -> Path:
         return write(self, relative, data[: len(data) // 3] if "/clips/" in relative else data)
 
-    monkeypatch.setattr(MediaStoreResource, "write", truncating)
+    monkeypatch.setattr(MediaStore, "write", truncating)
     reports = run(settings, instance, ["clips"], partitions=["1"])
     assert "scene 1 is not a valid mp4" in reports["clips"].failed["1"]
     assert clips(settings)[1].status == "failed"

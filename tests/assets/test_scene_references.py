@@ -7,8 +7,8 @@ from sqlalchemy import select
 
 from tests.conftest import save_png, small_spec
 from vidpipe_dagster.db.models import Asset, AssetCleanReference, Project, SceneManifest
+from vidpipe_dagster.db.queries import primary_clean_sheet
 from vidpipe_dagster.db.session import session_scope
-from vidpipe_dagster.domain.reference_selection import get_primary_clean_reference
 from vidpipe_dagster.runner import materialize_project
 from vidpipe_dagster.settings import Settings
 
@@ -115,5 +115,5 @@ def test_selection_uses_the_primary_clean_sheet(
     assert "CHAR_01 (full body, original)" in preview and "ENV_01 (full body, original)" in preview
     with session_scope(settings.database_url) as session:
         face = session.scalars(select(Asset).where(Asset.asset_key == "mia_face")).one()
-        primary = get_primary_clean_reference(session, face.id)
+        primary = primary_clean_sheet(session, face.id)
         assert primary is not None and primary.clean_image_url == "clean_sheets/new.png"

@@ -32,11 +32,6 @@ def test_plan(budget: Budget, spent: float, accepted: tuple, deferred: tuple) ->
     assert f"{sum(c for _, c in CLIPS):.2f} USD" in plan.message
 
 
-def test_budget_from_env() -> None:
-    budget = Budget.from_env({"VIDPIPE_BUDGET_PER_RUN_USD": "12.5"})
-    assert budget == Budget(per_run_usd=12.5, per_day_usd=200.0)
-
-
 def test_committed_spend_counts_against_the_day() -> None:
     """Pending and reserved spend use the day like billed spend, and the message says so."""
     spent = DailySpend(billed_usd=3.0, pending_usd=3.2, pending_requests=1, reserved_usd=1.0)

@@ -20,7 +20,6 @@ from PIL import Image
 from skimage import data as skdata
 
 from tests.fixtures.onnx_models import build_u2net_like_model, write_face_pack
-from vidpipe_dagster.backends import VertexImageClient, make_genai_client
 from vidpipe_dagster.domain import clean_sheets
 from vidpipe_dagster.domain.clean_sheets import (
     TIER2_GRABCUT,
@@ -31,15 +30,16 @@ from vidpipe_dagster.domain.clean_sheets import (
     Tier3Outcome,
     build_conditioning_prompt,
     choose_background_remover,
-    choose_background_remover_from_env,
     composite_on_gray,
-    generate_tier3_clean_sheet,
     make_tier2_clean_sheet,
     threshold_for_try,
 )
 from vidpipe_dagster.domain.faces import load_face_analyzer
-from vidpipe_dagster.domain.generation_client import GenerationApiError
 from vidpipe_dagster.domain.media import MediaError, read_image_bytes
+from vidpipe_dagster.generation.client import GenerationApiError
+from vidpipe_dagster.generation.tier3 import generate_tier3_clean_sheet
+from vidpipe_dagster.generation.vertex import VertexImageClient, make_genai_client
+from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 GRAY = np.array([128, 128, 128])
@@ -205,13 +205,13 @@ def test_without_rembg_weights_the_weight_free_engine_is_chosen_and_said(
 def test_local_model_file_anywhere_is_used_from_the_environment(
     rembg_home: Path, u2net_file: Path
 ) -> None:
-    remover, note = choose_background_remover_from_env(
-        {"VIDPIPE_REMBG_MODEL_PATH": str(u2net_file)}
-    )
+    configured = Settings.from_env({"VIDPIPE_REMBG_MODEL_PATH": str(u2net_file)})
+    remover, note = choose_background_remover(configured.rembg_model, configured.rembg_model_path)
     assert isinstance(remover, RembgRemover)
     assert remover.model == "u2net_custom:u2net_tiny.onnx"
     assert str(u2net_file) in note
-    remover, _ = choose_background_remover_from_env({})
+    default = Settings.from_env({})
+    remover, _ = choose_background_remover(default.rembg_model, default.rembg_model_path)
     assert isinstance(remover, GrabCutRemover), "default u2net weights are absent here"
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vidpipe_dagster.domain.preview import CONTAINER_TAG as PREVIEW_METADATA
 from vidpipe_dagster.domain.render import (
-    PREVIEW_METADATA,
     concat_mp4,
     frame_size,
     probe_mp4,

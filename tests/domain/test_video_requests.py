@@ -19,8 +19,8 @@ from vidpipe_dagster.domain.video_requests import (
     image_input,
     remediate,
     snap_duration,
-    to_genai_call,
 )
+from vidpipe_dagster.generation.vertex import to_genai_call
 
 V31 = "veo-3.1-generate-001"
 LITE = "veo-3.1-lite-generate-001"

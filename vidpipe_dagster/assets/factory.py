@@ -1,8 +1,12 @@
-"""The asset factory: one asset group per project, generated from the project's database rows."""
+"""The asset factory: one ``dg.Definitions`` per project (its group of assets and checks, its jobs
+and its schedule), generated from the project's database rows and merged in ``definitions.py``.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+import dagster as dg
 
 from vidpipe_dagster.assets.clean_sheet import build_clean_sheet
 from vidpipe_dagster.assets.final_cut import build_final_cut
@@ -10,7 +14,10 @@ from vidpipe_dagster.assets.partitions import project_partitions
 from vidpipe_dagster.assets.scene_clip import build_scene_clip
 from vidpipe_dagster.assets.scene_references import build_scene_references
 from vidpipe_dagster.assets.sources import build_source_specs
+from vidpipe_dagster.automation import build_backfill_schedule
 from vidpipe_dagster.db.project_graphs import ProjectGraph
+from vidpipe_dagster.jobs import build_project_jobs
+from vidpipe_dagster.settings import Settings
 
 
 def build_project_assets(graph: ProjectGraph) -> list[Any]:
@@ -18,8 +25,19 @@ def build_project_assets(graph: ProjectGraph) -> list[Any]:
     parts = project_partitions(graph)
     items: list[Any] = list(build_source_specs(graph, parts))
     if parts.tags is not None:
-        items.append(build_clean_sheet(graph, parts))
+        items.extend(build_clean_sheet(graph, parts))
     items.append(build_scene_references(graph, parts))
-    items.append(build_scene_clip(graph, parts))
+    items.extend(build_scene_clip(graph, parts))
     items.append(build_final_cut(graph, parts))
     return items
+
+
+def build_project_definitions(graph: ProjectGraph, settings: Settings) -> dg.Definitions:
+    """Everything Dagster needs for one project; ``definitions.py`` merges the projects."""
+    items = build_project_assets(graph)
+    return dg.Definitions(
+        assets=[i for i in items if not isinstance(i, dg.AssetChecksDefinition)],
+        asset_checks=[i for i in items if isinstance(i, dg.AssetChecksDefinition)],
+        jobs=build_project_jobs(graph),
+        schedules=[build_backfill_schedule(graph, settings)],
+    )

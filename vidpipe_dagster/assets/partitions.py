@@ -26,7 +26,3 @@ def project_partitions(graph: ProjectGraph) -> ProjectPartitions:
         {tag: scene_keys for tag, scene_keys in graph.scenes_of_tag().items() if scene_keys}
     )
     return ProjectPartitions(scenes=scenes, tags=tags, tag_to_scenes=mapping)
-
-
-def stage_key(graph: ProjectGraph, stage: str) -> dg.AssetKey:
-    return dg.AssetKey([graph.prefix, stage])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from vidpipe_dagster.assets.partitions import ProjectPartitions, stage_key
+from vidpipe_dagster.assets.partitions import ProjectPartitions
 from vidpipe_dagster.db.project_graphs import ProjectGraph
+from vidpipe_dagster.jobs import stage_key
 
 
 def build_source_specs(graph: ProjectGraph, parts: ProjectPartitions) -> list[dg.AssetSpec]:

@@ -1,19 +1,10 @@
 """The generation ledger: one row per paid API request, written before the request is sent.
 
-Every method is one short transaction on its own session, so coroutines (through threads) and
-processes can finish generations at the same moment on SQLite (WAL, busy timeout) and PostgreSQL.
-Opening a submission is serialized per fingerprint (``BEGIN IMMEDIATE`` on SQLite, a transaction
-advisory lock on PostgreSQL), so two workers cannot both decide to pay for the same request.
-
-States (``GenerationLedger.state``):
-- ``submitting``: row written, request about to be (or being) sent; no operation name yet.
-- ``in_flight``: the API accepted the request; ``operation_name`` can be polled and resumed.
-- ``done``: video stored at ``result_url``; billed.
-- ``failed_unbilled`` / ``failed_billed``: the request ended without a video.
-- ``unknown``: a submission whose outcome cannot be known (the process stopped, or the connection
-  dropped, after sending and before the operation name came back). It may have been billed.
-- ``result_lost``: was ``done`` and billed, but the stored video is gone and cannot be downloaded
-  again; a new submission replaces it.
+The states and the rules between them are ``domain.spend``; this module stores them. Every method
+is one short transaction on its own session, so coroutines (through threads) and processes can
+finish generations at the same moment on SQLite (WAL, busy timeout) and PostgreSQL. Opening a
+submission is serialized per fingerprint (``BEGIN IMMEDIATE`` on SQLite, a transaction advisory
+lock on PostgreSQL), so two workers cannot both decide to pay for the same request.
 
 The ambiguous case, and the rule chosen: Veo has no idempotency key and no way to list operations by
 request, so a ``submitting`` row without an operation name cannot be checked with the backend. If
@@ -28,11 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,87 +30,51 @@ from sqlalchemy.orm import Session, sessionmaker
 from vidpipe_dagster.db.models import GenerationLedger
 from vidpipe_dagster.db.session import session_factory
 from vidpipe_dagster.domain.budget import DailySpend, expected_cost_usd
+from vidpipe_dagster.domain.spend import (
+    AMBIGUOUS_NOTE,
+    GIVEN_UP_NOTE,
+    LIVE_STATES,
+    DailyCap,
+    LedgerConflict,
+    LedgerEntry,
+    LedgerState,
+    OverDailyBudget,
+)
 from vidpipe_dagster.domain.video_requests import PriceTable
 
-LedgerState = Literal[
-    "submitting", "in_flight", "done", "failed_unbilled", "failed_billed", "unknown", "result_lost"
+__all__ = [
+    "AMBIGUOUS_NOTE",
+    "GIVEN_UP_NOTE",
+    "DailyCap",
+    "Ledger",
+    "LedgerConflict",
+    "LedgerEntry",
+    "OverDailyBudget",
 ]
-LIVE_STATES: tuple[LedgerState, ...] = ("submitting", "in_flight", "done")
-GIVEN_UP_NOTE = "given up by a person"  # error prefix of rows ``give_up`` retired
+
+
+def _entry(row: GenerationLedger) -> LedgerEntry:
+    return LedgerEntry(
+        id=row.id,
+        fingerprint=row.fingerprint,
+        kind=row.kind,
+        model=row.model,
+        backend=row.backend,
+        project_slug=row.project_slug,
+        subject=row.subject,
+        state=row.state,
+        operation_name=row.operation_name,
+        billed=bool(row.billed),
+        cost_usd=float(row.cost_usd or 0.0),
+        result_url=row.result_url,
+        details=dict(row.details) if row.details else None,
+        error=row.error,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
 DAILY_BUDGET_LOCK = "vidpipe:daily-budget"  # PostgreSQL advisory lock name for budget checks
-AMBIGUOUS_NOTE = (
-    "outcome unknown: the request may have reached the API, but no operation name was recorded "
-    "(the worker stopped or the connection dropped after sending); it may have been billed"
-)
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """A detached snapshot of one ledger row (safe to pass between threads and coroutines)."""
-
-    id: uuid.UUID
-    fingerprint: str
-    kind: str
-    model: str
-    backend: str
-    project_slug: str | None
-    subject: str | None
-    state: str
-    operation_name: str | None
-    billed: bool
-    cost_usd: float
-    result_url: str | None
-    details: dict[str, Any] | None
-    error: str | None
-    created_at: datetime | None
-    updated_at: datetime | None
-
-    @classmethod
-    def of(cls, row: GenerationLedger) -> LedgerEntry:
-        return cls(
-            id=row.id,
-            fingerprint=row.fingerprint,
-            kind=row.kind,
-            model=row.model,
-            backend=row.backend,
-            project_slug=row.project_slug,
-            subject=row.subject,
-            state=row.state,
-            operation_name=row.operation_name,
-            billed=bool(row.billed),
-            cost_usd=float(row.cost_usd or 0.0),
-            result_url=row.result_url,
-            details=dict(row.details) if row.details else None,
-            error=row.error,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
-
-
-@dataclass(frozen=True)
-class DailyCap:
-    """The per-day budget, checked atomically when a paid request's row is opened.
-
-    Pre-run estimates cannot see runs that start at the same moment; this check can, because it
-    counts committed spend and writes the new row in one locked transaction.
-    """
-
-    since: datetime
-    limit_usd: float
-    estimate_usd: float  # what the request about to be sent is expected to cost
-    price_table: PriceTable | None = None
-
-
-class OverDailyBudget(RuntimeError):
-    """Opening this request would take today's committed spend over the per-day budget."""
-
-
-class LedgerConflict(RuntimeError):
-    """A new paid request would duplicate ``entry``: it is done, in flight, or being submitted."""
-
-    def __init__(self, entry: LedgerEntry, message: str) -> None:
-        super().__init__(message)
-        self.entry = entry
 
 
 def _age_s(moment: datetime | None, now: datetime) -> float:
@@ -180,7 +134,7 @@ class Ledger:
             row = session.get(GenerationLedger, entry_id)
             if row is None:
                 raise KeyError(f"no ledger row {entry_id}")
-            return LedgerEntry.of(row)
+            return _entry(row)
 
     def entries(self, fingerprint: str, backend: str | None = None) -> list[LedgerEntry]:
         """Every row of a fingerprint, oldest first (for audits and tests)."""
@@ -189,7 +143,7 @@ class Ledger:
             query = query.where(GenerationLedger.backend == backend)
         with self.sessions() as session:
             rows = session.scalars(query.order_by(GenerationLedger.created_at)).all()
-            return [LedgerEntry.of(row) for row in rows]
+            return [_entry(row) for row in rows]
 
     def find_reusable(self, fingerprint: str, backend: str | None = None) -> LedgerEntry | None:
         """The newest ``done`` row (reuse), else the newest row with an operation name that is
@@ -207,9 +161,9 @@ class Ledger:
             rows = session.scalars(query.order_by(GenerationLedger.created_at.desc())).all()
             done = next((r for r in rows if r.state == "done"), None)
             if done is not None:
-                return LedgerEntry.of(done)
+                return _entry(done)
             running = next((r for r in rows if r.operation_name), None)
-            return LedgerEntry.of(running) if running is not None else None
+            return _entry(running) if running is not None else None
 
     def open_submission(
         self,
@@ -243,12 +197,12 @@ class Ledger:
             for row in rows:
                 if row.state == "done" or row.operation_name:
                     raise LedgerConflict(
-                        LedgerEntry.of(row), f"request already {row.state} (ledger row {row.id})"
+                        _entry(row), f"request already {row.state} (ledger row {row.id})"
                     )
                 age = _age_s(row.updated_at or row.created_at, now)
                 if age < self.stale_after_s:
                     raise LedgerConflict(
-                        LedgerEntry.of(row),
+                        _entry(row),
                         f"another worker is submitting this request (ledger row {row.id}, "
                         f"{age:.0f} s ago); retry after it finishes or after "
                         f"{self.stale_after_s:.0f} s",
@@ -383,7 +337,7 @@ class Ledger:
                     | GenerationLedger.fingerprint.in_(list(fingerprints)),
                 )
             ).all()
-            before = [LedgerEntry.of(row) for row in rows]
+            before = [_entry(row) for row in rows]
             for row in rows:
                 row.state = "result_lost" if row.state == "done" else "failed_billed"
                 row.billed = True
@@ -403,6 +357,34 @@ class Ledger:
             if billed is not None:
                 row.billed = billed
             row.updated_at = _utcnow()
+
+    def billed_per_clip(self, project_slug: str, clips: Mapping[str, str]) -> dict[str, int]:
+        """Per scene key: how many billed requests (not given up) made its clip, whose final
+        request fingerprint ``clips`` gives, counted over that request's whole ladder
+        (``details["ladder"]``: the remediated and frames-fallback forms of one job)."""
+        if not clips:
+            return {}
+        with self.sessions() as session:
+            rows = session.execute(
+                select(GenerationLedger.fingerprint, GenerationLedger.details).where(
+                    GenerationLedger.kind == "video",
+                    GenerationLedger.billed.is_(True),
+                    func.coalesce(GenerationLedger.error, "").not_like(f"{GIVEN_UP_NOTE}%"),
+                    (GenerationLedger.project_slug == project_slug)
+                    | GenerationLedger.fingerprint.in_(list(clips.values())),
+                )
+            ).all()
+        ladder_of = {fp: (d or {}).get("ladder") for fp, d in rows if (d or {}).get("ladder")}
+        counts: dict[str, int] = {}
+        for key, fingerprint in clips.items():
+            ladder = ladder_of.get(fingerprint)
+            counts[key] = sum(
+                1
+                for fp, details in rows
+                if (ladder is not None and (details or {}).get("ladder") == ladder)
+                or (ladder is None and fp == fingerprint)
+            )
+        return counts
 
     def billed_count(
         self, fingerprint: str, backend: str | None = None, *, include_given_up: bool = True
@@ -470,7 +452,7 @@ class Ledger:
         )
         if project_slug is not None:
             query = query.where(GenerationLedger.project_slug == project_slug)
-        entries = [LedgerEntry.of(row) for row in session.scalars(query)]
+        entries = [_entry(row) for row in session.scalars(query)]
         if run_id is not None:
             entries = [e for e in entries if (e.details or {}).get("run_id") == run_id]
         billed = pending = 0.0

@@ -104,3 +104,19 @@ def current_revision(url: str) -> str | None:
     with get_engine(url).connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
+
+
+class Database:
+    """The system of record by URL: plain sessions for stages and the CLI (no Dagster here)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on error."""
+        with session_scope(self.url) as session:
+            yield session
+
+    def sessionmaker(self) -> sessionmaker[Session]:
+        return session_factory(self.url)

@@ -15,13 +15,12 @@ is always a prefix of the request: what is left waits for the next tick, whole.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from vidpipe_dagster.domain.generation_client import PREVIEW_BACKEND
+from vidpipe_dagster.domain.preview import PREVIEW_BACKEND
 from vidpipe_dagster.domain.video_requests import (
     DEFAULT_PRICES_USD_PER_SECOND,
     PriceTable,
@@ -36,17 +35,10 @@ LONGEST_CLIP_SECONDS = 8
 
 @dataclass(frozen=True)
 class Budget:
+    """Spend limits in USD (settings: ``VIDPIPE_BUDGET_PER_RUN_USD``, ``_PER_DAY_USD``)."""
+
     per_run_usd: float = DEFAULT_PER_RUN_USD
     per_day_usd: float = DEFAULT_PER_DAY_USD
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Budget:
-        """``VIDPIPE_BUDGET_PER_RUN_USD`` and ``VIDPIPE_BUDGET_PER_DAY_USD`` (defaults 50 / 200)."""
-        env = os.environ if environ is None else environ
-        return cls(
-            per_run_usd=float(env.get("VIDPIPE_BUDGET_PER_RUN_USD") or DEFAULT_PER_RUN_USD),
-            per_day_usd=float(env.get("VIDPIPE_BUDGET_PER_DAY_USD") or DEFAULT_PER_DAY_USD),
-        )
 
 
 @dataclass(frozen=True)

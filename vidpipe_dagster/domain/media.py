@@ -105,13 +105,17 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def thumbnail_data_uri(image: Image.Image | bytes, size: int = 128) -> str:
-    """A small inline JPEG for Dagster's markdown metadata (the UI renders data URIs)."""
+def thumbnail_data_uri(
+    image: Image.Image | bytes, size: int | None = 128, *, quality: int = 80
+) -> str:
+    """An inline JPEG for Dagster's markdown metadata (the UI renders data URIs); ``size`` bounds
+    the longer side, ``None`` keeps the image's own size (a strip already made small)."""
     img = decode_image(image) if isinstance(image, bytes) else image
     thumb = img.convert("RGB")
-    thumb.thumbnail((size, size))
+    if size is not None:
+        thumb.thumbnail((size, size))
     buffer = io.BytesIO()
-    thumb.save(buffer, format="JPEG", quality=80)
+    thumb.save(buffer, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -14,17 +14,11 @@ are skipped. Leftover placements fill remaining slots in default order, never be
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from vidpipe_dagster.domain.schemas import AssetPlacement, SceneManifestSchema
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from vidpipe_dagster.db.models import Asset, AssetCleanReference
 
 MAX_REFERENCES = 3
 FACE_CROP_SHOTS = frozenset({"close_up", "extreme_close_up", "two_shot"})
@@ -154,22 +148,6 @@ def select_references_for_scene(
     return picks
 
 
-def get_primary_clean_reference(
-    session: Session, asset_id: uuid.UUID
-) -> AssetCleanReference | None:
-    """The asset's primary clean sheet, if any (the clean-sheet stage keeps at most one)."""
-    from sqlalchemy import select
-
-    from vidpipe_dagster.db.models import AssetCleanReference
-
-    rows = session.scalars(
-        select(AssetCleanReference)
-        .where(AssetCleanReference.asset_id == asset_id, AssetCleanReference.is_primary.is_(True))
-        .order_by(AssetCleanReference.created_at.desc())
-    ).all()
-    return rows[0] if rows else None
-
-
 @dataclass(frozen=True)
 class ChosenReference:
     """The image a selected asset contributes: its primary clean sheet, else its original."""
@@ -183,14 +161,3 @@ class ChosenReference:
     def caption(self) -> str:
         crop = "face crop" if self.face_crop else "full body"
         return f"{self.tag} ({crop}, {self.source.replace('_', ' ')})"
-
-
-def chosen_reference(session: Session, asset: Asset) -> ChosenReference:
-    clean = get_primary_clean_reference(session, asset.id)
-    return ChosenReference(
-        tag=asset.manifest_tag,
-        asset_key=asset.asset_key,
-        face_crop=bool(asset.is_face_crop),
-        image_url=clean.clean_image_url if clean else asset.reference_image_url,
-        source=clean.tier if clean else "original",
-    )

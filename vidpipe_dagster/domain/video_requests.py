@@ -14,10 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
-
-if TYPE_CHECKING:
-    from google.genai import types
+from typing import Literal, get_args
 
 ConditioningMode = Literal["frames", "references", "hybrid"]
 ConditioningPolicy = Literal["auto", "frames", "references", "hybrid"]
@@ -364,43 +361,3 @@ def estimate_cost_usd(
     else:
         per_second = float(price)
     return round(per_second * duration_seconds, 4)
-
-
-def to_genai_call(
-    request: VideoRequest,
-    capabilities: Mapping[str, ModelCapabilities] | None = None,
-) -> tuple[str, types.GenerateVideosSource, types.GenerateVideosConfig]:
-    """(model, source, config) for ``client.models.generate_videos``.
-
-    References go only as ``VideoGenerationReferenceImage(reference_type="asset")``
-    (``types.ReferenceImage`` is an Imagen editing type). ``generate_audio`` is left unset for
-    models without audio, which may reject the parameter.
-    """
-    from google.genai import types
-
-    table = MODEL_CAPABILITIES if capabilities is None else capabilities
-    caps = table.get(request.model)
-    config = types.GenerateVideosConfig(
-        number_of_videos=1,
-        duration_seconds=request.duration_seconds,
-        aspect_ratio=request.aspect_ratio,
-        generate_audio=request.generate_audio if caps is None or caps.supports_audio else None,
-    )
-    if request.last_frame is not None:
-        config.last_frame = _genai_image(request.last_frame)
-    if request.reference_images:
-        config.reference_images = [
-            types.VideoGenerationReferenceImage(image=_genai_image(ref), reference_type="asset")
-            for ref in request.reference_images
-        ]
-    source = types.GenerateVideosSource(
-        prompt=request.prompt,
-        image=_genai_image(request.first_frame) if request.first_frame is not None else None,
-    )
-    return request.model, source, config
-
-
-def _genai_image(image: ImageInput) -> types.Image:
-    from google.genai import types
-
-    return types.Image(image_bytes=image.data, mime_type=image.mime_type)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import dagster as dg
-from sqlalchemy.orm import Session, sessionmaker
 
-from vidpipe_dagster.db.session import session_factory, session_scope
+from vidpipe_dagster.db.session import Database
 
 
 class DatabaseResource(dg.ConfigurableResource):
@@ -16,11 +12,5 @@ class DatabaseResource(dg.ConfigurableResource):
 
     url: str
 
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on error."""
-        with session_scope(self.url) as session:
-            yield session
-
-    def sessionmaker(self) -> sessionmaker[Session]:
-        return session_factory(self.url)
+    def database(self) -> Database:
+        return Database(self.url)

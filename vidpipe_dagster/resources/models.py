@@ -1,15 +1,14 @@
-"""Local models: rembg background removal and insightface face embeddings (no downloads, ever)."""
+"""Local models as a Dagster resource (``domain.local_models.LocalModels`` does the work)."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from vidpipe_dagster.domain.clean_sheets import BackgroundRemover, choose_background_remover
-from vidpipe_dagster.domain.faces import (
+from vidpipe_dagster.domain.local_models import LocalModels
+from vidpipe_dagster.settings import (
     DEFAULT_FACE_MODEL_PACK,
     DEFAULT_FACE_MODEL_ROOT,
-    FaceEmbedder,
-    face_analyzer_status,
+    DEFAULT_REMBG_MODEL,
 )
 
 
@@ -17,15 +16,15 @@ class LocalModelsResource(dg.ConfigurableResource):
     """Which local models to use. Absent weights are reported, never downloaded: Tier 2 then uses
     the weight-free GrabCut engine (labelled ``tier2_grabcut``) and faces stay 'not validated'."""
 
-    rembg_model: str = "u2net"
+    rembg_model: str = DEFAULT_REMBG_MODEL
     rembg_model_path: str | None = None
     face_model_root: str = DEFAULT_FACE_MODEL_ROOT
     face_model_pack: str = DEFAULT_FACE_MODEL_PACK
 
-    def background_remover(self) -> tuple[BackgroundRemover, str]:
-        """The remover (its rembg session is created once per process) and a note saying which."""
-        return choose_background_remover(self.rembg_model, self.rembg_model_path)
-
-    def face_embedder(self) -> tuple[FaceEmbedder | None, str | None]:
-        """(embedder, None), or (None, why not) when the face pack is not installed."""
-        return face_analyzer_status(self.face_model_root, self.face_model_pack)
+    def models(self) -> LocalModels:
+        return LocalModels(
+            rembg_model=self.rembg_model,
+            rembg_model_path=self.rembg_model_path,
+            face_model_root=self.face_model_root,
+            face_model_pack=self.face_model_pack,
+        )

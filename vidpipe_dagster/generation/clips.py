@@ -1,8 +1,8 @@
 """Spend-safe, concurrent clip generation: the engine behind ``scene_clip`` (no Dagster here).
 
-Every paid request goes through the ledger (``db.ledger``): a row is written before sending, the
-operation name the moment the API answers, so a rerun reuses finished clips with no API call and
-resumes running operations instead of paying again. What is retried, and what is not:
+Every paid request goes through the ledger (``domain.spend``): a row is written before sending,
+the operation name the moment the API answers, so a rerun reuses finished clips with no API call
+and resumes running operations instead of paying again. What is retried, and what is not:
 
 - submit, when the service answered with a transient status (429/408/5xx: the request was not
   accepted) or the connection was refused: back off with full jitter and send the same request.
@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import re
 import socket
 import time
 from collections import deque
@@ -45,18 +44,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NoReturn, ParamSpec, TypeVar
 
-from vidpipe_dagster.db.ledger import (
+from vidpipe_dagster.domain.spend import (
     AMBIGUOUS_NOTE,
     DailyCap,
-    Ledger,
     LedgerConflict,
     LedgerEntry,
     OverDailyBudget,
-)
-from vidpipe_dagster.domain.generation_client import (
-    GenerationApiError,
-    OperationResult,
-    VideoClient,
+    SpendLedger,
 )
 from vidpipe_dagster.domain.video_requests import (
     MAX_REMEDIATION_LEVEL,
@@ -66,6 +60,13 @@ from vidpipe_dagster.domain.video_requests import (
     remediate,
     without_references,
 )
+from vidpipe_dagster.generation.client import GenerationApiError, OperationResult, VideoClient
+from vidpipe_dagster.generation.errors import (
+    is_policy_message,
+    merge_codes,
+    rejects_reference_combination,
+    support_codes,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -73,18 +74,8 @@ T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 EventSink = Callable[[str, str], None]
 
+# Exceptions a client did not classify (test doubles, raw sockets): a transport failure.
 _TRANSPORT_ERRORS = (TimeoutError, ConnectionError, OSError)
-_SUPPORT_CODES = re.compile(r"support codes?:\s*([0-9][0-9,\s]*)", re.IGNORECASE)
-_POLICY_WORDS = re.compile(
-    r"usage guidelines|responsible ai|\bsafety\b|prohibited|sensitive words|violat|blocked|"
-    r"\brai\b|content polic",
-    re.IGNORECASE,
-)
-_REFERENCE_WORDS = re.compile(r"reference ?images?|referenceimages", re.IGNORECASE)
-_COMBINATION_WORDS = re.compile(
-    r"first frame|last ?frame|cannot be both|together|not supported by model|are not supported",
-    re.IGNORECASE,
-)
 
 
 @dataclass(frozen=True)
@@ -185,7 +176,7 @@ class _SlidingWindowLimiter:
 async def generate_clips(
     jobs: Sequence[ClipJob],
     client: VideoClient,
-    ledger: Ledger,
+    ledger: SpendLedger,
     limits: Limits | None = None,
     *,
     load_result: Callable[[str], bytes | None],
@@ -252,7 +243,7 @@ class _Engine:
         self,
         *,
         client: VideoClient,
-        ledger: Ledger,
+        ledger: SpendLedger,
         limits: Limits,
         load_result: Callable[[str], bytes | None],
         store_result: Callable[[str, bytes], str],
@@ -322,7 +313,7 @@ class _Engine:
         except _JobFailed as exc:
             outcome.status = "failed"
             outcome.error = str(exc)
-            outcome.support_codes = _merge(outcome.support_codes, exc.support_codes)
+            outcome.support_codes = merge_codes(outcome.support_codes, exc.support_codes)
             self.emit(outcome, f"failed: {exc}")
         except Exception as exc:
             outcome.status = "failed"
@@ -348,7 +339,7 @@ class _Engine:
                 await self.generate(job, request, outcome)
                 return
             except _ContentPolicy as exc:
-                outcome.support_codes = _merge(outcome.support_codes, exc.support_codes)
+                outcome.support_codes = merge_codes(outcome.support_codes, exc.support_codes)
                 level = request.remediation_level
                 if level >= MAX_REMEDIATION_LEVEL:
                     raise _JobFailed(
@@ -410,6 +401,9 @@ class _Engine:
                                 **_details(request),
                                 **self.row_details,
                                 "estimate_usd": cost,
+                                # every rung of one job's ladder is one clip: the read-back
+                                # check counts billed rows per ladder (Ledger.billed_per_clip)
+                                "ladder": job.request.fingerprint,
                             },
                             daily_cap=self.daily_cap(cost),
                         )
@@ -578,7 +572,7 @@ class _Engine:
             outcome.attempts += 1 if exc.billed else 0
             raise _JobFailed(f"generation failed: {exc}", exc.support_codes)
         await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(exc))
-        if request.reference_images and _rejects_reference_combination(exc.message):
+        if request.reference_images and rejects_reference_combination(exc.message):
             raise _ReferencesRejected(exc.message, exc.support_codes)
         raise _JobFailed(f"request rejected: {exc}", exc.support_codes)
 
@@ -600,8 +594,8 @@ class _Engine:
         result = await self.poll(operation, entry_id, outcome, first_wait=not resumed)
         if result.error_message:
             message = f"operation {operation} failed: {result.error_message}"
-            codes = _support_codes(result.error_message)
-            if _POLICY_WORDS.search(result.error_message):
+            codes = support_codes(result.error_message)
+            if is_policy_message(result.error_message):
                 await self.db(self.ledger.mark_failed, entry_id, billed=False, error=message)
                 raise _ContentPolicy(message, codes)
             await self.db(self.ledger.mark_failed, entry_id, billed=True, error=message)
@@ -611,7 +605,7 @@ class _Engine:
             reasons = "; ".join(result.rai_filtered_reasons) or "no reason given"
             message = f"video filtered by safety checks: {reasons}"
             await self.db(self.ledger.mark_failed, entry_id, billed=False, error=message)
-            raise _ContentPolicy(message, _support_codes(reasons))
+            raise _ContentPolicy(message, support_codes(reasons))
         try:
             data = await self.download(result, entry_id, outcome)
         except GenerationApiError as exc:
@@ -755,7 +749,7 @@ def request_ladder(job: ClipJob) -> list[VideoRequest]:
     return [request for request, _ in _ladder(job)]
 
 
-def _settled(job: ClipJob, ledger: Ledger, backend: str) -> tuple[VideoRequest, bool] | None:
+def _settled(job: ClipJob, ledger: SpendLedger, backend: str) -> tuple[VideoRequest, bool] | None:
     """The rung a previous run finished (the newest ``done``), else one still in flight: a
     rerun starts there instead of from level 0, which may pass now and be paid for again."""
     found = [
@@ -769,22 +763,6 @@ def _settled(job: ClipJob, ledger: Ledger, backend: str) -> tuple[VideoRequest, 
         return None
     newest = max(candidates, key=lambda pair: pair[0].created_at or datetime.min)
     return newest[1]
-
-
-def _rejects_reference_combination(message: str) -> bool:
-    """A 400 about reference images with keyframes, or references refused by this model."""
-    return bool(_REFERENCE_WORDS.search(message) and _COMBINATION_WORDS.search(message))
-
-
-def _support_codes(message: str) -> tuple[str, ...]:
-    codes: list[str] = []
-    for match in _SUPPORT_CODES.finditer(message):
-        codes.extend(code for code in re.split(r"[,\s]+", match.group(1)) if code)
-    return tuple(codes)
-
-
-def _merge(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys((*first, *second)))
 
 
 def _details(request: VideoRequest) -> dict[str, Any]:
@@ -802,7 +780,7 @@ def _details(request: VideoRequest) -> dict[str, Any]:
 def estimate_new_spend(
     jobs: Sequence[ClipJob],
     client: VideoClient,
-    ledger: Ledger,
+    ledger: SpendLedger,
     price_table: PriceTable | None = None,
 ) -> list[tuple[str, float]]:
     """What ``generate_clips`` would newly pay per job: 0 for previews and for jobs the ledger has

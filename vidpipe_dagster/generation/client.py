@@ -1,7 +1,8 @@
 """The one interface every generation backend implements (Vertex, the animatic preview renderer).
 
-Errors are classified once here so that the spend-safety logic can decide, without knowing the
-backend, whether a failure was billed, may be retried, or needs prompt remediation.
+Every failure reaches the engine as a ``GenerationApiError`` of one ``ErrorKind`` (classified once,
+in ``generation.errors``), so the spend-safety logic can decide, without knowing the backend,
+whether a failure was billed, may be retried, or needs prompt remediation.
 """
 
 from __future__ import annotations
@@ -69,9 +70,6 @@ class OperationResult:
         return (
             self.done and self.rai_filtered_count > 0 and not (self.video_bytes or self.video_uri)
         )
-
-
-PREVIEW_BACKEND = "animatic"  # the local renderer's backend name: never billed
 
 
 class VideoClient(Protocol):

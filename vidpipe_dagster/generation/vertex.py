@@ -1,60 +1,40 @@
-"""Generation backends: Veo and Gemini image through google-genai (Vertex mode), and the local
-animatic preview. No Dagster here; the resources in ``resources/`` construct these.
+"""Veo video and Gemini image generation through google-genai in Vertex mode.
 
-All three implement the protocols in ``domain.generation_client``. The SDK's own retries are
-switched off (``HttpRetryOptions(attempts=1)``) so that the pipeline alone decides when a paid
-request is sent again; every failure surfaces once, classified as a ``GenerationApiError``.
+Implements the protocols in ``generation.client``. The SDK's own retries are switched off
+(``HttpRetryOptions(attempts=1)``) so that the pipeline alone decides when a paid request is sent
+again; every failure surfaces once, classified by ``generation.errors``. ``to_genai_call`` is the
+one place a ``domain.video_requests.VideoRequest`` becomes SDK types.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import itertools
-import re
-import threading
-import time
 import urllib.error
 import urllib.request
-from collections import OrderedDict
-from collections.abc import Awaitable
-from typing import ClassVar, Literal, TypeVar
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
 
-import pydantic
 from google import genai
-from google.auth import exceptions as google_auth_exceptions
-from google.genai import errors as genai_errors
 from google.genai import types
 
-from vidpipe_dagster.domain.generation_client import (
-    PREVIEW_BACKEND,
-    ErrorKind,
-    GenerationApiError,
-    OperationResult,
+from vidpipe_dagster.domain.video_requests import (
+    MODEL_CAPABILITIES,
+    ImageInput,
+    ModelCapabilities,
+    VideoRequest,
 )
-from vidpipe_dagster.domain.render import render_animatic
-from vidpipe_dagster.domain.video_requests import VideoRequest, to_genai_call
+from vidpipe_dagster.generation.client import GenerationApiError, OperationResult
+from vidpipe_dagster.generation.errors import (
+    SAFETY_FINISH_REASONS,
+    Call,
+    classify_api_error,
+    support_codes,
+)
 
-Call = Literal["submit", "poll", "fetch", "generate_image"]
 T = TypeVar("T")
 
 EMULATOR_PROJECT = "vidpipe-emulator"
-_SUPPORT_CODES = re.compile(r"support codes?:\s*([0-9][0-9,\s]*)", re.IGNORECASE)
-_POLICY_WORDS = re.compile(
-    r"usage guidelines|responsible ai|\bsafety\b|prohibited|sensitive words|violat|"
-    r"blocked|\brai\b|content polic",
-    re.IGNORECASE,
-)
-_SAFETY_FINISH = {
-    "SAFETY",
-    "IMAGE_SAFETY",
-    "PROHIBITED_CONTENT",
-    "IMAGE_PROHIBITED_CONTENT",
-    "BLOCKLIST",
-    "SPII",
-    "RECITATION",
-    "IMAGE_RECITATION",
-}
 
 
 def make_genai_client(
@@ -92,39 +72,6 @@ def make_genai_client(
     return genai.Client(
         vertexai=True, project=project, location=location, http_options=http_options
     )
-
-
-def classify_api_error(exc: BaseException, call: Call) -> GenerationApiError:
-    """Map an SDK or transport failure to our error kinds (see ``ErrorKind``)."""
-    if isinstance(exc, GenerationApiError):
-        return exc
-    if isinstance(exc, genai_errors.APIError):
-        code = int(exc.code or 0)
-        message = exc.message or str(exc)
-        support = _support_codes(message)
-        kind: ErrorKind
-        if code in (408, 429) or code >= 500:
-            kind = "transient"
-        elif code == 404 and call == "poll":
-            kind = "not_found"
-        elif _POLICY_WORDS.search(message) or (support and code == 400):
-            kind = "content_policy"
-        else:
-            kind = "rejected"
-        status = f"{exc.status}: " if exc.status else ""
-        return GenerationApiError(
-            kind, f"{status}{message}", status_code=code or None, support_codes=support
-        )
-    if isinstance(exc, _TRANSPORT_ERRORS):
-        detail = str(exc) or type(exc).__name__
-        if call == "submit":
-            detail += " (the request may have reached the service; check before paying again)"
-        return GenerationApiError("transient", f"{type(exc).__name__}: {detail}")
-    if isinstance(exc, google_auth_exceptions.GoogleAuthError):
-        return GenerationApiError("rejected", f"Google credentials failed: {exc}")
-    if isinstance(exc, ValueError | TypeError | pydantic.ValidationError):
-        return GenerationApiError("rejected", f"request refused before sending: {exc}")
-    raise exc
 
 
 class VertexVideoClient:
@@ -175,7 +122,7 @@ class VertexVideoClient:
             raise GenerationApiError(
                 "content_policy",
                 f"the video was filtered: {reasons}",
-                support_codes=_support_codes(reasons),
+                support_codes=support_codes(reasons),
             )
         if not result.video_uri:
             raise GenerationApiError(
@@ -220,82 +167,6 @@ class VertexImageClient:
             self._timeout_s,
         )
         return first_image(response)
-
-
-class AnimaticVideoClient:
-    """Local preview backend: renders a labelled animatic instead of calling Veo.
-
-    Results are shared by all instances in this process (a resource may hand out a new client per
-    call), but not across processes: there, poll answers ``not_found`` and the caller renders
-    again, which costs nothing. The newest ``MAX_KEPT`` results are kept.
-    """
-
-    backend = PREVIEW_BACKEND
-    is_preview = True
-    MAX_KEPT = 256
-
-    _store: ClassVar[OrderedDict[str, tuple[bytes, float]]] = OrderedDict()
-    _store_lock: ClassVar[threading.Lock] = threading.Lock()
-    _counter: ClassVar[itertools.count[int]] = itertools.count(1)
-
-    def __init__(self, render_latency_s: float = 0.0, *, fps: int = 12, height: int = 360) -> None:
-        self.render_latency_s = render_latency_s
-        self.fps = fps
-        self.height = height
-
-    async def submit(self, request: VideoRequest) -> str:
-        tags = list(request.reference_tags)
-        references = [
-            (tags[i] if i < len(tags) else ref.label, ref.data)
-            for i, ref in enumerate(request.reference_images)
-        ]
-        # frames mode sends the keyframes; references mode keeps them only for previews
-        storyboard = request.storyboard_frames
-        start = request.first_frame or (storyboard[0] if storyboard else None)
-        end = request.last_frame or (storyboard[1] if len(storyboard) > 1 else None)
-        if request.aspect_ratio not in ("16:9", "9:16"):
-            raise GenerationApiError("rejected", f"unsupported aspect ratio {request.aspect_ratio}")
-        try:
-            data = await asyncio.to_thread(
-                render_animatic,
-                start_frame=start.data if start else None,
-                end_frame=end.data if end else None,
-                references=references,
-                prompt=request.prompt,
-                duration_seconds=request.duration_seconds,
-                aspect_ratio="9:16" if request.aspect_ratio == "9:16" else "16:9",
-                fps=self.fps,
-                height=self.height,
-            )
-        except ValueError as exc:
-            raise GenerationApiError("rejected", f"animatic render refused: {exc}") from exc
-        with self._store_lock:
-            name = f"animatic/{request.fingerprint}/{next(self._counter)}"
-            self._store[name] = (data, time.monotonic() + self.render_latency_s)
-            while len(self._store) > self.MAX_KEPT:
-                self._store.popitem(last=False)
-        return name
-
-    async def poll(self, operation_name: str) -> OperationResult:
-        with self._store_lock:
-            entry = self._store.get(operation_name)
-        if entry is None:
-            raise GenerationApiError(
-                "not_found", f"animatic operation {operation_name} is not in this process"
-            )
-        data, ready_at = entry
-        if time.monotonic() < ready_at:
-            return OperationResult(name=operation_name, done=False)
-        return OperationResult(name=operation_name, done=True, video_bytes=data)
-
-    async def fetch_video(self, result: OperationResult) -> bytes:
-        if result.video_bytes:
-            return result.video_bytes
-        with self._store_lock:
-            entry = self._store.get(result.name)
-        if entry is None:
-            raise GenerationApiError("not_found", f"no animatic for operation {result.name}")
-        return entry[0]
 
 
 def operation_result(name: str, operation: types.GenerateVideosOperation) -> OperationResult:
@@ -344,7 +215,7 @@ def first_image(response: types.GenerateContentResponse) -> bytes:
                 return inline.data
             if part.text:
                 texts.append(part.text)
-        if reason in _SAFETY_FINISH:
+        if reason in SAFETY_FINISH_REASONS:
             detail = candidate.finish_message or "the image was filtered"
             raise GenerationApiError("content_policy", f"image blocked ({reason}): {detail}")
     said = f"; model said: {' '.join(texts)[:200]}" if texts else ""
@@ -364,35 +235,6 @@ async def _call(awaitable: Awaitable[T], call: Call, timeout_s: float) -> T:
         raise
     except Exception as exc:
         raise classify_api_error(exc, call) from exc
-
-
-def _transport_error_types() -> tuple[type[BaseException], ...]:
-    """Connection-level exception classes of whichever HTTP stacks are installed."""
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError, urllib.error.URLError]
-    for module_name, attribute in (
-        ("httpx", "TransportError"),
-        ("httpx2", "TransportError"),
-        ("aiohttp", "ClientError"),
-        ("google.auth.exceptions", "TransportError"),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        cls = getattr(module, attribute, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            found.append(cls)
-    return tuple(found)
-
-
-_TRANSPORT_ERRORS = _transport_error_types()
-
-
-def _support_codes(message: str) -> tuple[str, ...]:
-    codes: list[str] = []
-    for match in _SUPPORT_CODES.finditer(message):
-        codes.extend(code for code in re.split(r"[,\s]+", match.group(1)) if code)
-    return tuple(codes)
 
 
 def _enum_name(value: object) -> str:
@@ -449,3 +291,39 @@ def _download_error(uri: str, code: int) -> GenerationApiError:
     return GenerationApiError(
         "failed", f"video download failed: HTTP {code} for {uri}", status_code=code, billed=True
     )
+
+
+def to_genai_call(
+    request: VideoRequest,
+    capabilities: Mapping[str, ModelCapabilities] | None = None,
+) -> tuple[str, types.GenerateVideosSource, types.GenerateVideosConfig]:
+    """(model, source, config) for ``client.models.generate_videos``.
+
+    References go only as ``VideoGenerationReferenceImage(reference_type="asset")``
+    (``types.ReferenceImage`` is an Imagen editing type). ``generate_audio`` is left unset for
+    models without audio, which may reject the parameter.
+    """
+    table = MODEL_CAPABILITIES if capabilities is None else capabilities
+    caps = table.get(request.model)
+    config = types.GenerateVideosConfig(
+        number_of_videos=1,
+        duration_seconds=request.duration_seconds,
+        aspect_ratio=request.aspect_ratio,
+        generate_audio=request.generate_audio if caps is None or caps.supports_audio else None,
+    )
+    if request.last_frame is not None:
+        config.last_frame = _genai_image(request.last_frame)
+    if request.reference_images:
+        config.reference_images = [
+            types.VideoGenerationReferenceImage(image=_genai_image(ref), reference_type="asset")
+            for ref in request.reference_images
+        ]
+    source = types.GenerateVideosSource(
+        prompt=request.prompt,
+        image=_genai_image(request.first_frame) if request.first_frame is not None else None,
+    )
+    return request.model, source, config
+
+
+def _genai_image(image: ImageInput) -> types.Image:
+    return types.Image(image_bytes=image.data, mime_type=image.mime_type)

@@ -12,10 +12,8 @@ import hashlib
 import uuid
 from datetime import datetime
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from vidpipe_dagster.db.ledger import DailyCap, Ledger, OverDailyBudget
-from vidpipe_dagster.domain.generation_client import GenerationApiError, ImageClient
+from vidpipe_dagster.domain.spend import DailyCap, OverDailyBudget, SpendLedger
+from vidpipe_dagster.generation.client import GenerationApiError, ImageClient
 
 
 class LedgeredImageClient:
@@ -24,7 +22,7 @@ class LedgeredImageClient:
     def __init__(
         self,
         inner: ImageClient,
-        sessions: sessionmaker[Session],
+        ledger: SpendLedger,
         *,
         project_slug: str,
         subject: str,
@@ -33,7 +31,7 @@ class LedgeredImageClient:
     ) -> None:
         self.inner = inner
         self.backend = inner.backend
-        self.ledger = Ledger(sessions)
+        self.ledger = ledger
         self.project_slug = project_slug
         self.subject = subject
         self.price_per_image = price_per_image

@@ -5,15 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vidpipe_dagster.db.models import Project, SceneManifest
-from vidpipe_dagster.domain.reference_selection import (
-    ChosenReference,
-    chosen_reference,
-    select_references_for_scene,
-)
+from vidpipe_dagster.db import queries
+from vidpipe_dagster.domain.preview import is_preview_backend
+from vidpipe_dagster.domain.reference_selection import ChosenReference, select_references_for_scene
 
 
 class StatusError(LookupError):
@@ -36,17 +32,12 @@ def _reference(chosen: ChosenReference, media_root: Path) -> dict[str, Any]:
 
 
 def project_status(session: Session, slug: str, media_root: Path) -> dict[str, Any]:
-    project = session.scalars(select(Project).where(Project.slug == slug)).one_or_none()
-    if project is None:
-        known = ", ".join(session.scalars(select(Project.slug).order_by(Project.slug))) or "none"
-        raise StatusError(f"no project {slug!r} (known: {known})")
+    try:
+        project = queries.project_by_slug(session, slug)
+    except queries.NotFound as exc:
+        raise StatusError(str(exc)) from exc
     assets = list(project.manifest.assets) if project.manifest else []
-    scene_manifests = {
-        sm.scene_index: sm
-        for sm in session.scalars(
-            select(SceneManifest).where(SceneManifest.project_id == project.id)
-        )
-    }
+    scene_manifests = queries.scene_manifests(session, project.id)
     scenes = []
     for scene in project.scenes:
         sm = scene_manifests.get(scene.scene_index)
@@ -57,7 +48,9 @@ def project_status(session: Session, slug: str, media_root: Path) -> dict[str, A
             picks = select_references_for_scene(sm.manifest_json, assets)
             current = [a.manifest_tag for a in picks] == persisted
             if current:
-                selected = [_reference(chosen_reference(session, a), media_root) for a in picks]
+                selected = [
+                    _reference(queries.chosen_reference(session, a), media_root) for a in picks
+                ]
         scenes.append(
             {
                 "index": scene.scene_index,
@@ -118,7 +111,7 @@ def _clip(clip: Any, media_root: Path) -> dict[str, Any] | None:
         "reference_tags": clip.reference_tags,
         "cost_usd": clip.cost_usd,
         "backend": clip.backend,
-        "preview": clip.backend == "animatic",
+        "preview": is_preview_backend(clip.backend),
         "cached": clip.cached,
         "attempts": clip.attempts,
         "error": clip.error,

@@ -1,0 +1,158 @@
+"""The lookups every stage shares: a project by slug, a scene and its manifest, clean sheets,
+the reference a selected asset sends, a scene's clip row. Each takes the caller's session.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from vidpipe_dagster.db.models import (
+    Asset,
+    AssetCleanReference,
+    GenerationLedger,
+    Project,
+    Scene,
+    SceneManifest,
+    VideoClip,
+)
+from vidpipe_dagster.domain.reference_selection import ChosenReference
+
+
+class NotFound(LookupError):
+    """A row the caller named does not exist; the message says which and what exists."""
+
+
+def project_by_slug(session: Session, slug: str) -> Project:
+    project = session.scalars(select(Project).where(Project.slug == slug)).one_or_none()
+    if project is None:
+        known = ", ".join(session.scalars(select(Project.slug).order_by(Project.slug))) or "none"
+        raise NotFound(f"no project {slug!r} (known: {known})")
+    return project
+
+
+def scene_of(session: Session, project: Project, index: int) -> Scene:
+    scene = session.scalars(
+        select(Scene).where(Scene.project_id == project.id, Scene.scene_index == index)
+    ).one_or_none()
+    if scene is None:
+        known = ", ".join(str(s.scene_index) for s in project.scenes) or "none"
+        raise NotFound(f"project {project.slug!r} has no scene {index} (scenes: {known})")
+    return scene
+
+
+def scene_manifest(session: Session, project_id: uuid.UUID, index: int) -> SceneManifest | None:
+    return session.scalars(
+        select(SceneManifest).where(
+            SceneManifest.project_id == project_id, SceneManifest.scene_index == index
+        )
+    ).one_or_none()
+
+
+def scene_manifests(session: Session, project_id: uuid.UUID) -> dict[int, SceneManifest]:
+    rows = session.scalars(select(SceneManifest).where(SceneManifest.project_id == project_id))
+    return {row.scene_index: row for row in rows}
+
+
+def assets_of_tag(session: Session, project: Project, tag: str) -> list[Asset]:
+    """Full bodies first, then face crops, each by asset id (the order sheets are made in)."""
+    return list(
+        session.scalars(
+            select(Asset)
+            .where(Asset.manifest_id == project.manifest_id, Asset.manifest_tag == tag)
+            .order_by(Asset.is_face_crop, Asset.asset_key)
+        )
+    )
+
+
+def primary_clean_sheet(session: Session, asset_id: uuid.UUID) -> AssetCleanReference | None:
+    """The asset's primary clean sheet, if any (the clean-sheet stage keeps at most one)."""
+    return session.scalars(
+        select(AssetCleanReference)
+        .where(AssetCleanReference.asset_id == asset_id, AssetCleanReference.is_primary.is_(True))
+        .order_by(AssetCleanReference.created_at.desc())
+        .limit(1)
+    ).first()
+
+
+def primary_counts(session: Session, asset_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many primary clean sheets each asset has (the stage keeps exactly one, or none)."""
+    rows = session.execute(
+        select(AssetCleanReference.asset_id, func.count())
+        .where(
+            AssetCleanReference.asset_id.in_(list(asset_ids)),
+            AssetCleanReference.is_primary.is_(True),
+        )
+        .group_by(AssetCleanReference.asset_id)
+    ).all()
+    counts = dict.fromkeys(asset_ids, 0)
+    counts.update({asset_id: int(n) for asset_id, n in rows})
+    return counts
+
+
+def chosen_reference(session: Session, asset: Asset) -> ChosenReference:
+    """The image a selected asset sends: its primary clean sheet, else its original photo."""
+    clean = primary_clean_sheet(session, asset.id)
+    return ChosenReference(
+        tag=asset.manifest_tag,
+        asset_key=asset.asset_key,
+        face_crop=bool(asset.is_face_crop),
+        image_url=clean.clean_image_url if clean else asset.reference_image_url,
+        source=clean.tier if clean else "original",
+    )
+
+
+def clip_row(session: Session, scene_id: uuid.UUID) -> VideoClip:
+    """The scene's clip row, created (pending) when it has none yet."""
+    clip = session.scalars(select(VideoClip).where(VideoClip.scene_id == scene_id)).one_or_none()
+    if clip is None:
+        clip = VideoClip(scene_id=scene_id)
+        session.add(clip)
+    return clip
+
+
+def clips_in_scene_order(
+    session: Session, project_id: uuid.UUID
+) -> list[tuple[int, VideoClip | None]]:
+    return [
+        (index, clip)
+        for index, clip in session.execute(
+            select(Scene.scene_index, VideoClip)
+            .outerjoin(VideoClip, VideoClip.scene_id == Scene.id)
+            .where(Scene.project_id == project_id)
+            .order_by(Scene.scene_index)
+        ).all()
+    ]
+
+
+def clip_states(session: Session, slug: str) -> dict[str, tuple[str | None, str | None]]:
+    """Per scene key: (clip status, clip fingerprint), both None for a scene never generated."""
+    rows = session.execute(
+        select(Scene.scene_index, VideoClip.status, VideoClip.fingerprint)
+        .join(Project, Project.id == Scene.project_id)
+        .outerjoin(VideoClip, VideoClip.scene_id == Scene.id)
+        .where(Project.slug == slug)
+    ).all()
+    return {str(index): (status, fingerprint) for index, status, fingerprint in rows}
+
+
+def latest_image_model(session: Session, slug: str, asset_key: str) -> str | None:
+    """The model of an asset's newest finished Tier 3 request (None: no ledger record)."""
+    return session.scalars(
+        select(GenerationLedger.model)
+        .where(
+            GenerationLedger.kind == "image",
+            GenerationLedger.project_slug == slug,
+            GenerationLedger.subject == asset_key,
+            GenerationLedger.state == "done",
+        )
+        .order_by(GenerationLedger.created_at.desc())
+        .limit(1)
+    ).first()
+
+
+def project_slugs(session: Session) -> list[str]:
+    return list(session.scalars(select(Project.slug).order_by(Project.slug)))

@@ -1,0 +1,200 @@
+"""Tier 3 clean sheets: ask an image model for an idealised reference, validated by face.
+
+Up to three tries, each a paid request (``generation.images`` ledgers each one); a character with
+a stored face embedding is accepted only when the face still matches (thresholds in
+``domain.clean_sheets.threshold_for_try``). Transient errors are retried inside a try with
+full-jitter backoff and do not use a try up; content policy, rejections and failures stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vidpipe_dagster.domain.clean_sheets import (
+    DEFAULT_TIER3_PRICE_USD,
+    TIER3_MAX_TRIES,
+    Tier3Outcome,
+    Tier3Try,
+    Validation,
+    normalize_generated_image,
+    threshold_for_try,
+)
+from vidpipe_dagster.domain.faces import FaceEmbedder, cosine_similarity
+from vidpipe_dagster.domain.media import MediaError, decode_image
+from vidpipe_dagster.generation.client import GenerationApiError, ImageClient
+
+Sleep = Callable[[float], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One try's request after transient retries: the bytes or the error that ended it."""
+
+    data: bytes | None
+    error: GenerationApiError | None
+    transient_retries: int
+    billed_failures: int  # failed calls the provider still charged for
+
+
+async def _generate_with_backoff(
+    image_client: ImageClient,
+    *,
+    model: str,
+    prompt: str,
+    image: bytes,
+    mime_type: str,
+    retries: int,
+    base_s: float,
+    max_s: float,
+    sleep: Sleep,
+    rng: random.Random,
+) -> _Call:
+    """Call once, retrying transient errors with full-jitter exponential backoff.
+
+    The client does not retry (``generation.vertex`` turns SDK retries off), so this is the one
+    place it happens for Tier 3, and it does not use up a validation try.
+    """
+    billed = 0
+    for attempt in range(retries + 1):
+        try:
+            data = await image_client.generate_image(
+                model=model, prompt=prompt, image=image, mime_type=mime_type
+            )
+            return _Call(data, None, attempt, billed)
+        except GenerationApiError as exc:
+            billed += int(exc.billed and exc.kind != "content_policy")
+            if exc.kind != "transient" or attempt == retries:
+                return _Call(None, exc, attempt, billed)
+            await sleep(rng.uniform(0.0, min(max_s, base_s * 2**attempt)))
+    raise AssertionError("unreachable")
+
+
+async def generate_tier3_clean_sheet(
+    *,
+    image_client: ImageClient,
+    model: str,
+    prompt: str,
+    image_bytes: bytes,
+    mime_type: str,
+    stored_embedding: np.ndarray | None,
+    embedder: FaceEmbedder | None,
+    price_per_image: float = DEFAULT_TIER3_PRICE_USD,
+    max_tries: int = TIER3_MAX_TRIES,
+    no_embedder_reason: str = "no face model installed",
+    is_character: bool = False,
+    label: str = "reference image",
+    transient_retries: int = 3,
+    backoff_base_s: float = 2.0,
+    backoff_max_s: float = 30.0,
+    sleep: Sleep = asyncio.sleep,
+    rng: random.Random | None = None,
+) -> Tier3Outcome:
+    """Up to ``max_tries`` generations, validated against ``stored_embedding`` when given.
+
+    Validation applies when the caller passes a stored embedding (characters that have one). A
+    character without a face model is ``unavailable`` (not validated), never ``not_applicable``:
+    its embedding is missing only because there was no model to compute it.
+    Errors: content_policy stops (same prompt is not resent, cost 0); rejected / failed /
+    not_found stop; transient errors are retried with backoff inside a try and stop only when
+    the retries run out (``stopped_by="transient"``, so a caller can let Dagster retry later).
+    A generated file that is not an image uses up its try (it was paid for).
+    """
+    decode_image(image_bytes, label=label)  # never pay to condition on a broken input
+    rng = rng or random.Random()
+    if embedder is None and (stored_embedding is not None or is_character):
+        validation: Validation = "unavailable"
+        skip_reason = f"not validated: {no_embedder_reason}"
+    elif stored_embedding is None:
+        validation = "not_applicable"
+        skip_reason = "validation not applicable (no stored face embedding)"
+    else:
+        validation, skip_reason = "not_run", ""
+    tries: list[Tier3Try] = []
+    best: float | None = None
+
+    def finish(
+        accepted: bool,
+        reason: str,
+        *,
+        image_png: bytes | None = None,
+        score: float | None = None,
+        final: Validation | None = None,
+        stopped_by: str | None = None,
+    ) -> Tier3Outcome:
+        return Tier3Outcome(
+            accepted=accepted,
+            image_png=image_png,
+            score=score if accepted else best,
+            validation=final or validation,
+            tries=tuple(tries),
+            total_cost_usd=round(sum(t.cost_usd for t in tries), 6),
+            prompt=prompt,
+            model=model,
+            reason=reason,
+            stopped_by=stopped_by,
+        )
+
+    for number in range(1, max_tries + 1):
+        call = await _generate_with_backoff(
+            image_client,
+            model=model,
+            prompt=prompt,
+            image=image_bytes,
+            mime_type=mime_type,
+            retries=transient_retries,
+            base_s=backoff_base_s,
+            max_s=backoff_max_s,
+            sleep=sleep,
+            rng=rng,
+        )
+        retried = call.transient_retries
+        cost = price_per_image * call.billed_failures
+        if call.error is not None or call.data is None:
+            exc = call.error or GenerationApiError("failed", "no image bytes returned")
+            what = "blocked by content policy" if exc.kind == "content_policy" else exc.kind
+            reason = f"{exc} (after {retried} transient retries)" if retried else str(exc)
+            tries.append(Tier3Try(number, None, None, cost, exc.kind, reason, retried))
+            return finish(False, f"try {number} {what}: {reason}", stopped_by=exc.kind)
+        data = call.data
+        cost += price_per_image
+        try:
+            png = normalize_generated_image(data, label=f"tier 3 image (try {number})")
+        except MediaError as exc:
+            tries.append(Tier3Try(number, None, None, cost, "invalid_image", str(exc), retried))
+            continue
+        if embedder is None or stored_embedding is None:
+            tries.append(
+                Tier3Try(number, None, None, cost, "accepted_unvalidated", skip_reason, retried)
+            )
+            return finish(True, skip_reason, image_png=png)
+        embedding = await asyncio.to_thread(embedder.embed_largest_face, png)
+        threshold = threshold_for_try(number)
+        if embedding is None:
+            score, outcome, why = 0.0, "no_face", "no face found in the generated image"
+        else:
+            try:
+                score = cosine_similarity(stored_embedding, embedding)
+            except ValueError as exc:  # stored with another face model: cannot compare
+                reason = f"not validated: stored embedding does not match the face model ({exc})"
+                tries.append(
+                    Tier3Try(number, None, None, cost, "accepted_unvalidated", reason, retried)
+                )
+                return finish(True, reason, image_png=png, final="unavailable")
+            outcome, why = "below_threshold", f"face similarity {score:.3f} < {threshold}"
+        best = score if best is None else max(best, score)
+        validation = "failed"
+        if score >= threshold:
+            reason = f"face similarity {score:.3f} >= {threshold} on try {number}"
+            tries.append(Tier3Try(number, score, threshold, cost, "accepted", reason, retried))
+            return finish(True, reason, image_png=png, score=score, final="passed")
+        tries.append(Tier3Try(number, score, threshold, cost, outcome, why, retried))
+    best_text = "none" if best is None else f"{best:.3f}"
+    return finish(
+        False, f"no acceptable image in {max_tries} tries (best face similarity {best_text})"
+    )

@@ -1,0 +1,141 @@
+"""Reference selection per scene: choose up to 3 (``domain.reference_selection``), persist the
+tags to ``SceneManifest.selected_reference_tags``, and read them back as a later stage will.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vidpipe_dagster.db import queries
+from vidpipe_dagster.domain.media import MediaError, read_image_bytes
+from vidpipe_dagster.domain.reference_selection import (
+    MAX_REFERENCES,
+    ChosenReference,
+    select_references_for_scene,
+)
+from vidpipe_dagster.stages.context import CheckOutcome, StageContext
+
+CHECK_AT_MOST_THREE = "at_most_three_references"
+CHECK_TAGS_IN_MANIFEST = "selected_tags_are_in_manifest"
+CHECK_PERSISTED = "persisted_tags_match_selection"
+
+
+@dataclass(frozen=True)
+class SceneSelection:
+    key: str
+    tags: list[str]
+    chosen: list[ChosenReference]
+    persisted: list[str] | None
+    has_manifest_row: bool
+    manifest_tags: set[str]
+    undeclared: list[str]
+    shot_type: str | None
+    reason: str
+
+    @property
+    def version(self) -> str:
+        """Changes when the selection or any chosen image changes, so clips downstream go stale."""
+        payload = [(c.tag, c.asset_key, c.image_url, c.source) for c in self.chosen]
+        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
+
+
+def select_scene(ctx: StageContext, slug: str, key: str) -> SceneSelection:
+    """Select, persist, and read back one scene's references (each in its own transaction)."""
+    index = int(key)
+    with ctx.database.session() as session:
+        project = queries.project_by_slug(session, slug)
+        manifest_assets = list(project.manifest.assets) if project.manifest else []
+        scene_manifest = queries.scene_manifest(session, project.id, index)
+        manifest_json = (scene_manifest.manifest_json or {}) if scene_manifest else {}
+        selected = (
+            select_references_for_scene(manifest_json, manifest_assets)
+            if scene_manifest and manifest_assets
+            else []
+        )
+        chosen = [queries.chosen_reference(session, asset) for asset in selected]
+        tags = [asset.manifest_tag for asset in selected]
+        if scene_manifest is not None:
+            scene_manifest.selected_reference_tags = tags
+        manifest_tags = {asset.manifest_tag for asset in manifest_assets}
+        project_id = project.id
+    with ctx.database.session() as session:  # read back what a later stage will read
+        row = queries.scene_manifest(session, project_id, index)
+        persisted = row.selected_reference_tags if row is not None else None
+    shot_type = manifest_json.get("composition", {}).get("shot_type") if scene_manifest else None
+    if not manifest_assets:
+        reason = "project has no manifest: no references (frames only)"
+    elif scene_manifest is None:
+        reason = "scene has no placements: no references"
+    else:
+        reason = f"{len(tags)} reference(s) for a {shot_type} shot"
+    placed = {p.get("asset_tag") for p in manifest_json.get("placements", [])}
+    return SceneSelection(
+        key=key,
+        tags=tags,
+        chosen=chosen,
+        persisted=persisted,
+        has_manifest_row=scene_manifest is not None,
+        manifest_tags=manifest_tags,
+        undeclared=sorted(t for t in placed - manifest_tags if t),
+        shot_type=shot_type,
+        reason=reason,
+    )
+
+
+def select_scenes(ctx: StageContext, slug: str, keys: Sequence[str]) -> list[SceneSelection]:
+    selections = []
+    for key in keys:
+        scene = select_scene(ctx, slug, key)
+        ctx.log.info(f"scene {key}: {scene.reason}: {scene.tags}")
+        if scene.undeclared:
+            ctx.log.info(f"scene {key}: skipped undeclared tags {scene.undeclared}")
+        selections.append(scene)
+    return selections
+
+
+def selection_checks(selections: Sequence[SceneSelection]) -> list[CheckOutcome]:
+    counts = {s.key: len(s.tags) for s in selections}
+    not_in_manifest = {
+        s.key: sorted(set(s.tags) - s.manifest_tags)
+        for s in selections
+        if not set(s.tags) <= s.manifest_tags
+    }
+    mismatched = {
+        s.key: s.persisted for s in selections if s.has_manifest_row and s.persisted != s.tags
+    }
+    return [
+        CheckOutcome(
+            CHECK_AT_MOST_THREE,
+            passed=all(n <= MAX_REFERENCES for n in counts.values()),
+            metadata={"count_per_scene": counts},
+        ),
+        CheckOutcome(
+            CHECK_TAGS_IN_MANIFEST,
+            passed=not not_in_manifest,
+            metadata={"not_in_manifest": not_in_manifest},
+        ),
+        CheckOutcome(
+            CHECK_PERSISTED,
+            passed=not mismatched,
+            metadata={"mismatched_persisted_tags": mismatched},
+        ),
+    ]
+
+
+def reference_images(
+    ctx: StageContext, chosen: Sequence[ChosenReference]
+) -> tuple[list[tuple[str, bytes]], list[str]]:
+    """(caption, bytes) of each chosen image for previews, and what could not be read."""
+    items: list[tuple[str, bytes]] = []
+    problems: list[str] = []
+    for ref in chosen:
+        try:
+            data = read_image_bytes(ctx.media.path(ref.image_url or ""), label=ref.caption())
+        except MediaError as exc:
+            problems.append(str(exc))
+            continue
+        items.append((ref.caption(), data))
+    return items, problems
