@@ -84,21 +84,14 @@ def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions) -> list[Any
             check_results=[md.check_result(outcome) for outcome in stage.run_checks(run)],
         )
 
-    @dg.asset_check(
-        asset=key,
-        name=stage.CHECK_ONE_PRIMARY,
-        description="Each asset with a clean sheet has exactly one primary, its newest (assets "
-        "that keep their original photo have none).",
+    exactly_one_primary = md.read_back_check(
+        key,
+        graph.slug,
+        stage.CHECK_ONE_PRIMARY,
+        "Each asset with a clean sheet has exactly one primary, its newest (assets that keep "
+        "their original photo have none).",
+        stage.primary_sheet_check,
     )
-    def exactly_one_primary(
-        context: dg.AssetCheckExecutionContext,
-        database: DatabaseResource,
-        media: MediaStoreResource,
-    ) -> dg.AssetCheckResult:
-        ctx = md.stage_context(context.log, database, media)
-        tags = md.run_partition_keys(context)
-        return md.check_result(stage.primary_sheet_check(ctx, graph.slug, tags))
-
     return [clean_sheet, exactly_one_primary]
 
 

@@ -26,7 +26,7 @@ def build_project_assets(graph: ProjectGraph) -> list[Any]:
     items: list[Any] = list(build_source_specs(graph, parts))
     if parts.tags is not None:
         items.extend(build_clean_sheet(graph, parts))
-    items.append(build_scene_references(graph, parts))
+    items.extend(build_scene_references(graph, parts))
     items.extend(build_scene_clip(graph, parts))
     items.append(build_final_cut(graph, parts))
     return items

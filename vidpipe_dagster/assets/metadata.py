@@ -4,9 +4,7 @@ Every asset module formats through these, so a preview, a table or a failure rea
 every stage.
 """
 
-from __future__ import annotations
-
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -77,6 +75,27 @@ def thumbnail(image: Image.Image | bytes, alt: str, size: int | None = 128) -> s
 
 def gallery(items: list[tuple[str, Image.Image | bytes]]) -> dg.MarkdownMetadataValue:
     return dg.MetadataValue.md(markdown_gallery(items))
+
+
+ReadBack = Callable[[StageContext, str, list[str] | None], CheckOutcome]
+
+
+def read_back_check(
+    key: dg.AssetKey, slug: str, name: str, description: str, read_back: ReadBack
+) -> dg.AssetChecksDefinition:
+    """A check that reads the stored results back from the database (a person can re-run it from
+    the UI): over the partitions of the run it runs in, or over all of them when run alone."""
+
+    @dg.asset_check(asset=key, name=name, description=description)
+    def check(
+        context: dg.AssetCheckExecutionContext,
+        database: DatabaseResource,
+        media: MediaStoreResource,
+    ) -> dg.AssetCheckResult:
+        ctx = stage_context(context.log, database, media)
+        return check_result(read_back(ctx, slug, run_partition_keys(context)))
+
+    return check
 
 
 def run_partition_keys(context: dg.AssetCheckExecutionContext) -> list[str] | None:

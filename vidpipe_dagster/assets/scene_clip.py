@@ -130,21 +130,14 @@ def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.Assets
                 allow_retries=False,
             )
 
-    @dg.asset_check(
-        asset=key,
-        name=stage.CHECK_ONE_BILLED,
-        description="The ledger shows at most one billed generation per scene clip (over the "
-        "request and its remediated or frames-fallback forms).",
+    at_most_one_billed = md.read_back_check(
+        key,
+        graph.slug,
+        stage.CHECK_ONE_BILLED,
+        "The ledger shows at most one billed generation per scene clip (over the request and "
+        "its remediated or frames-fallback forms).",
+        stage.billed_check,
     )
-    def at_most_one_billed(
-        context: dg.AssetCheckExecutionContext,
-        database: DatabaseResource,
-        media: MediaStoreResource,
-    ) -> dg.AssetCheckResult:
-        ctx = md.stage_context(context.log, database, media)
-        keys = md.run_partition_keys(context)
-        return md.check_result(stage.billed_check(ctx, graph.slug, keys))
-
     return [scene_clip, at_most_one_billed]
 
 

@@ -3,6 +3,8 @@
 The work is ``stages.scene_references``; this module is its Dagster face.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from vidpipe_dagster.assets import metadata as md
@@ -15,7 +17,7 @@ from vidpipe_dagster.resources.media import MediaStoreResource
 from vidpipe_dagster.stages import scene_references as stage
 
 
-def build_scene_references(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsDefinition:
+def build_scene_references(graph: ProjectGraph, parts: ProjectPartitions) -> list[Any]:
     key = stage_key(graph, "scene_references")
     deps = []
     if parts.tags is not None:
@@ -44,11 +46,6 @@ def build_scene_references(graph: ProjectGraph, parts: ProjectPartitions) -> dg.
                 stage.CHECK_TAGS_IN_MANIFEST,
                 asset=key,
                 description="Every selected tag exists in the project's manifest.",
-            ),
-            dg.AssetCheckSpec(
-                stage.CHECK_PERSISTED,
-                asset=key,
-                description="The tags read back from the database equal the selection.",
             ),
         ],
     )
@@ -79,7 +76,14 @@ def build_scene_references(graph: ProjectGraph, parts: ProjectPartitions) -> dg.
         for outcome in stage.selection_checks(selections):
             yield md.check_result(outcome)
 
-    return scene_references
+    persisted = md.read_back_check(
+        key,
+        graph.slug,
+        stage.CHECK_PERSISTED,
+        "The tags read back from the database equal the selection the manifest gives today.",
+        stage.persisted_check,
+    )
+    return [scene_references, persisted]
 
 
 def _preview(ctx, scene: stage.SceneSelection) -> str:

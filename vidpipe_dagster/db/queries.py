@@ -19,7 +19,7 @@ from vidpipe_dagster.db.models import (
     SceneManifest,
     VideoClip,
 )
-from vidpipe_dagster.domain.reference_selection import ChosenReference
+from vidpipe_dagster.domain.reference_selection import ChosenReference, select_references_for_scene
 
 
 class NotFound(LookupError):
@@ -103,6 +103,17 @@ def chosen_reference(session: Session, asset: Asset) -> ChosenReference:
         image_url=clean.clean_image_url if clean else asset.reference_image_url,
         source=clean.tier if clean else "original",
     )
+
+
+def current_selection(session: Session, project: Project, index: int) -> list[Asset] | None:
+    """The assets the manifest selects for a scene today (``domain.reference_selection``), or None
+    for a scene without placements. Every stage that needs the selection asks here."""
+    if project.manifest is None:
+        return []
+    row = scene_manifest(session, project.id, index)
+    if row is None:
+        return None
+    return select_references_for_scene(row.manifest_json or {}, project.manifest.assets)
 
 
 def clip_row(session: Session, scene_id: uuid.UUID) -> VideoClip:

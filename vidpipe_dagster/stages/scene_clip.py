@@ -22,7 +22,6 @@ from vidpipe_dagster.db.models import Project
 from vidpipe_dagster.domain.budget import start_of_today_utc
 from vidpipe_dagster.domain.media import MediaError, image_mime_type, read_image_bytes
 from vidpipe_dagster.domain.preview import PREVIEW_LABEL
-from vidpipe_dagster.domain.reference_selection import select_references_for_scene
 from vidpipe_dagster.domain.render import Mp4Info, probe_mp4
 from vidpipe_dagster.domain.video_requests import (
     MODEL_CAPABILITIES,
@@ -277,18 +276,16 @@ def _references(
     ctx: StageContext, session: Any, project: Project, index: int
 ) -> list[tuple[str, ImageInput]]:
     """The persisted selection, each with its primary clean sheet or else its original."""
-    if project.manifest is None:
+    picks = queries.current_selection(session, project, index)
+    if project.manifest is None or picks is None:
         return []
-    scene_manifest = queries.scene_manifest(session, project.id, index)
-    if scene_manifest is None:
-        return []
-    if scene_manifest.selected_reference_tags is None:
+    persisted = queries.scene_manifest(session, project.id, index)
+    if persisted is None or persisted.selected_reference_tags is None:
         raise LookupError(
             f"scene {index}: references were never selected; materialize "
             f"{project.slug}/scene_references for this scene first"
         )
-    picks = select_references_for_scene(scene_manifest.manifest_json, project.manifest.assets)
-    if [a.manifest_tag for a in picks] != scene_manifest.selected_reference_tags:
+    if [a.manifest_tag for a in picks] != persisted.selected_reference_tags:
         raise LookupError(
             f"scene {index}: the manifest changed since references were selected; "
             "materialize scene_references again"

@@ -8,13 +8,13 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from vidpipe_dagster.db import queries
 from vidpipe_dagster.domain.media import MediaError, read_image_bytes
 from vidpipe_dagster.domain.reference_selection import (
     MAX_REFERENCES,
     ChosenReference,
-    select_references_for_scene,
 )
 from vidpipe_dagster.stages.context import CheckOutcome, StageContext
 
@@ -28,8 +28,6 @@ class SceneSelection:
     key: str
     tags: list[str]
     chosen: list[ChosenReference]
-    persisted: list[str] | None
-    has_manifest_row: bool
     manifest_tags: set[str]
     undeclared: list[str]
     shot_type: str | None
@@ -43,27 +41,19 @@ class SceneSelection:
 
 
 def select_scene(ctx: StageContext, slug: str, key: str) -> SceneSelection:
-    """Select, persist, and read back one scene's references (each in its own transaction)."""
+    """Select one scene's references and persist the tags (a later stage reads them back)."""
     index = int(key)
     with ctx.database.session() as session:
         project = queries.project_by_slug(session, slug)
         manifest_assets = list(project.manifest.assets) if project.manifest else []
         scene_manifest = queries.scene_manifest(session, project.id, index)
         manifest_json = (scene_manifest.manifest_json or {}) if scene_manifest else {}
-        selected = (
-            select_references_for_scene(manifest_json, manifest_assets)
-            if scene_manifest and manifest_assets
-            else []
-        )
+        selected = queries.current_selection(session, project, index) or []
         chosen = [queries.chosen_reference(session, asset) for asset in selected]
         tags = [asset.manifest_tag for asset in selected]
         if scene_manifest is not None:
             scene_manifest.selected_reference_tags = tags
         manifest_tags = {asset.manifest_tag for asset in manifest_assets}
-        project_id = project.id
-    with ctx.database.session() as session:  # read back what a later stage will read
-        row = queries.scene_manifest(session, project_id, index)
-        persisted = row.selected_reference_tags if row is not None else None
     shot_type = manifest_json.get("composition", {}).get("shot_type") if scene_manifest else None
     if not manifest_assets:
         reason = "project has no manifest: no references (frames only)"
@@ -76,8 +66,6 @@ def select_scene(ctx: StageContext, slug: str, key: str) -> SceneSelection:
         key=key,
         tags=tags,
         chosen=chosen,
-        persisted=persisted,
-        has_manifest_row=scene_manifest is not None,
         manifest_tags=manifest_tags,
         undeclared=sorted(t for t in placed - manifest_tags if t),
         shot_type=shot_type,
@@ -97,14 +85,12 @@ def select_scenes(ctx: StageContext, slug: str, keys: Sequence[str]) -> list[Sce
 
 
 def selection_checks(selections: Sequence[SceneSelection]) -> list[CheckOutcome]:
+    """The cheap checks on this run's selections (the read-back one is ``persisted_check``)."""
     counts = {s.key: len(s.tags) for s in selections}
     not_in_manifest = {
         s.key: sorted(set(s.tags) - s.manifest_tags)
         for s in selections
         if not set(s.tags) <= s.manifest_tags
-    }
-    mismatched = {
-        s.key: s.persisted for s in selections if s.has_manifest_row and s.persisted != s.tags
     }
     return [
         CheckOutcome(
@@ -117,12 +103,35 @@ def selection_checks(selections: Sequence[SceneSelection]) -> list[CheckOutcome]
             passed=not not_in_manifest,
             metadata={"not_in_manifest": not_in_manifest},
         ),
-        CheckOutcome(
-            CHECK_PERSISTED,
-            passed=not mismatched,
-            metadata={"mismatched_persisted_tags": mismatched},
-        ),
     ]
+
+
+def persisted_check(ctx: StageContext, slug: str, keys: Sequence[str] | None) -> CheckOutcome:
+    """Read back: the tags stored for each scene with placements equal the selection the manifest
+    gives today (None: never selected, or cleared by a re-import that changed the placements)."""
+    mismatched: dict[str, Any] = {}
+    with ctx.database.session() as session:
+        project = queries.project_by_slug(session, slug)
+        rows = queries.scene_manifests(session, project.id)
+        for index, row in sorted(rows.items()):
+            if keys is not None and str(index) not in keys:
+                continue
+            today = [
+                a.manifest_tag for a in queries.current_selection(session, project, index) or []
+            ]
+            if row.selected_reference_tags != today:
+                mismatched[str(index)] = {
+                    "persisted": row.selected_reference_tags,
+                    "selection_today": today,
+                }
+    return CheckOutcome(
+        CHECK_PERSISTED,
+        passed=not mismatched,
+        description=None
+        if not mismatched
+        else f"scenes {sorted(mismatched)}: materialize {slug} scene_references again",
+        metadata={"mismatched_persisted_tags": mismatched},
+    )
 
 
 def reference_images(

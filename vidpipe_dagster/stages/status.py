@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from vidpipe_dagster.db import queries
 from vidpipe_dagster.domain.preview import is_preview_backend
-from vidpipe_dagster.domain.reference_selection import ChosenReference, select_references_for_scene
+from vidpipe_dagster.domain.reference_selection import ChosenReference
 
 
 class StatusError(LookupError):
@@ -45,7 +45,7 @@ def project_status(session: Session, slug: str, media_root: Path) -> dict[str, A
         selected = []
         current = None  # None: nothing selected yet
         if sm and persisted is not None:
-            picks = select_references_for_scene(sm.manifest_json, assets)
+            picks = queries.current_selection(session, project, scene.scene_index) or []
             current = [a.manifest_tag for a in picks] == persisted
             if current:
                 selected = [
