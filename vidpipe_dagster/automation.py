@@ -181,7 +181,9 @@ def _log(log: object | None, message: str) -> None:
         log.info(message)  # type: ignore[attr-defined]
 
 
-def build_backfill_schedule(graph: ProjectGraph, settings: Settings) -> dg.ScheduleDefinition:
+def build_backfill_schedule(
+    graph: ProjectGraph, settings: Settings, scenes_job: dg.JobDefinition
+) -> dg.ScheduleDefinition:
     """``<project>_nightly_backfill_schedule`` (a schedule's target must share one partitions
     definition). Cron from ``VIDPIPE_BACKFILL_CRON`` (default 03:00 daily); stopped until turned
     on in the UI, or on by default with ``VIDPIPE_BACKFILL_SCHEDULE=on``. The daily budget is
@@ -190,9 +192,7 @@ def build_backfill_schedule(graph: ProjectGraph, settings: Settings) -> dg.Sched
     @dg.schedule(
         name=f"{graph.prefix}_nightly_backfill_schedule",
         cron_schedule=settings.backfill_cron,
-        target=dg.AssetSelection.assets(
-            stage_key(graph, "scene_references"), stage_key(graph, "scene_clip")
-        ),
+        job=scenes_job,
         default_status=dg.DefaultScheduleStatus.RUNNING
         if settings.backfill_schedule_on
         else dg.DefaultScheduleStatus.STOPPED,

@@ -58,11 +58,10 @@ def build_definitions(
     resources: dict[str, Any] | None = None,
 ) -> dg.Definitions:
     """Each project's definitions, merged, with the resources they share."""
-    shared = dg.Definitions(
-        resources=resources if resources is not None else default_resources(settings)
-    )
+    resources = resources if resources is not None else default_resources(settings)
     return dg.Definitions.merge(
-        shared, *(build_project_definitions(graph, settings) for graph in graphs)
+        dg.Definitions(resources=resources),
+        *(build_project_definitions(graph, settings, resources) for graph in graphs),
     )
 
 

@@ -20,6 +20,10 @@ def stage_key(graph: ProjectGraph, stage: str) -> dg.AssetKey:
     return dg.AssetKey([graph.prefix, stage])
 
 
+def scenes_job_name(graph: ProjectGraph) -> str:
+    return f"{graph.prefix}_scenes_job"
+
+
 def build_project_jobs(graph: ProjectGraph) -> list[dg.UnresolvedAssetJobDefinition]:
     """``<prefix>_scenes_job`` (references and clips) and, with a manifest, ``_clean_sheets_job``.
 
@@ -28,7 +32,7 @@ def build_project_jobs(graph: ProjectGraph) -> list[dg.UnresolvedAssetJobDefinit
     tags = {PROJECT_TAG: graph.slug}
     jobs = [
         dg.define_asset_job(
-            name=f"{graph.prefix}_scenes_job",
+            name=scenes_job_name(graph),
             selection=dg.AssetSelection.assets(
                 stage_key(graph, "scene_references"), stage_key(graph, "scene_clip")
             ),

@@ -4,6 +4,7 @@ and its schedule), generated from the project's database rows and merged in ``de
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -16,7 +17,7 @@ from vidpipe_dagster.assets.scene_references import build_scene_references
 from vidpipe_dagster.assets.sources import build_source_specs
 from vidpipe_dagster.automation import build_backfill_schedule
 from vidpipe_dagster.db.project_graphs import ProjectGraph
-from vidpipe_dagster.jobs import build_project_jobs
+from vidpipe_dagster.jobs import build_project_jobs, scenes_job_name
 from vidpipe_dagster.settings import Settings
 
 
@@ -32,12 +33,24 @@ def build_project_assets(graph: ProjectGraph) -> list[Any]:
     return items
 
 
-def build_project_definitions(graph: ProjectGraph, settings: Settings) -> dg.Definitions:
-    """Everything Dagster needs for one project; ``definitions.py`` merges the projects."""
+def build_project_definitions(
+    graph: ProjectGraph, settings: Settings, resources: Mapping[str, Any]
+) -> dg.Definitions:
+    """Everything Dagster needs for one project; ``definitions.py`` merges the projects.
+
+    The project's jobs are resolved here, against its own assets only: resolving them later
+    against the merged repository would walk every project's assets once per job, which made
+    loading quadratic in the number of projects (docs/architecture.md, "Loading").
+    """
     items = build_project_assets(graph)
+    assets = [i for i in items if not isinstance(i, dg.AssetChecksDefinition)]
+    checks = [i for i in items if isinstance(i, dg.AssetChecksDefinition)]
+    unresolved = build_project_jobs(graph)
+    local = dg.Definitions(assets=assets, asset_checks=checks, jobs=unresolved, resources=resources)
+    jobs = {job.name: local.resolve_job_def(job.name) for job in unresolved}
     return dg.Definitions(
-        assets=[i for i in items if not isinstance(i, dg.AssetChecksDefinition)],
-        asset_checks=[i for i in items if isinstance(i, dg.AssetChecksDefinition)],
-        jobs=build_project_jobs(graph),
-        schedules=[build_backfill_schedule(graph, settings)],
+        assets=assets,
+        asset_checks=checks,
+        jobs=list(jobs.values()),
+        schedules=[build_backfill_schedule(graph, settings, jobs[scenes_job_name(graph)])],
     )
