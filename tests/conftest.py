@@ -18,7 +18,8 @@ from vidpipe_dagster.definitions import default_resources
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.stages.context import StageContext
 from vidpipe_dagster.stages.project_import import import_project
-from vidpipe_dagster.stages.scene_clip import ClipOptions, scenes_needing_clips
+from vidpipe_dagster.stages.scene_clip import ClipOptions
+from vidpipe_dagster.stages.schedule import scenes_needing_clips
 
 
 @pytest.fixture
@@ -207,3 +208,15 @@ def scene_needs(settings: Settings, slug: str = "spring-ad") -> tuple[list[Any],
     return scenes_needing_clips(
         stage_context(settings), graph.slug, graph.scene_keys, graph.video_model, ClipOptions()
     )
+
+
+def run_check_status(instance: dg.DagsterInstance, key: dg.AssetKey, name: str) -> str:
+    """A per-scene check over the newest run that evaluated it: FAILED if any scene failed it,
+    SUCCEEDED if every scene passed (checks are evaluated per partition)."""
+    check = dg.AssetCheckKey(key, name)
+    history = instance.event_log_storage.get_asset_check_execution_history(check, limit=1000)
+    if not history:
+        return "MISSING"
+    newest_run = history[0].run_id
+    statuses = {r.status.value for r in history if r.run_id == newest_run}
+    return "FAILED" if "FAILED" in statuses else statuses.pop()

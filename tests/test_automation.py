@@ -124,7 +124,7 @@ def test_schedule_requests_then_skips_then_sees_stale_inputs(
         tags=request.tags,
         instance=instance,
         resources=default_resources(settings),
-        run_config={"ops": {"spring_ad__scene_clip": {"config": FAST["scene_clip"]}}},
+        run_config={"ops": {"spring_ad__scenes": {"config": FAST["scene_clip"]}}},
     )
     assert result.success
     assert skip_message(settings, instance) == "spring-ad: every scene clip is up to date"

@@ -38,7 +38,8 @@ from vidpipe_dagster.resources.media import MediaStoreResource
 from vidpipe_dagster.resources.vertex import VertexResource
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.stages.context import StageContext
-from vidpipe_dagster.stages.scene_clip import ClipOptions, SceneNeed, scenes_needing_clips
+from vidpipe_dagster.stages.scene_clip import ClipOptions
+from vidpipe_dagster.stages.schedule import SceneNeed, scenes_needing_clips
 
 SCENES_TAG = "vidpipe/scenes"
 ESTIMATE_TAG = "vidpipe/estimate_usd"

@@ -25,10 +25,9 @@ def scenes_job_name(graph: ProjectGraph) -> str:
 
 
 def build_project_jobs(graph: ProjectGraph) -> list[dg.UnresolvedAssetJobDefinition]:
-    """``<prefix>_scenes_job`` (references and clips) and, with a manifest, ``_clean_sheets_job``.
-
-    One job per partitioning: a job's assets must share one partitions definition.
-    """
+    """``<prefix>_scenes_job`` (references and clips), ``_final_cut_job`` and, with a manifest,
+    ``_clean_sheets_job``: what the CLI runs and the UI lists. One job per partitioning (a job's
+    assets must share one partitions definition)."""
     tags = {PROJECT_TAG: graph.slug}
     jobs = [
         dg.define_asset_job(
@@ -38,7 +37,13 @@ def build_project_jobs(graph: ProjectGraph) -> list[dg.UnresolvedAssetJobDefinit
             ),
             tags=tags,
             description=f"{graph.slug}: reference selection and clips for the chosen scenes.",
-        )
+        ),
+        dg.define_asset_job(
+            name=f"{graph.prefix}_final_cut_job",
+            selection=dg.AssetSelection.assets(stage_key(graph, "final_cut")),
+            tags=tags,
+            description=f"{graph.slug}: the film, from every scene's clip.",
+        ),
     ]
     if graph.has_manifest and graph.tags:  # the clean_sheet asset exists (assets/partitions.py)
         jobs.append(

@@ -9,9 +9,8 @@ from typing import Any
 
 import dagster as dg
 
-from vidpipe_dagster.assets.factory import build_project_assets
 from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
-from vidpipe_dagster.definitions import default_resources
+from vidpipe_dagster.definitions import build_definitions, default_resources
 from vidpipe_dagster.jobs import PROJECT_TAG
 from vidpipe_dagster.settings import Settings
 
@@ -97,23 +96,22 @@ def materialize_project(
     asset_config: dict[str, dict[str, Any]] | None = None,
     log_level: str = "WARNING",
 ) -> list[StageReport]:
-    """Run the chosen stages in order; one failed partition never stops the other partitions.
+    """Run the chosen stages in order through the project's own jobs (so each run is listed
+    under its job, carries ``vidpipe/project`` and can be re-executed from the UI); one failed
+    partition never stops the other partitions.
 
-    ``asset_config`` maps a stage's asset name (e.g. ``"clean_sheet"``) to its run config.
+    ``asset_config`` maps a stage's asset name (``"clean_sheet"``, ``"scene_clip"``) to its run
+    config. Unknown partitions are an error naming the valid ones, before anything runs.
     """
     settings = settings or Settings.from_env()
     graph = find_graph(slug, settings)
-    items = build_project_assets(graph)
-    keys = {
-        item.key
-        for item in items
-        if isinstance(item, dg.AssetsDefinition)
-        and not isinstance(item, dg.AssetSpec | dg.AssetChecksDefinition)
-    }
+    _check_partitions(graph, stages, partitions)
     resources = resources or default_resources(settings)
+    definitions = build_definitions([graph], settings, resources)
     if instance is None:
         ensure_dagster_home(settings)
         instance = dg.DagsterInstance.get()
+    built = {spec.key for spec in definitions.resolve_all_asset_specs()}
     reports = []
     for stage in STAGES:
         if stage.name not in stages:
@@ -121,39 +119,37 @@ def materialize_project(
         report = StageReport(stage.name)
         reports.append(report)
         key = dg.AssetKey([graph.prefix, stage.asset])
-        if key not in keys:
+        if key not in built:
             report.skipped = (
                 "not part of this project" if stage.partitioned_by == "tags" else "not built"
             )
             continue
+        job = definitions.resolve_job_def(_job_name(graph, stage))
         all_keys = {"tags": list(graph.tags), "scenes": list(graph.scene_keys), "none": [""]}[
             stage.partitioned_by
         ]
         wanted = [k for k in all_keys if partitions is None or k in partitions or k == ""]
-        base_tags = {PROJECT_TAG: slug, "vidpipe/stage": stage.name}
+        config = (asset_config or {}).get(stage.asset)
+        op = _op_name(graph, stage)
+        run_config = {
+            "loggers": {"console": {"config": {"log_level": log_level}}},
+            **({"ops": {op: {"config": config}}} if config else {}),
+        }
 
         def run(
             partition_key: str | None,
             tags: dict[str, str],
+            job: dg.JobDefinition = job,
             key: dg.AssetKey = key,
-            base_tags: dict[str, str] = base_tags,
             stage: Stage = stage,
+            run_config: dict[str, Any] = run_config,
         ) -> dg.ExecuteInProcessResult:
-            return dg.materialize(
-                items,
-                selection=[key],
-                partition_key=partition_key,
+            return job.execute_in_process(
+                run_config=run_config,
                 instance=instance,
-                resources=resources,
-                run_config={
-                    "loggers": {"console": {"config": {"log_level": log_level}}},
-                    **(
-                        {"ops": {key.to_python_identifier(): {"config": config}}}
-                        if (config := (asset_config or {}).get(stage.asset))
-                        else {}
-                    ),
-                },
-                tags={**base_tags, **tags},
+                partition_key=partition_key,
+                asset_selection=[key],
+                tags={PROJECT_TAG: slug, "vidpipe/stage": stage.name, **tags},
                 raise_on_error=False,
             )
 
@@ -167,8 +163,48 @@ def materialize_project(
             _record(report, run(None, range_tags), wanted)
         else:
             for k in wanted:
-                _record(report, run(k, {"vidpipe/partition": k}), [k])
+                _record(report, run(k, {}), [k])
     return reports
+
+
+def _job_name(graph: ProjectGraph, stage: Stage) -> str:
+    return {
+        "tags": f"{graph.prefix}_clean_sheets_job",
+        "scenes": f"{graph.prefix}_scenes_job",
+        "none": f"{graph.prefix}_final_cut_job",
+    }[stage.partitioned_by]
+
+
+def _op_name(graph: ProjectGraph, stage: Stage) -> str:
+    """The step that runs a stage (run config is keyed by it)."""
+    return {
+        "clean_sheet": f"{graph.prefix}__clean_sheet",
+        "scene_references": f"{graph.prefix}__scenes",
+        "scene_clip": f"{graph.prefix}__scenes",
+        "final_cut": f"{graph.prefix}__final_cut",
+    }[stage.asset]
+
+
+def _check_partitions(
+    graph: ProjectGraph, stages: Sequence[str], partitions: Sequence[str] | None
+) -> None:
+    """Every requested partition must exist in some requested stage: name the valid ones."""
+    if not partitions:
+        return
+    valid: set[str] = set()
+    names: list[str] = []
+    if any(s in stages for s in ("references", "clips")):
+        valid |= set(graph.scene_keys)
+        names.append(f"scenes {', '.join(graph.scene_keys) or 'none'}")
+    if "clean-sheets" in stages:
+        valid |= set(graph.tags)
+        names.append(f"tags {', '.join(graph.tags) or 'none'}")
+    unknown = [p for p in partitions if p not in valid]
+    if unknown:
+        raise RunnerError(
+            f"{graph.slug} has no partition {', '.join(unknown)} for "
+            f"{', '.join(stages)}; valid: {'; '.join(names) or 'none (final-cut has none)'}"
+        )
 
 
 def _contiguous(wanted: list[str], all_keys: list[str]) -> bool:

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import scene_needs, small_spec, stage_context
+from tests.conftest import run_check_status, scene_needs, small_spec, stage_context
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.media import MediaStore
 from vidpipe_dagster.db.models import Asset, GenerationLedger, Scene, VideoClip
@@ -21,7 +21,8 @@ from vidpipe_dagster.domain.video_requests import REMEDIATION_PREFIXES
 from vidpipe_dagster.generation.vertex import VertexVideoClient, make_genai_client
 from vidpipe_dagster.runner import materialize_project
 from vidpipe_dagster.settings import Settings
-from vidpipe_dagster.stages.scene_clip import ClipOptions, cost_problem, scene_inputs
+from vidpipe_dagster.stages.clip_checks import cost_problem
+from vidpipe_dagster.stages.scene_clip import ClipOptions, scene_inputs
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 FAST = {"poll_interval_seconds": 0.05, "backoff_base_seconds": 0.01, "requests_per_minute": 0}
@@ -75,9 +76,8 @@ def final_cut_metadata(instance: dg.DagsterInstance, slug: str = "spring-ad") ->
 
 
 def check_status(instance: dg.DagsterInstance, name: str, slug: str = "spring-ad") -> str:
-    check = dg.AssetCheckKey(dg.AssetKey([slug.replace("-", "_"), "scene_clip"]), name)
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
-    return latest.status.value
+    """The check over the newest run's scenes: FAILED if any scene's result failed."""
+    return run_check_status(instance, dg.AssetKey([slug.replace("-", "_"), "scene_clip"]), name)
 
 
 def ledger_cost(settings: Settings, fingerprint: str) -> float:
@@ -122,7 +122,7 @@ def test_animatic_backend_renders_labelled_previews_and_the_final_cut(
         assert clip.conditioning_mode == "references" and clip.duration_seconds == 8.0
     meta = clip_metadata(instance, "spring-ad", "0")
     assert "animatic preview" in meta["backend"].value
-    assert "data:image/jpeg;base64" in meta["preview"].value
+    assert "data:image/webp;base64" in meta["preview"].value  # an animated preview
     final = settings.media_root / "projects/spring-ad/final_cut.mp4"
     assert probe_mp4(final).duration_seconds == pytest.approx(16.0, abs=0.3)
     assert probe_mp4(final).is_animatic

@@ -1,6 +1,7 @@
 """``<project>/clean_sheet``: a clean reference per manifest asset of one tag (Tier 2 or Tier 3).
 
-The work is ``stages.clean_sheet``; this module is its Dagster face.
+The work is ``stages.clean_sheet`` (gray is composited in ``domain.clean_sheets``); this module
+is its Dagster face. The checks run with each tag, or alone (read back) from the UI.
 """
 
 from typing import Any, Literal
@@ -32,34 +33,43 @@ class CleanSheetConfig(dg.Config):
 CHECK_DESCRIPTIONS = {
     stage.CHECK_ORIGINAL: "The original reference photo still has the hash taken at import.",
     stage.CHECK_GRAY: "Tier 2 sheets: at least half the border is #808080 (±12).",
+    stage.CHECK_ONE_PRIMARY: "Each asset with a clean sheet has exactly one primary, its newest "
+    "(assets that keep their original photo have none).",
     stage.CHECK_FACES: "Tier 3 characters: face similarity passed; warns when not validated "
     "(no face model), errors when the face did not match (Tier 2 used instead).",
 }
 
 
-def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions) -> list[Any]:
+def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str]) -> Any:
     key = stage_key(graph, "clean_sheet")
     assert parts.tags is not None
 
-    @dg.asset(
-        key=key,
-        group_name=graph.prefix,
-        partitions_def=parts.tags,
-        deps=[stage_key(graph, "reference_image")],
-        description=(
-            "Clean reference sheets for every asset of a manifest tag: Tier 2 removes the "
-            "background onto #808080; Tier 3 asks a Gemini image model and checks the face."
-        ),
-        code_version="1",
-        kinds={"python", "image"},
-        tags={PROJECT_TAG: graph.slug},
+    @dg.multi_asset(
+        name=f"{graph.prefix}__clean_sheet",
+        specs=[
+            dg.AssetSpec(
+                key,
+                group_name=graph.prefix,
+                partitions_def=parts.tags,
+                deps=[stage_key(graph, "reference_image")],
+                description="Clean reference sheets for every asset of a manifest tag: Tier 2 "
+                "removes the background with rembg onto #808080; Tier 3 asks a Gemini image "
+                "model and checks the face.",
+                code_version=stage.CODE_VERSION,
+                kinds={"rembg", "gemini", "sqlalchemy"},
+                tags={PROJECT_TAG: graph.slug},
+                owners=owners,
+                skippable=True,
+            )
+        ],
+        check_specs=[
+            dg.AssetCheckSpec(name, asset=key, description=text, partitions_def=parts.tags)
+            for name, text in CHECK_DESCRIPTIONS.items()
+        ],
+        can_subset=True,
         retry_policy=dg.RetryPolicy(
             max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
         ),
-        check_specs=[
-            dg.AssetCheckSpec(name, asset=key, description=text)
-            for name, text in CHECK_DESCRIPTIONS.items()
-        ],
     )
     def clean_sheet(
         context: dg.AssetExecutionContext,
@@ -69,30 +79,34 @@ def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions) -> list[Any
         models: LocalModelsResource,
         vertex: VertexResource,
         budget: BudgetResource,
-    ) -> dg.MaterializeResult:
+    ):
         ctx = md.stage_context(
             context.log, database, media, vertex=vertex, models=models, budget=budget
         )
+        tag = context.partition_key
+        if key not in context.selected_asset_keys:  # the checks alone, read back
+            for outcome in stage.read_back_checks(ctx, graph.slug, tag):
+                if dg.AssetCheckKey(key, outcome.name) in context.selected_asset_check_keys:
+                    yield md.check_result(outcome, asset_key=key)
+            return
         options = stage.CleanSheetOptions(**config.model_dump())
         try:
-            run = stage.make_clean_sheets(ctx, graph.slug, context.partition_key, options)
+            run = stage.make_clean_sheets(ctx, graph.slug, tag, options)
         except StageError as exc:
             raise md.failure(exc) from exc
-        return dg.MaterializeResult(
+        outcomes = [*stage.run_checks(run), stage.primary_sheet_check(ctx, graph.slug, [tag])]
+        yield dg.MaterializeResult(
+            asset_key=key,
             metadata=_metadata(run),
             data_version=dg.DataVersion(run.data_version),
-            check_results=[md.check_result(outcome) for outcome in stage.run_checks(run)],
+            check_results=[
+                md.check_result(outcome, asset_key=key)
+                for outcome in outcomes
+                if dg.AssetCheckKey(key, outcome.name) in context.selected_asset_check_keys
+            ],
         )
 
-    exactly_one_primary = md.read_back_check(
-        key,
-        graph.slug,
-        stage.CHECK_ONE_PRIMARY,
-        "Each asset with a clean sheet has exactly one primary, its newest (assets that keep "
-        "their original photo have none).",
-        stage.primary_sheet_check,
-    )
-    return [clean_sheet, exactly_one_primary]
+    return clean_sheet
 
 
 def _metadata(run: stage.CleanSheetRun) -> dict[str, Any]:

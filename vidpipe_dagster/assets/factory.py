@@ -4,6 +4,7 @@ and its schedule), generated from the project's database rows and merged in ``de
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,25 +13,36 @@ import dagster as dg
 from vidpipe_dagster.assets.clean_sheet import build_clean_sheet
 from vidpipe_dagster.assets.final_cut import build_final_cut
 from vidpipe_dagster.assets.partitions import project_partitions
-from vidpipe_dagster.assets.scene_clip import build_scene_clip
-from vidpipe_dagster.assets.scene_references import build_scene_references
+from vidpipe_dagster.assets.scenes import build_scenes
 from vidpipe_dagster.assets.sources import build_source_specs
 from vidpipe_dagster.automation import build_backfill_schedule
 from vidpipe_dagster.db.project_graphs import ProjectGraph
 from vidpipe_dagster.jobs import build_project_jobs, scenes_job_name
 from vidpipe_dagster.settings import Settings
 
+# Deliberate choices Dagster 1.13 marks as beta/preview, and would warn about once per asset and
+# check of every project on every load (thousands of lines for a studio): single-run ranges (one
+# step submits a range's scenes together), partitioned checks (results per scene) and code
+# references (the UI links each asset to its source). Only these messages are silenced.
+for _message, _category in (
+    (r"Parameter `backfill_policy` of function", dg.BetaWarning),
+    (r"Specifying a partitions_def on an AssetCheckSpec", dg.PreviewWarning),
+    (r"Function `with_source_code_references` is currently in beta", dg.BetaWarning),
+    (r"Class `(LocalFileCodeReference|CodeReferencesMetadataValue)` is currently", dg.BetaWarning),
+):
+    warnings.filterwarnings("ignore", message=_message, category=_category)
+
 
 def build_project_assets(graph: ProjectGraph) -> list[Any]:
     """Source specs, stage assets and their checks for one project."""
     parts = project_partitions(graph)
-    items: list[Any] = list(build_source_specs(graph, parts))
+    owners = list(graph.owners)
+    items: list[Any] = list(build_source_specs(graph, parts, owners))
     if parts.tags is not None:
-        items.extend(build_clean_sheet(graph, parts))
-    items.extend(build_scene_references(graph, parts))
-    items.extend(build_scene_clip(graph, parts))
+        items.append(build_clean_sheet(graph, parts, owners))
+    items.append(build_scenes(graph, parts, owners))
     items.append(build_final_cut(graph, parts))
-    return items
+    return dg.with_source_code_references(items)
 
 
 def build_project_definitions(

@@ -4,19 +4,24 @@ Every asset module formats through these, so a preview, a table or a failure rea
 every stage.
 """
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import base64
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import dagster as dg
 from PIL import Image
 
 from vidpipe_dagster.domain.media import markdown_gallery, thumbnail_data_uri
+from vidpipe_dagster.domain.reference_selection import ChosenReference
 from vidpipe_dagster.resources.budget import BudgetResource
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
 from vidpipe_dagster.resources.models import LocalModelsResource
 from vidpipe_dagster.resources.vertex import VertexResource
 from vidpipe_dagster.stages.context import CheckOutcome, Log, StageContext, StageError
+
+T = TypeVar("T")
 
 
 def stage_context(
@@ -36,6 +41,18 @@ def stage_context(
     if budget is not None:
         optional["budget"] = budget.budget()
     return StageContext(database=database.database(), media=media.store(), log=log, **optional)
+
+
+def with_run_budget(
+    ctx: StageContext, per_run_usd: float | None, per_day_usd: float | None
+) -> StageContext:
+    """The run config's budget, where it overrides the settings' (a person's choice for a run)."""
+    budget = ctx.budget
+    if per_run_usd is not None:
+        budget = dataclasses.replace(budget, per_run_usd=per_run_usd)
+    if per_day_usd is not None:
+        budget = dataclasses.replace(budget, per_day_usd=per_day_usd)
+    return dataclasses.replace(ctx, budget=budget)
 
 
 def value(raw: Any) -> Any:
@@ -66,6 +83,14 @@ def check_result(outcome: CheckOutcome, **extra: Any) -> dg.AssetCheckResult:
 def failure(exc: StageError) -> dg.Failure:
     """A stage's error as a run failure; Dagster retries it only when waiting may help."""
     return dg.Failure(description=str(exc), metadata=values(exc.metadata), allow_retries=exc.retry)
+
+
+def stage_errors_as_failures(items: Iterator[T]) -> Iterator[T]:
+    """Iterate a stage's results; its ``StageError`` becomes the run's failure (``failure``)."""
+    try:
+        yield from items
+    except StageError as exc:
+        raise failure(exc) from exc
 
 
 def thumbnail(image: Image.Image | bytes, alt: str, size: int | None = 128) -> str:
@@ -105,3 +130,63 @@ def run_partition_keys(context: dg.AssetCheckExecutionContext) -> list[str] | No
     if op_context.has_partition_key or op_context.has_partition_key_range:
         return list(op_context.partition_keys)
     return None
+
+
+def inline_image(data: bytes, mime_type: str, alt: str) -> str:
+    """Markdown for an image shown in place (an animated WebP moves in the UI)."""
+    return f"![{alt}](data:{mime_type};base64,{base64.b64encode(data).decode('ascii')})"
+
+
+def references_table(chosen: Sequence[ChosenReference]) -> dg.MarkdownMetadataValue:
+    """Each reference image a scene sends: its tag, asset, crop and where the image comes from."""
+    if not chosen:
+        return dg.MetadataValue.md("_no reference images_")
+    rows = ["| tag | asset | crop | image |", "|---|---|---|---|"]
+    rows += [
+        f"| {c.tag} | {c.asset_key} | {'face crop' if c.face_crop else 'full body'} | "
+        f"{c.source.replace('_', ' ')} |"
+        for c in chosen
+    ]
+    return dg.MetadataValue.md("\n".join(rows))
+
+
+def evaluations(
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    partition: str,
+    outcomes: Sequence[CheckOutcome],
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """One partition's check results, for the checks this run selected."""
+    selected = context.selected_asset_check_keys
+    for outcome in outcomes:
+        if dg.AssetCheckKey(key, outcome.name) not in selected:
+            continue
+        yield dg.AssetCheckEvaluation(
+            asset_key=key,
+            check_name=outcome.name,
+            passed=outcome.passed,
+            partition=partition,
+            severity=dg.AssetCheckSeverity.WARN
+            if outcome.severity == "warn"
+            else dg.AssetCheckSeverity.ERROR,
+            description=outcome.description,
+            metadata=_normalized(outcome.metadata),
+        )
+
+
+def _normalized(raw: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
+    normalized: dict[str, dg.MetadataValue] = {}
+    for name, item in raw.items():
+        if isinstance(item, bool):
+            normalized[name] = dg.MetadataValue.bool(item)
+        elif isinstance(item, int):
+            normalized[name] = dg.MetadataValue.int(item)
+        elif isinstance(item, float):
+            normalized[name] = dg.MetadataValue.float(item)
+        elif isinstance(item, str):
+            normalized[name] = dg.MetadataValue.text(item)
+        elif item is None:
+            normalized[name] = dg.MetadataValue.null()
+        else:
+            normalized[name] = dg.MetadataValue.json(item)
+    return normalized

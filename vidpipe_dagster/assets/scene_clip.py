@@ -1,28 +1,33 @@
-"""``<project>/scene_clip``: one generated clip per scene, many scenes concurrently in one run.
+"""What ``<project>/scene_clip`` shows in Dagster: each scene's clip as soon as that scene is done
+(while the others are still generating), with a moving preview, and its checks, per scene. The
+work is ``stages.scene_clip`` (the 8 s forced with references: ``domain.video_requests``; never
+paying twice: ``generation.clips``)."""
 
-A backfill runs as a single run (``BackfillPolicy.single_run``): ``stages.scene_clip`` submits and
-polls the scenes together. Each finished scene is materialized on its own; failed scenes fail the
-run with their reasons and never hide the others.
-"""
-
-from dataclasses import replace
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import dagster as dg
 
 from vidpipe_dagster.assets import metadata as md
-from vidpipe_dagster.assets.partitions import ProjectPartitions
-from vidpipe_dagster.assets.per_partition import DATA_VERSION_TAG, per_partition_results
-from vidpipe_dagster.db.project_graphs import ProjectGraph
+from vidpipe_dagster.assets.provenance import InputsOf, materialization
 from vidpipe_dagster.domain.preview import PREVIEW_LABEL
-from vidpipe_dagster.domain.render import thumbnail_strip
-from vidpipe_dagster.jobs import PROJECT_TAG, stage_key
-from vidpipe_dagster.resources.budget import BudgetResource
-from vidpipe_dagster.resources.database import DatabaseResource
-from vidpipe_dagster.resources.media import MediaStoreResource
-from vidpipe_dagster.resources.vertex import VertexResource
+from vidpipe_dagster.domain.previews import animated_webp, sample_frames
+from vidpipe_dagster.stages import clip_checks
 from vidpipe_dagster.stages import scene_clip as stage
-from vidpipe_dagster.stages.context import StageError
+from vidpipe_dagster.stages.context import StageContext
+
+CODE_VERSION = stage.CODE_VERSION
+CHECK_DESCRIPTIONS = {
+    clip_checks.CHECK_VALID_MP4: "The stored file is an mp4 whose duration is the requested one "
+    "(8 s with references, the project target otherwise); a failed scene fails it.",
+    clip_checks.CHECK_REQUEST_LEGAL: "At most 3 references and a conditioning mode the model "
+    "accepts.",
+    clip_checks.CHECK_ONE_BILLED: "The ledger shows at most one billed generation per scene clip "
+    "(over the request and its remediated or frames-fallback forms).",
+    clip_checks.CHECK_COST: "Every finished clip records what it cost, reused or not: a Veo "
+    "(billed) clip more than 0 and exactly what the ledger billed for its request, an animatic "
+    "preview 0.",
+}
 
 
 class SceneClipConfig(dg.Config):
@@ -49,125 +54,90 @@ class SceneClipConfig(dg.Config):
         return stage.ClipOptions(**values)
 
 
-CHECK_DESCRIPTIONS = {
-    stage.CHECK_VALID_MP4: "The stored file is an mp4 whose duration is the requested one "
-    "(8 s with references, the project target otherwise).",
-    stage.CHECK_REQUEST_LEGAL: "At most 3 references and a conditioning mode the model accepts.",
-    stage.CHECK_COST: "Every finished clip records what it cost, reused or not: a Veo (billed) "
-    "clip more than 0 and exactly what the ledger billed for its request, an animatic preview 0.",
-}
-
-
-def build_scene_clip(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsDefinition:
-    key = stage_key(graph, "scene_clip")
-
-    @dg.asset(
-        key=key,
-        group_name=graph.prefix,
-        partitions_def=parts.scenes,
-        deps=[stage_key(graph, "scene_references"), stage_key(graph, "keyframes")],
-        description=(
-            "One clip per scene from Veo 3.1 (or the local animatic preview when Vertex is not "
-            "configured), with up to 3 reference images; every paid request is ledgered first."
-        ),
-        code_version="1",
-        kinds={"python", "video"},
-        tags={PROJECT_TAG: graph.slug},
-        pool="veo",
-        output_required=False,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        check_specs=[
-            dg.AssetCheckSpec(name, asset=key, description=text)
-            for name, text in CHECK_DESCRIPTIONS.items()
-        ],
-    )
-    def scene_clip(
-        context: dg.AssetExecutionContext,
-        config: SceneClipConfig,
-        database: DatabaseResource,
-        media: MediaStoreResource,
-        vertex: VertexResource,
-        budget: BudgetResource,
-    ):
-        ctx = md.stage_context(context.log, database, media, vertex=vertex, budget=budget)
-        limits = ctx.budget
-        if config.budget_per_run_usd is not None:
-            limits = replace(limits, per_run_usd=config.budget_per_run_usd)
-        if config.budget_per_day_usd is not None:
-            limits = replace(limits, per_day_usd=config.budget_per_day_usd)
-        keys = list(context.partition_keys)
-        try:
-            run = stage.make_clips(
-                replace(ctx, budget=limits),
-                graph.slug,
-                keys,
-                config.options(),
-                run_id=context.run.run_id,
+def events(
+    context: dg.AssetExecutionContext,
+    ctx: StageContext,
+    slug: str,
+    key: dg.AssetKey,
+    config: SceneClipConfig,
+    inputs_of: InputsOf,
+    sources: set[dg.AssetKey],
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """Each scene's clip and checks as it settles; failed scenes fail the step at the end."""
+    keys = list(context.partition_keys)
+    client = ctx.backends.video_client()
+    preview = client.is_preview
+    failed: dict[str, str] = {}
+    done: list[str] = []
+    results = stage.iter_clips(ctx, slug, keys, config.options(), run_id=context.run.run_id)
+    for result in md.stage_errors_as_failures(results):
+        if result.done and result.outcome is not None:
+            fingerprint = result.outcome.request.fingerprint
+            yield materialization(
+                context.instance,
+                key,
+                result.key,
+                data_version=fingerprint[:24],
+                code_version=CODE_VERSION,
+                inputs=inputs_of(result.key),
+                sources=sources,
+                metadata=_metadata(context, result, client.backend, preview),
             )
-        except StageError as exc:
-            raise md.failure(exc) from exc
-        materializations = [
-            dg.AssetMaterialization(
-                asset_key=context.asset_key,
-                partition=result.key,
-                metadata=_metadata(context, run, result),
-                tags={DATA_VERSION_TAG: result.outcome.request.fingerprint[:24]},
-            )
-            for result in run.done
-            if result.outcome is not None
-        ]
-        failed = run.failed
-        yield from per_partition_results(materializations, all_succeeded=not failed)
-        for outcome in stage.run_checks(run):
-            yield md.check_result(outcome)
-        if failed:
-            lines = "; ".join(f"scene {k}: {v}" for k, v in sorted(failed.items()))
-            done = sorted(r.key for r in run.done)
-            raise dg.Failure(
-                description=f"{len(failed)} of {len(keys)} scene(s) failed ({lines}); "
-                f"materialized: {done or 'none'}",
-                metadata={"failed": dg.MetadataValue.json(failed), "done": done},
-                allow_retries=False,
-            )
+            done.append(result.key)
+        else:
+            failed[result.key] = result.error or "failed"
+            context.log.error(f"scene {result.key}: {failed[result.key]}")
+        facts = clip_checks.facts_of_result(ctx, slug, result, preview)
+        yield from md.evaluations(context, key, result.key, clip_checks.checks_for(facts))
+    if failed:
+        lines = "; ".join(f"scene {k}: {v}" for k, v in sorted(failed.items()))
+        raise dg.Failure(
+            description=f"{len(failed)} of {len(keys)} scene(s) failed ({lines}); "
+            f"materialized: {sorted(done) or 'none'}",
+            metadata={"failed": dg.MetadataValue.json(failed), "done": sorted(done)},
+            allow_retries=False,
+        )
 
-    at_most_one_billed = md.read_back_check(
-        key,
-        graph.slug,
-        stage.CHECK_ONE_BILLED,
-        "The ledger shows at most one billed generation per scene clip (over the request and "
-        "its remediated or frames-fallback forms).",
-        stage.billed_check,
-    )
-    return [scene_clip, at_most_one_billed]
+
+def read_back(
+    context: dg.AssetExecutionContext, ctx: StageContext, slug: str, key: dg.AssetKey
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """The checks alone (a person ran them from the UI): the stored file, row and ledger."""
+    for scene, outcomes in clip_checks.read_back(ctx, slug, context.partition_keys).items():
+        yield from md.evaluations(context, key, scene, outcomes)
 
 
 def _metadata(
-    context: dg.AssetExecutionContext, run: stage.ClipRun, result: stage.ClipResult
+    context: dg.AssetExecutionContext, result: stage.ClipResult, backend: str, preview: bool
 ) -> dict[str, Any]:
     outcome = result.outcome
     assert outcome is not None and result.path is not None
     request = outcome.request
-    label = f"**{PREVIEW_LABEL}**\n\n" if run.preview else ""
-    try:  # thumbnails are a convenience: a clip that probed fine is not failed for them
-        shown = label + md.thumbnail(thumbnail_strip(result.path, n=4), "thumbnails", size=None)
+    label = f"**{PREVIEW_LABEL}**\n\n" if preview else ""
+    try:  # a preview is a convenience: a clip that probed fine is not failed for it
+        moving = animated_webp(sample_frames(result.path, n=8, height=90))
+        shown = label + md.inline_image(moving, "image/webp", f"scene {result.key}")
     except ValueError as exc:
-        context.log.warning(f"scene {result.key}: no thumbnails: {exc}")
-        shown = f"{label}no thumbnails: {exc}"
-    return {
+        context.log.warning(f"scene {result.key}: no preview: {exc}")
+        shown = f"{label}no preview: {exc}"
+    metadata: dict[str, Any] = {
         "status": "cached" if outcome.cached else ("resumed" if outcome.resumed else "generated"),
-        "backend": PREVIEW_LABEL if run.preview else run.backend,
+        "backend": PREVIEW_LABEL if preview else backend,
+        "model": request.model,
         "preview": dg.MetadataValue.md(shown),
         "path": outcome.result_url or "",
         "duration_seconds": result.duration_seconds,
         "conditioning_mode": request.conditioning_mode,
         "conditioning_reason": request.conditioning_reason,
-        "references": dg.MetadataValue.json(list(request.reference_tags)),
+        "references": md.references_table(list(result.references)),
         "remediation_level": outcome.remediation_level,
         "cost_usd": result.cost_usd,  # what the clip cost, paid once
         "spent_this_run_usd": outcome.cost_usd,  # 0 when reused
-        "api_calls": outcome.api_calls,
-        "submissions": outcome.attempts,
-        "attempts": result.attempts,
         "fingerprint": request.fingerprint,
-        "operation_name": outcome.operation_name or "",
     }
+    if not preview:  # calls to a paid API and its operation; a local render has neither
+        metadata["paid_api_calls"] = outcome.api_calls
+        metadata["submissions"] = outcome.attempts
+        metadata["attempts"] = result.attempts
+        metadata["operation_name"] = outcome.operation_name or ""
+    return metadata

@@ -37,6 +37,11 @@ class ProjectGraph:
     def prefix(self) -> str:
         return graph_name(self.slug)
 
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """Who to ask about the project's assets in the UI: the project's own team by default."""
+        return (f"team:{self.prefix}",)
+
     def tags_of_scene(self, scene_key: str) -> tuple[str, ...]:
         return dict(self.scene_tags).get(scene_key, ())
 

@@ -189,6 +189,7 @@ async def generate_clips(
     rng: random.Random | None = None,
     day_budget: tuple[datetime, float] | None = None,
     row_details: dict[str, Any] | None = None,
+    on_done: Callable[[ClipOutcome], None] | None = None,
 ) -> list[ClipOutcome]:
     """Generate every job's clip concurrently; one outcome per job, in job order.
 
@@ -199,6 +200,8 @@ async def generate_clips(
     (start of the day, USD limit) is checked atomically as each paid request is opened, so runs
     started together cannot overspend the day between them (``Ledger.open_submission``).
     ``row_details`` go on every ledger row this call opens (e.g. the Dagster run id).
+    ``on_done(outcome)`` runs in a worker thread as each job finishes, so a caller can record and
+    report a scene while the others are still generating.
     """
     engine = _Engine(
         client=client,
@@ -215,7 +218,14 @@ async def generate_clips(
         day_budget=day_budget,
         row_details=row_details or {},
     )
-    results = await asyncio.gather(*(engine.run(job) for job in jobs), return_exceptions=True)
+
+    async def run(job: ClipJob) -> ClipOutcome:
+        outcome = await engine.run(job)
+        if on_done is not None:
+            await asyncio.to_thread(on_done, outcome)
+        return outcome
+
+    results = await asyncio.gather(*(run(job) for job in jobs), return_exceptions=True)
     outcomes: list[ClipOutcome] = []
     for job, result in zip(jobs, results, strict=True):
         if isinstance(result, ClipOutcome):

@@ -37,6 +37,9 @@ from vidpipe_dagster.generation.images import LedgeredImageClient
 from vidpipe_dagster.generation.tier3 import generate_tier3_clean_sheet
 from vidpipe_dagster.stages.context import CheckOutcome, StageContext, StageError
 
+# What makes a sheet (compositing, tiers, prompt, validation): bump it when the same photo would now
+# give another sheet (tests/test_code_versions.py fails until you do).
+CODE_VERSION = "sheet-2"
 CHECK_ORIGINAL = "original_reference_untouched"
 CHECK_GRAY = "tier2_background_is_neutral_gray"
 CHECK_ONE_PRIMARY = "exactly_one_primary_clean_sheet"
@@ -447,6 +450,40 @@ def _face_check(results: list[AssetResult]) -> CheckOutcome:
         description="passed" if faces else "not applicable: no Tier 3 sheet in this run",
         metadata={"validation": faces},
     )
+
+
+def read_back_checks(ctx: StageContext, slug: str, tag: str) -> list[CheckOutcome]:
+    """All four checks of one tag from what is stored (a person ran them alone from the UI)."""
+    results: list[AssetResult] = []
+    with ctx.database.session() as session:
+        project = queries.project_by_slug(session, slug)
+        for asset in queries.assets_of_tag(session, project, tag):
+            item = AssetInput(
+                asset.id,
+                asset.asset_key,
+                asset.asset_type,
+                asset.name,
+                asset.reference_image_url or "",
+                asset.original_sha256,
+                asset.reverse_prompt,
+                asset.face_embedding,
+                asset.is_face_crop,
+            )
+            original = ctx.media.load(item.image_url) or b""
+            result = AssetResult(item, original, sha256_bytes(original) == item.original_sha256)
+            primary = queries.primary_clean_sheet(session, asset.id)
+            if primary is not None:
+                result.tier, result.clean_url = primary.tier, primary.clean_image_url
+                result.clean_png = ctx.media.load(primary.clean_image_url)
+                result.similarity = primary.face_similarity_score
+                if primary.tier == TIER3_GEMINI:
+                    result.tries = [{"stored": True}]
+                    result.validation = (
+                        "passed" if primary.face_similarity_score is not None else "unavailable"
+                    )
+            results.append(result)
+    run = CleanSheetRun(tag, "read back", results, "", None)
+    return [*run_checks(run), primary_sheet_check(ctx, slug, [tag])]
 
 
 def primary_sheet_check(ctx: StageContext, slug: str, tags: list[str] | None) -> CheckOutcome:

@@ -10,8 +10,10 @@ stored file and record the clip. One scene's failure never hides the others'.
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,13 +24,12 @@ from vidpipe_dagster.db.models import Project
 from vidpipe_dagster.domain.budget import start_of_today_utc
 from vidpipe_dagster.domain.media import MediaError, image_mime_type, read_image_bytes
 from vidpipe_dagster.domain.preview import PREVIEW_LABEL
+from vidpipe_dagster.domain.reference_selection import ChosenReference
 from vidpipe_dagster.domain.render import Mp4Info, probe_mp4
 from vidpipe_dagster.domain.video_requests import (
-    MODEL_CAPABILITIES,
     ImageInput,
     VideoRequest,
     build_video_request,
-    estimate_cost_usd,
     image_input,
 )
 from vidpipe_dagster.generation.budgets import plan_clip_spend
@@ -37,17 +38,14 @@ from vidpipe_dagster.generation.clips import (
     ClipJob,
     ClipOutcome,
     Limits,
-    estimate_new_spend,
     generate_clips,
-    request_ladder,
 )
-from vidpipe_dagster.stages.context import CheckOutcome, StageContext, StageError
+from vidpipe_dagster.stages.context import StageContext, StageError
 
-CHECK_VALID_MP4 = "clip_is_valid_mp4_of_expected_duration"
-CHECK_REQUEST_LEGAL = "references_and_mode_legal_for_model"
-CHECK_ONE_BILLED = "at_most_one_billed_generation_per_clip"
-CHECK_COST = "cost_recorded"
 Policy = Literal["auto", "frames", "references", "hybrid"]
+# What shapes a clip's request (mode, duration, references, remediation): bump it when the same
+# inputs would now give another request (tests/test_code_versions.py fails until you do).
+CODE_VERSION = "request-2"
 
 
 @dataclass(frozen=True)
@@ -76,6 +74,15 @@ class SceneInputs:
     job: ClipJob | None
     error: str | None = None
     target_duration: int | None = None  # the project's; references may force another
+    # each reference offered to the request, with the image it sends (sha256 -> reference)
+    references: tuple[tuple[str, ChosenReference], ...] = ()
+
+    def sent_references(self, request: VideoRequest) -> list[ChosenReference]:
+        """The references the request really sends (duplicates and extras are dropped)."""
+        offered = dict(self.references)
+        return [
+            offered[image.sha256] for image in request.reference_images if image.sha256 in offered
+        ]
 
     @property
     def forced_duration(self) -> str | None:
@@ -104,7 +111,7 @@ class ClipResult:
     cost_usd: float = 0.0  # what the clip cost, paid once
     billed_usd: float | None = None  # what the ledger billed for its request
     attempts: int = 0
-    problems: tuple[tuple[str, str], ...] = ()  # (check name, problem)
+    references: tuple[ChosenReference, ...] = ()  # what the request sent, in order
 
     @property
     def done(self) -> bool:
@@ -127,14 +134,17 @@ class ClipRun:
         return [r for r in self.results if r.done]
 
 
-def make_clips(
+def iter_clips(
     ctx: StageContext,
     slug: str,
     keys: Sequence[str],
     options: ClipOptions,
     *,
     run_id: str | None = None,
-) -> ClipRun:
+) -> Iterator[ClipResult]:
+    """Each scene's result as soon as it is settled (recorded in the database), while the other
+    scenes are still generating; scenes whose inputs cannot form a request come first. Raises
+    ``StageError`` before any paid call when the run does not fit the budget."""
     client = ctx.backends.video_client()
     ctx.log.info(
         f"{len(keys)} scene(s) with backend {client.backend}"
@@ -154,36 +164,82 @@ def make_clips(
             "raise VIDPIPE_BUDGET_PER_RUN_USD / VIDPIPE_BUDGET_PER_DAY_USD.",
             metadata={"estimate_usd": plan.requested_usd, "available_usd": plan.allowance_usd},
         )
+    for item in inputs:
+        if item.job is None:
+            yield _settle(ctx, ledger, slug, item, None, client)
+    if not jobs:
+        return
+    by_key = {item.key: item for item in inputs}
+    settled: queue.Queue[ClipResult | BaseException | None] = queue.Queue()
 
     def store(fingerprint: str, data: bytes) -> str:
         rel = f"projects/{slug}/clips/{fingerprint[:24]}.mp4"
         ctx.media.write(rel, data)
         return rel
 
-    outcomes = asyncio.run(
-        generate_clips(
-            jobs,
-            client,
-            ledger,
-            Limits(
-                max_in_flight=options.max_in_flight,
-                requests_per_minute=options.requests_per_minute,
-                backoff_base=options.backoff_base_seconds,
-                retry_ambiguous_submits=options.retry_ambiguous_submits,
-                regenerate_lost_results=options.regenerate_lost_results,
-            ),
-            load_result=ctx.media.load,
-            store_result=store,
-            price_table=options.prices,
-            poll_interval=0.05 if client.is_preview else options.poll_interval_seconds,
-            on_event=lambda k, message: ctx.log.info(f"scene {k}: {message}"),
-            day_budget=(start_of_today_utc(), ctx.budget.per_day_usd),
-            row_details={"run_id": run_id} if run_id else None,
-        )
-    )
-    by_key = {o.key: o for o in outcomes}
-    results = [_settle(ctx, ledger, slug, item, by_key.get(item.key), client) for item in inputs]
-    return ClipRun(list(keys), client.backend, client.is_preview, results)
+    def on_done(outcome: ClipOutcome) -> None:
+        try:
+            result = _settle(ctx, ledger, slug, by_key[outcome.key], outcome, client)
+        except Exception as exc:  # the database went away: report the scene, never hang
+            result = ClipResult(outcome.key, outcome, f"recording failed: {exc!r}")
+        settled.put(result)
+
+    def engine() -> None:
+        try:
+            asyncio.run(
+                generate_clips(
+                    jobs,
+                    client,
+                    ledger,
+                    Limits(
+                        max_in_flight=options.max_in_flight,
+                        requests_per_minute=options.requests_per_minute,
+                        backoff_base=options.backoff_base_seconds,
+                        retry_ambiguous_submits=options.retry_ambiguous_submits,
+                        regenerate_lost_results=options.regenerate_lost_results,
+                    ),
+                    load_result=ctx.media.load,
+                    store_result=store,
+                    price_table=options.prices,
+                    poll_interval=0.05 if client.is_preview else options.poll_interval_seconds,
+                    on_event=lambda k, message: ctx.log.info(f"scene {k}: {message}"),
+                    day_budget=(start_of_today_utc(), ctx.budget.per_day_usd),
+                    row_details={"run_id": run_id} if run_id else None,
+                    on_done=on_done,
+                )
+            )
+        except BaseException as exc:  # handed to the caller's thread below
+            settled.put(exc)
+        finally:
+            settled.put(None)  # the engine is done: every job has settled or failed
+
+    worker = threading.Thread(target=engine, name=f"clips-{slug}", daemon=True)
+    worker.start()
+    pending = {job.key for job in jobs}
+    while (result := settled.get()) is not None:
+        if isinstance(result, BaseException):
+            raise result
+        pending.discard(result.key)
+        yield result
+    worker.join()
+    for key in sorted(pending):  # cannot happen unless the engine lost a job: say so
+        yield ClipResult(key, None, "the clip engine ended without an outcome for this scene")
+
+
+def make_clips(
+    ctx: StageContext,
+    slug: str,
+    keys: Sequence[str],
+    options: ClipOptions,
+    *,
+    run_id: str | None = None,
+) -> ClipRun:
+    """All scenes' results at once (tests and benches); ``iter_clips`` streams them."""
+    backend = ctx.backends.video_client()
+    results = list(iter_clips(ctx, slug, keys, options, run_id=run_id))
+    order = {key: i for i, key in enumerate(keys)}
+    results.sort(key=lambda r: order[r.key])
+    return ClipRun(list(keys), backend.backend, backend.is_preview, results)
 
 
 def _settle(
@@ -214,7 +270,7 @@ def _settle(
                 f"one: vidpipe-dagster regenerate {slug} --scene {item.key})"
             )
         _record_failure(ctx, item, error, client.backend, outcome)
-        return ClipResult(item.key, outcome, error, problems=((CHECK_VALID_MP4, error),))
+        return ClipResult(item.key, outcome, error)
     try:  # one scene's trouble must not cost the others their (paid) materialization
         return _record_success(ctx, ledger, item, outcome, client.backend, path, probe)
     except Exception as exc:
@@ -234,7 +290,7 @@ def scene_inputs(ctx: StageContext, slug: str, key: str, options: ClipOptions) -
                 k.position: _image(ctx, k.image_url, f"scene {index} {k.position} keyframe")
                 for k in scene.keyframes
             }
-            references = _references(ctx, session, project, index)
+            offered = _references(ctx, session, project, index)
         except (MediaError, LookupError) as exc:
             return SceneInputs(key, scene.id, None, str(exc))
         common: dict[str, Any] = {
@@ -248,7 +304,9 @@ def scene_inputs(ctx: StageContext, slug: str, key: str, options: ClipOptions) -
         }
         try:
             request = build_video_request(
-                **common, references=references, policy=options.conditioning_policy
+                **common,
+                references=[(tag, image) for tag, image, _ in offered],
+                policy=options.conditioning_policy,
             )
             fallback = (
                 build_video_request(**common, references=(), policy="frames")
@@ -262,6 +320,7 @@ def scene_inputs(ctx: StageContext, slug: str, key: str, options: ClipOptions) -
             scene.id,
             ClipJob(key, slug, request, fallback),
             target_duration=project.target_clip_duration,
+            references=tuple((image.sha256, chosen) for _, image, chosen in offered),
         )
 
 
@@ -274,7 +333,7 @@ def _image(ctx: StageContext, rel: str | None, label: str) -> ImageInput:
 
 def _references(
     ctx: StageContext, session: Any, project: Project, index: int
-) -> list[tuple[str, ImageInput]]:
+) -> list[tuple[str, ImageInput, ChosenReference]]:
     """The persisted selection, each with its primary clean sheet or else its original."""
     picks = queries.current_selection(session, project, index)
     if project.manifest is None or picks is None:
@@ -294,7 +353,7 @@ def _references(
     for asset in picks:
         chosen = queries.chosen_reference(session, asset)
         label = f"reference {chosen.tag} (asset {chosen.asset_key!r}, {chosen.source})"
-        refs.append((chosen.tag, _image(ctx, chosen.image_url, label)))
+        refs.append((chosen.tag, _image(ctx, chosen.image_url, label), chosen))
     return refs
 
 
@@ -361,7 +420,7 @@ def _record_success(
         cost_usd=cost,
         billed_usd=billed,
         attempts=attempts,
-        problems=tuple(request_problems(request, probe.duration_seconds)),
+        references=tuple(item.sent_references(request)),
     )
 
 
@@ -371,149 +430,3 @@ def _billed_cost(ledger: Ledger, fingerprint: str, backend: str) -> float | None
     if entry is None or entry.state != "done" or not entry.billed:
         return None
     return entry.cost_usd
-
-
-def cost_problem(cost_usd: float | None, *, preview: bool, billed_usd: float | None) -> str | None:
-    """What is wrong with a finished clip's recorded cost, or None. A preview is free; a billed
-    clip cost more than 0, and exactly what the ledger billed (reports and budgets add these)."""
-    if cost_usd is None:
-        return "no cost recorded"
-    if preview:
-        return None if cost_usd == 0 else f"animatic preview recorded ${cost_usd:.4f}, not $0"
-    if cost_usd <= 0:
-        return f"billed clip recorded ${cost_usd:.4f}"
-    if billed_usd is None:
-        return f"${cost_usd:.4f} recorded, but the ledger has no billed generation for it"
-    if abs(cost_usd - billed_usd) > 1e-6:
-        return f"${cost_usd:.4f} recorded, but the ledger billed ${billed_usd:.4f}"
-    return None
-
-
-def request_problems(request: VideoRequest, duration_seconds: float) -> list[tuple[str, str]]:
-    """What is wrong with a finished clip against its request and the model's rules."""
-    problems = []
-    if abs(duration_seconds - request.duration_seconds) > 0.25:
-        problems.append(
-            (
-                CHECK_VALID_MP4,
-                f"duration {duration_seconds:.2f} s, requested {request.duration_seconds} s",
-            )
-        )
-    if request.reference_images and request.duration_seconds != 8:
-        problems.append((CHECK_VALID_MP4, "references attached but duration is not 8 s"))
-    caps = MODEL_CAPABILITIES.get(request.model)
-    if len(request.reference_images) > 3:
-        problems.append((CHECK_REQUEST_LEGAL, f"{len(request.reference_images)} references"))
-    if caps is not None:
-        if request.reference_images and not caps.supports_references:
-            problems.append((CHECK_REQUEST_LEGAL, f"{request.model} takes no references"))
-        if request.conditioning_mode == "hybrid" and not caps.supports_hybrid:
-            problems.append((CHECK_REQUEST_LEGAL, f"{request.model} rejects hybrid requests"))
-    return problems
-
-
-def run_checks(run: ClipRun) -> list[CheckOutcome]:
-    """The cheap checks over this run's scenes (the ledger read-back is ``billed_check``)."""
-    problems: dict[str, list[str]] = {CHECK_VALID_MP4: [], CHECK_REQUEST_LEGAL: []}
-    for result in run.results:
-        for name, problem in result.problems:
-            problems[name].append(f"scene {result.key}: {problem}")
-    done = run.done
-    cost_problems = {
-        r.key: problem
-        for r in done
-        if (problem := cost_problem(r.cost_usd, preview=run.preview, billed_usd=r.billed_usd))
-    }
-    spent = sum(r.outcome.cost_usd for r in done if r.outcome is not None)
-    return [
-        CheckOutcome(
-            CHECK_VALID_MP4,
-            passed=not problems[CHECK_VALID_MP4],
-            metadata={
-                "problems": problems[CHECK_VALID_MP4],
-                "durations": {r.key: r.duration_seconds for r in done},
-            },
-        ),
-        CheckOutcome(
-            CHECK_REQUEST_LEGAL,
-            passed=not problems[CHECK_REQUEST_LEGAL],
-            metadata={"problems": problems[CHECK_REQUEST_LEGAL]},
-        ),
-        CheckOutcome(
-            CHECK_COST,
-            passed=not cost_problems,
-            metadata={
-                "problems": [f"scene {k}: {p}" for k, p in sorted(cost_problems.items())],
-                "cost_usd": {r.key: r.cost_usd for r in done},
-                "total_cost_usd": round(sum(r.cost_usd for r in done), 4),
-                "spent_this_run_usd": round(spent, 4),
-            },
-        ),
-    ]
-
-
-@dataclass(frozen=True)
-class SceneNeed:
-    key: str
-    reason: str  # missing | failed | stale (inputs changed) | references out of date
-    estimate_usd: float
-
-
-def scenes_needing_clips(
-    ctx: StageContext, slug: str, scene_keys: Sequence[str], video_model: str, options: ClipOptions
-) -> tuple[list[SceneNeed], dict[str, str]]:
-    """Scenes whose clip is missing, failed, or made from inputs that have since changed (a new
-    clean sheet, an edited prompt or keyframe): compared by request fingerprint. Also returns the
-    scenes that need a person (e.g. a vanished file), which no run can fix."""
-    client = ctx.backends.video_client()
-    ledger = Ledger(ctx.database.sessionmaker())
-    with ctx.database.session() as session:
-        clips = queries.clip_states(session, slug)
-    needs: list[SceneNeed] = []
-    blocked: dict[str, str] = {}
-    for key in scene_keys:
-        status, fingerprint = clips.get(key, (None, None))
-        item = scene_inputs(ctx, slug, key, options)
-        if item.job is None:
-            if item.error and "scene_references" in item.error:  # selection is out of date
-                estimate = (
-                    0.0
-                    if client.is_preview
-                    else estimate_cost_usd(video_model, 8, True, options.prices)
-                )
-                needs.append(SceneNeed(key, "references out of date", estimate))
-            else:
-                blocked[key] = item.error or "cannot build the request"
-            continue
-        ladder = [r.fingerprint for r in request_ladder(item.job)]
-        if status == "done" and fingerprint in ladder:
-            continue  # made from this request, or from its remediated / frames-fallback form
-        if ledger.outcome_unknown(ladder, client.backend):
-            blocked[key] = (
-                "its last request may have reached Veo and been billed (outcome unknown); "
-                "check billing, then materialize it by hand (that submits once more)"
-            )
-            continue
-        reason = {None: "missing", "failed": "failed"}.get(status, "stale (inputs changed)")
-        [(_, estimate)] = estimate_new_spend([item.job], client, ledger, options.prices)
-        needs.append(SceneNeed(key, reason, estimate))
-    return needs, blocked
-
-
-def billed_check(ctx: StageContext, slug: str, keys: Sequence[str] | None) -> CheckOutcome:
-    """Read back: the ledger shows at most one billed generation per done scene clip (over the
-    request and its remediated or frames-fallback forms)."""
-    with ctx.database.session() as session:
-        states = queries.clip_states(session, slug)
-    clips = {
-        key: fingerprint
-        for key, (status, fingerprint) in states.items()
-        if status == "done" and fingerprint and (keys is None or key in keys)
-    }
-    billed = Ledger(ctx.database.sessionmaker()).billed_per_clip(slug, clips)
-    over = {f"scene {key}": n for key, n in sorted(billed.items()) if n > 1}
-    return CheckOutcome(
-        CHECK_ONE_BILLED,
-        passed=not over,
-        metadata={"billed_per_scene": over or "all <= 1"},
-    )

@@ -8,7 +8,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from vidpipe_dagster.db import queries
 from vidpipe_dagster.domain.media import MediaError, read_image_bytes
@@ -18,6 +17,9 @@ from vidpipe_dagster.domain.reference_selection import (
 )
 from vidpipe_dagster.stages.context import CheckOutcome, StageContext
 
+# What a selection is made of; bump it when the rules choose differently for the same inputs
+# (tests/test_code_versions.py fails until you do).
+CODE_VERSION = "selection-2"
 CHECK_AT_MOST_THREE = "at_most_three_references"
 CHECK_TAGS_IN_MANIFEST = "selected_tags_are_in_manifest"
 CHECK_PERSISTED = "persisted_tags_match_selection"
@@ -84,54 +86,53 @@ def select_scenes(ctx: StageContext, slug: str, keys: Sequence[str]) -> list[Sce
     return selections
 
 
-def selection_checks(selections: Sequence[SceneSelection]) -> list[CheckOutcome]:
-    """The cheap checks on this run's selections (the read-back one is ``persisted_check``)."""
-    counts = {s.key: len(s.tags) for s in selections}
-    not_in_manifest = {
-        s.key: sorted(set(s.tags) - s.manifest_tags)
-        for s in selections
-        if not set(s.tags) <= s.manifest_tags
-    }
+def selection_checks(scene: SceneSelection) -> list[CheckOutcome]:
+    """The cheap checks on one scene's selection (the read-back one is ``persisted_checks``)."""
+    outside = sorted(set(scene.tags) - scene.manifest_tags)
     return [
         CheckOutcome(
             CHECK_AT_MOST_THREE,
-            passed=all(n <= MAX_REFERENCES for n in counts.values()),
-            metadata={"count_per_scene": counts},
+            passed=len(scene.tags) <= MAX_REFERENCES,
+            metadata={"count": len(scene.tags)},
         ),
         CheckOutcome(
             CHECK_TAGS_IN_MANIFEST,
-            passed=not not_in_manifest,
-            metadata={"not_in_manifest": not_in_manifest},
+            passed=not outside,
+            description=f"not in the manifest: {outside}" if outside else None,
+            metadata={"not_in_manifest": outside},
         ),
     ]
 
 
-def persisted_check(ctx: StageContext, slug: str, keys: Sequence[str] | None) -> CheckOutcome:
-    """Read back: the tags stored for each scene with placements equal the selection the manifest
-    gives today (None: never selected, or cleared by a re-import that changed the placements)."""
-    mismatched: dict[str, Any] = {}
+def persisted_checks(
+    ctx: StageContext, slug: str, keys: Sequence[str]
+) -> dict[str, list[CheckOutcome]]:
+    """Read back, per scene: the stored tags equal the selection the manifest gives today (None:
+    never selected, or cleared by a re-import that changed the placements), and the cheap checks
+    on what is stored (a person can run these alone from the UI)."""
+    outcomes: dict[str, list[CheckOutcome]] = {}
     with ctx.database.session() as session:
         project = queries.project_by_slug(session, slug)
+        assets = project.manifest.assets if project.manifest else []
+        manifest_tags = {a.manifest_tag for a in assets}
         rows = queries.scene_manifests(session, project.id)
-        for index, row in sorted(rows.items()):
-            if keys is not None and str(index) not in keys:
-                continue
-            today = [
-                a.manifest_tag for a in queries.current_selection(session, project, index) or []
-            ]
-            if row.selected_reference_tags != today:
-                mismatched[str(index)] = {
-                    "persisted": row.selected_reference_tags,
-                    "selection_today": today,
-                }
-    return CheckOutcome(
-        CHECK_PERSISTED,
-        passed=not mismatched,
-        description=None
-        if not mismatched
-        else f"scenes {sorted(mismatched)}: materialize {slug} scene_references again",
-        metadata={"mismatched_persisted_tags": mismatched},
-    )
+        for key in keys:
+            row = rows.get(int(key))
+            selected = queries.current_selection(session, project, int(key)) or []
+            today = [a.manifest_tag for a in selected]
+            stored = row.selected_reference_tags if row is not None else []
+            persisted = CheckOutcome(
+                CHECK_PERSISTED,
+                passed=stored == today,
+                description=None
+                if stored == today
+                else f"stored {stored}, the manifest selects {today} today: materialize "
+                "scene_references for this scene again",
+                metadata={"persisted": stored, "selection_today": today},
+            )
+            cheap = SceneSelection(key, stored or [], [], manifest_tags, [], None, "read back")
+            outcomes[key] = [*selection_checks(cheap), persisted]
+    return outcomes
 
 
 def reference_images(

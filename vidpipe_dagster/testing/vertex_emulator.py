@@ -193,7 +193,9 @@ class VertexEmulator:
         self.video_fps = video_fps
 
         self._lock = threading.Lock()
-        self._random = random.Random(seed)
+        # one seeded stream per endpoint: the faults a submit meets do not depend on how polls
+        # of concurrent operations happened to interleave with it
+        self._randoms = {e: random.Random(f"{seed}:{e}") for e in ENDPOINTS}
         self._faults: dict[Endpoint, _FaultPlan] = {e: _FaultPlan() for e in ENDPOINTS}
         for endpoint, kinds in (faults or {}).items():
             self.inject(endpoint, *kinds)
@@ -583,8 +585,8 @@ class VertexEmulator:
             plan = self._faults[endpoint]
             if plan.scripted:
                 kind: FaultKind | None = plan.scripted.popleft()
-            elif plan.rate and self._random.random() < plan.rate:
-                kind = self._random.choice(plan.kinds)
+            elif plan.rate and self._randoms[endpoint].random() < plan.rate:
+                kind = self._randoms[endpoint].choice(plan.kinds)
             else:
                 kind = None
         if kind is None:

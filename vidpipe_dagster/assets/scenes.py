@@ -1,0 +1,121 @@
+"""``<project>/scene_references`` and ``<project>/scene_clip``: one step for a range of scenes.
+
+The clip engine submits a range's scenes together, so a backfill is one run and one step. Both
+assets live in that step so that no in-run downstream step waits on an output: the step yields no
+output at all, only each scene's materialization (``assets/provenance.py``) and each scene's check
+results as that scene finishes. Either asset, or the checks alone, can be selected.
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from vidpipe_dagster.assets import metadata as md
+from vidpipe_dagster.assets import scene_clip, scene_references
+from vidpipe_dagster.assets.partitions import ProjectPartitions
+from vidpipe_dagster.assets.provenance import Inputs
+from vidpipe_dagster.db.project_graphs import ProjectGraph
+from vidpipe_dagster.jobs import PROJECT_TAG, stage_key
+from vidpipe_dagster.resources.budget import BudgetResource
+from vidpipe_dagster.resources.database import DatabaseResource
+from vidpipe_dagster.resources.media import MediaStoreResource
+from vidpipe_dagster.resources.vertex import VertexResource
+
+
+def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str]) -> Any:
+    refs = stage_key(graph, "scene_references")
+    clip = stage_key(graph, "scene_clip")
+    storyboard, keyframes = stage_key(graph, "storyboard"), stage_key(graph, "keyframes")
+    clean, photos = stage_key(graph, "clean_sheet"), stage_key(graph, "reference_image")
+    sources = {storyboard, keyframes, photos}
+    by_tag = []
+    if parts.tags is not None:
+        by_tag = [
+            dg.AssetDep(photos, partition_mapping=parts.tag_to_scenes),
+            dg.AssetDep(clean, partition_mapping=parts.tag_to_scenes),
+        ]
+    common: dict[str, Any] = {
+        "group_name": graph.prefix,
+        "partitions_def": parts.scenes,
+        "tags": {PROJECT_TAG: graph.slug},
+        "owners": owners,
+        "skippable": True,
+    }
+    specs = [
+        dg.AssetSpec(
+            refs,
+            deps=[storyboard, *by_tag],
+            description="Up to 3 reference images per scene, chosen by role and shot type; the "
+            "chosen tags are saved to SceneManifest.selected_reference_tags.",
+            code_version=scene_references.CODE_VERSION,
+            kinds={"python", "sqlalchemy"},
+            **common,
+        ),
+        dg.AssetSpec(
+            clip,
+            deps=[refs, keyframes, storyboard, *by_tag],
+            description="One clip per scene from Veo 3.1 on Vertex AI (or the local animatic "
+            "preview when Vertex is not configured), with up to 3 reference images; every paid "
+            "request is written to the ledger before it is sent.",
+            code_version=scene_clip.CODE_VERSION,
+            kinds={"veo", "vertex_ai", "sqlalchemy"},
+            **common,
+        ),
+    ]
+    check_specs = [
+        dg.AssetCheckSpec(name, asset=asset, description=text, partitions_def=parts.scenes)
+        for asset, descriptions in (
+            (refs, scene_references.CHECK_DESCRIPTIONS),
+            (clip, scene_clip.CHECK_DESCRIPTIONS),
+        )
+        for name, text in descriptions.items()
+    ]
+
+    def inputs_of_refs(scene: str) -> Inputs:
+        tags = graph.tags_of_scene(scene)
+        return {storyboard: [scene], photos: tags, clean: tags} if tags else {storyboard: [scene]}
+
+    def inputs_of_clip(scene: str) -> Inputs:
+        tags = graph.tags_of_scene(scene)
+        inputs: dict[dg.AssetKey, list[str] | tuple[str, ...]] = {
+            refs: [scene],
+            keyframes: [scene],
+            storyboard: [scene],
+        }
+        if tags:
+            inputs.update({photos: tags, clean: tags})
+        return inputs
+
+    @dg.multi_asset(
+        name=f"{graph.prefix}__scenes",
+        specs=specs,
+        check_specs=check_specs,
+        can_subset=True,
+        pool="veo",
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def scenes(
+        context: dg.AssetExecutionContext,
+        config: scene_clip.SceneClipConfig,
+        database: DatabaseResource,
+        media: MediaStoreResource,
+        vertex: VertexResource,
+        budget: BudgetResource,
+    ):
+        ctx = md.stage_context(context.log, database, media, vertex=vertex, budget=budget)
+        ctx = md.with_run_budget(ctx, config.budget_per_run_usd, config.budget_per_day_usd)
+        selected = context.selected_asset_keys
+        if refs in selected:
+            yield from scene_references.events(
+                context, ctx, graph.slug, refs, context.partition_keys, inputs_of_refs, sources
+            )
+        elif any(check.asset_key == refs for check in context.selected_asset_check_keys):
+            yield from scene_references.read_back(context, ctx, graph.slug, refs)
+        if clip in selected:
+            yield from scene_clip.events(
+                context, ctx, graph.slug, clip, config, inputs_of_clip, sources
+            )
+        elif any(check.asset_key == clip for check in context.selected_asset_check_keys):
+            yield from scene_clip.read_back(context, ctx, graph.slug, clip)
+
+    return scenes
