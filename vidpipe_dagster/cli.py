@@ -37,12 +37,11 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _import(settings: Settings, spec: Path) -> str:
-    from vidpipe_dagster.db.session import session_scope
-    from vidpipe_dagster.stages.project_import import import_project
+    from vidpipe_dagster.db.session import Database
+    from vidpipe_dagster.stages.project_import import import_spec
 
     _init(settings)
-    with session_scope(settings.database_url) as session:
-        summary = import_project(session, spec, settings.media_root)
+    summary = import_spec(Database(settings.database_url), spec, settings.media_root)
     return summary.describe()
 
 
@@ -272,17 +271,86 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args, settings))
-    except CliError as exc:
+    except (CliError, SettingsError) as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:
         if args.debug:
             raise
+        known = environment_error(settings, exc)
+        if known is not None:  # a setting to fix, not a bug: say which and how
+            print(f"error: {one_line(known)}", file=sys.stderr)
+            return 2
         print(
             f"error: {type(exc).__name__}: {one_line(str(exc))} (rerun with --debug for details)",
             file=sys.stderr,
         )
         return 1
+
+
+_PG_UNREACHABLE = (
+    "connection to server",
+    "could not connect",
+    "could not translate host name",
+    "timeout expired",
+    "server closed the connection",
+    "connection refused",
+    "no route to host",
+    "network is unreachable",
+)
+
+
+def environment_error(settings: Settings, exc: BaseException) -> str | None:
+    """One line naming the variable to fix for an error that comes from the environment (the
+    database cannot be reached or opened, a media file is refused); None for anything else."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from vidpipe_dagster.domain.media import MediaError
+
+    if isinstance(exc, MediaError):
+        return f"media root ({settings.media_root}): {exc}"
+    if not isinstance(exc, DBAPIError):
+        return None
+    detail = " ".join(str(exc.orig if exc.orig is not None else exc).split())
+    url = make_url(settings.database_url)
+    variable = "VIDPIPE_DATABASE_URL" if settings.database_url_from_env else "VIDPIPE_HOME"
+    if url.get_backend_name() == "sqlite":
+        path = url.database or ":memory:"
+        lowered = detail.lower()
+        if "unable to open database file" in lowered:
+            return (
+                f"{variable}: cannot open the SQLite database {path} ({detail}); point "
+                f"{variable} at a folder you can write to"
+            )
+        if "file is not a database" in lowered:
+            return f"{variable}: {path} is not a SQLite database; point {variable} elsewhere"
+        if "database is locked" in lowered:
+            return (
+                f"the SQLite database {path} stayed locked by another process ({detail}); "
+                "let that process finish and run the command again"
+            )
+        return None
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    lowered = detail.lower()
+    refused_login = ("password authentication failed", "no password supplied")
+    if any(m in lowered for m in refused_login) or ('role "' in lowered and "not exist" in lowered):
+        return (
+            f"VIDPIPE_DATABASE_URL: PostgreSQL at {where} refused user {url.username!r} "
+            f"({detail}); fix the user or password in VIDPIPE_DATABASE_URL"
+        )
+    if 'database "' in lowered and "does not exist" in lowered:
+        return (
+            f"VIDPIPE_DATABASE_URL: PostgreSQL at {where} has no database {url.database!r}; "
+            "create it (createdb) or fix the name in VIDPIPE_DATABASE_URL"
+        )
+    if exc.connection_invalidated or any(marker in lowered for marker in _PG_UNREACHABLE):
+        return (
+            f"VIDPIPE_DATABASE_URL: cannot connect to {where} ({detail}); start PostgreSQL "
+            "there, or set VIDPIPE_DATABASE_URL=postgresql+psycopg2://USER:PASSWORD@HOST:PORT/"
+            "DATABASE"
+        )
+    return None
 
 
 def one_line(message: str) -> str:

@@ -3,17 +3,25 @@ resources built from ``settings.Settings``.
 
 Projects are read from the database when definitions load (small queries), so a newly imported
 project appears after a code-location reload; docs/architecture.md says how run workers load them.
+A project whose rows cannot form a graph is left out (one bad row must not fail the whole code
+location), logged as a warning, and shown as an asset in the group ``invalid_projects``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
 
 from vidpipe_dagster.assets.factory import build_project_definitions
-from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
+from vidpipe_dagster.assets.invalid_projects import build_invalid_projects_report
+from vidpipe_dagster.db.project_graphs import (
+    InvalidProject,
+    ProjectGraph,
+    load_project_graph_report,
+)
 from vidpipe_dagster.resources.budget import BudgetResource
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
@@ -52,20 +60,35 @@ def default_resources(settings: Settings) -> dict[str, Any]:
     }
 
 
+log = logging.getLogger(__name__)
+
+
 def build_definitions(
     graphs: Sequence[ProjectGraph],
     settings: Settings,
     resources: dict[str, Any] | None = None,
+    invalid: Sequence[InvalidProject] = (),
 ) -> dg.Definitions:
-    """Each project's definitions, merged, with the resources they share."""
+    """Each project's definitions, merged, with the resources they share. A project that cannot
+    be built joins ``invalid``; those are logged and reported as assets, never raised."""
     resources = resources if resources is not None else default_resources(settings)
-    return dg.Definitions.merge(
-        dg.Definitions(resources=resources),
-        *(build_project_definitions(graph, settings, resources) for graph in graphs),
-    )
+    parts = []
+    left_out = list(invalid)
+    for graph in graphs:
+        try:
+            parts.append(build_project_definitions(graph, settings, resources))
+        except Exception as exc:  # any one project's failure stays its own
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            left_out.append(InvalidProject(graph.slug, f"its definitions fail to build: {reason}"))
+    for bad in left_out:
+        log.warning("vidpipe: %s", bad.describe())
+    if left_out:
+        parts.append(build_invalid_projects_report(left_out))
+    return dg.Definitions.merge(dg.Definitions(resources=resources), *parts)
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     settings = Settings.from_env()
-    return build_definitions(load_project_graphs(settings.database_url), settings)
+    report = load_project_graph_report(settings.database_url)
+    return build_definitions(report.graphs, settings, invalid=report.invalid)

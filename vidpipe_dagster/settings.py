@@ -123,7 +123,13 @@ class Settings:
         for variable, path in folders:
             if path.exists() and not path.is_dir():
                 raise SettingsError(f"{variable}={path} is a file; point it at a folder")
-            path.mkdir(parents=True, exist_ok=True)
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SettingsError(
+                    f"{variable}={path}: cannot create the folder ({exc.strerror or exc}); "
+                    "point it at a folder you can write to"
+                ) from None
 
 
 def _directory(variable: str, value: str) -> Path:
@@ -157,7 +163,7 @@ def _check_database_url(url: str) -> None:
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise SettingsError(
             "VIDPIPE_DATABASE_URL is not a database URL; use sqlite:///PATH or "
             "postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE"

@@ -1,10 +1,24 @@
-"""The media store: every media path is relative to one root and confined to it."""
+"""The media store: every media path is relative to one root and confined to it.
+
+No component below the root may be a symlink (the file itself included): a link planted inside
+the root would otherwise let a write land, or a read come from, anywhere on the machine. Writes
+and reads walk the path with ``O_NOFOLLOW`` (``domain.media``), so the rule holds even against a
+link swapped in after a check.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vidpipe_dagster.domain.media import MediaError, confine, relative_to_root, write_atomic
+from vidpipe_dagster.domain.media import (
+    MediaMissing,
+    confine_media,
+    ensure_media_folder,
+    read_media,
+    relative_to_root,
+    remove_media,
+    write_media,
+)
 
 
 class MediaStore:
@@ -12,27 +26,38 @@ class MediaStore:
     relative to it, so a home can move and no stored path can point outside it."""
 
     def __init__(self, root: str | Path) -> None:
+        # the root itself may be a link (a media disk mounted elsewhere): resolved once, here
         self.root = Path(root).resolve()
 
     def path(self, relative: str) -> Path:
-        """The absolute path of a stored relative path; refuses anything outside the root."""
-        return confine(self.root, relative)
+        """The absolute path of a stored relative path, for tools that open files by name
+        (PyAV, Pillow); refuses ``..``, absolute paths and any symlink on the way."""
+        return confine_media(self.root, relative)
 
     def read(self, relative: str) -> bytes:
-        return self.path(relative).read_bytes()
+        """The file's bytes; ``MediaMissing`` when absent, ``MediaError`` through a symlink."""
+        return read_media(self.root, relative)
 
     def write(self, relative: str, data: bytes) -> Path:
-        target = self.path(relative)
-        write_atomic(target, data)
-        return target
+        """Write atomically, creating folders; refuses to write through or onto a symlink."""
+        return write_media(self.root, relative, data)
+
+    def prepare_folder(self, relative: str) -> Path:
+        """Create ``relative`` (and its parents) as real folders, or prove they are: a stage
+        calls this before it pays for something it will store there."""
+        return ensure_media_folder(self.root, relative)
+
+    def remove(self, relative: str) -> bool:
+        """Remove a file or an empty folder (never through a symlink); whether it was there."""
+        return remove_media(self.root, relative)
 
     def relative(self, path: Path) -> str:
         return relative_to_root(self.root, path)
 
     def load(self, relative: str) -> bytes | None:
-        """The stored bytes, or None when the file is gone (or the path is not allowed)."""
+        """The stored bytes, or None when the file is gone. A symlink on the way is an error,
+        not a missing file: it must not make a paid result look lost."""
         try:
-            path = self.path(relative)
-        except MediaError:
+            return read_media(self.root, relative)
+        except MediaMissing:
             return None
-        return path.read_bytes() if path.is_file() else None

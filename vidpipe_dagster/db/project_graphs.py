@@ -1,11 +1,15 @@
 """What the Dagster graph needs to know about each project, read in two small queries.
 
 Definitions load in every run worker, so this must stay cheap: no media reads, no per-scene queries.
+A project whose rows cannot form a valid graph (a slug or tag an older import let through, a
+hand-edited row) is left out and reported (``InvalidProject``) instead of failing every project.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from vidpipe_dagster.db.models import Asset, Project, Scene, SceneManifest
 from vidpipe_dagster.db.session import get_engine, session_factory
+from vidpipe_dagster.domain.schemas import MAX_SCENE_INDEX, is_valid_slug, is_valid_tag
 
 
 def graph_name(slug: str) -> str:
@@ -53,20 +58,104 @@ class ProjectGraph:
         return mapping
 
 
+@dataclass(frozen=True)
+class InvalidProject:
+    """A project left out of the graph, with the reason and what a person does about it."""
+
+    slug: str
+    reason: str
+
+    @property
+    def fix(self) -> str:
+        return (
+            "fix the spec and import it again (a corrected slug is a new project), or hide this "
+            f"one: vidpipe-dagster archive {shell_word(self.slug)}"
+        )
+
+    def describe(self) -> str:
+        return f"project {self.slug!r} is left out of the Dagster graph: {self.reason}; {self.fix}"
+
+
+@dataclass(frozen=True)
+class ProjectGraphs:
+    """Every project that forms a valid graph, and the ones left out (with their reasons)."""
+
+    graphs: tuple[ProjectGraph, ...]
+    invalid: tuple[InvalidProject, ...] = ()
+
+
+def shell_word(text: str) -> str:
+    """``text`` quoted for a POSIX shell on one line (bash's ``$'…'`` when it holds control
+    characters, e.g. the trailing newline an older import let into a slug)."""
+    if text.isprintable():
+        return shlex.quote(text)
+    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "'": "\\'"}
+    out = []
+    for ch in text:
+        if ch in named:
+            out.append(named[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(f"\\U{ord(ch):08x}" if ord(ch) > 0xFFFF else f"\\u{ord(ch):04x}")
+    return "$'" + "".join(out) + "'"
+
+
 def _scene_key(index: int) -> str:
     return str(index)
 
 
 def load_project_graphs(database_url: str, *, include_archived: bool = False) -> list[ProjectGraph]:
-    """All (active) projects; an uninitialised database simply has none."""
+    """All (active) projects that form a valid graph; an uninitialised database has none."""
+    return list(load_project_graph_report(database_url, include_archived=include_archived).graphs)
+
+
+def load_project_graph_report(
+    database_url: str, *, include_archived: bool = False
+) -> ProjectGraphs:
+    """The valid graphs and the projects left out, from the database at ``database_url``."""
     if not inspect(get_engine(database_url)).has_table("projects"):
-        return []
+        return ProjectGraphs(())
     with session_factory(database_url)() as session:
-        return read_project_graphs(session, include_archived=include_archived)
+        return read_project_graph_report(session, include_archived=include_archived)
 
 
 def read_project_graphs(session: Session, *, include_archived: bool = False) -> list[ProjectGraph]:
-    """Every project's graph from four queries, grouped in one pass (linear in the rows)."""
+    return list(read_project_graph_report(session, include_archived=include_archived).graphs)
+
+
+def graph_problems(graph: ProjectGraph) -> list[str]:
+    """Why these rows cannot become Dagster definitions (slug → group and asset key prefix,
+    tags and scene indexes → partition keys); empty when they can."""
+    problems = []
+    if not is_valid_slug(graph.slug):
+        problems.append(
+            f"slug {graph.slug!r} is not 1-63 lowercase letters, digits or '-' (a Dagster group "
+            "and asset key need exactly that)"
+        )
+    bad_tags = [t for t in graph.tags if not is_valid_tag(t)]
+    if bad_tags:
+        problems.append(f"manifest tag(s) {bad_tags!r} are not 1-40 letters, digits or '_'")
+    bad_scenes = [k for k in graph.scene_keys if not 0 <= int(k) <= MAX_SCENE_INDEX]
+    if bad_scenes:
+        problems.append(f"scene index(es) {', '.join(bad_scenes)} outside 0..{MAX_SCENE_INDEX}")
+    return problems
+
+
+def _placed_tags(manifest_json: Any, index: int) -> list[Any]:
+    if manifest_json is None:
+        return []
+    placements = manifest_json.get("placements", []) if isinstance(manifest_json, Mapping) else None
+    if not isinstance(placements, Sequence) or isinstance(placements, str | bytes):
+        raise ValueError(f"scene {index}'s stored manifest has no list of placements")
+    if not all(isinstance(p, Mapping) for p in placements):
+        raise ValueError(f"scene {index}'s stored placements are not all mappings")
+    return [p.get("asset_tag") for p in placements]
+
+
+def read_project_graph_report(session: Session, *, include_archived: bool = False) -> ProjectGraphs:
+    """Four queries for all projects, grouped in one pass (linear in the rows); each project is
+    checked on its own, so one bad row leaves out only its own project."""
     query = select(Project).order_by(Project.slug)
     if not include_archived:
         query = query.where(Project.archived.is_(False))
@@ -83,28 +172,36 @@ def read_project_graphs(session: Session, *, include_archived: bool = False) -> 
     ):
         placements_of[project_id].append((index, manifest_json))
 
-    graphs = []
+    graphs: list[ProjectGraph] = []
+    invalid: list[InvalidProject] = []
     for project in projects:
         indexes = sorted(scenes_of.get(project.id, []))
         known_indexes = set(indexes)
         tags = sorted(tags_of.get(project.manifest_id, set())) if project.manifest_id else []
         scene_tags = []
-        for index, manifest_json in sorted(placements_of.get(project.id, []), key=lambda r: r[0]):
-            if index not in known_indexes:
-                continue
-            placed = [p.get("asset_tag") for p in (manifest_json or {}).get("placements", [])]
-            known = tuple(sorted({t for t in placed if t in tags}))
-            if known:
-                scene_tags.append((_scene_key(index), known))
-        graphs.append(
-            ProjectGraph(
-                slug=project.slug,
-                name=project.name,
-                video_model=project.video_model,
-                has_manifest=project.manifest_id is not None,
-                scene_keys=tuple(_scene_key(i) for i in indexes),
-                tags=tuple(tags),
-                scene_tags=tuple(scene_tags),
-            )
+        try:
+            for index, manifest_json in sorted(
+                placements_of.get(project.id, []), key=lambda r: r[0]
+            ):
+                if index not in known_indexes:
+                    continue
+                known = tuple(sorted({t for t in _placed_tags(manifest_json, index) if t in tags}))
+                if known:
+                    scene_tags.append((_scene_key(index), known))
+        except ValueError as exc:
+            invalid.append(InvalidProject(project.slug, str(exc)))
+            continue
+        graph = ProjectGraph(
+            slug=project.slug,
+            name=project.name,
+            video_model=project.video_model,
+            has_manifest=project.manifest_id is not None,
+            scene_keys=tuple(_scene_key(i) for i in indexes),
+            tags=tuple(tags),
+            scene_tags=tuple(scene_tags),
         )
-    return graphs
+        if problems := graph_problems(graph):
+            invalid.append(InvalidProject(project.slug, "; ".join(problems)))
+        else:
+            graphs.append(graph)
+    return ProjectGraphs(tuple(graphs), tuple(invalid))

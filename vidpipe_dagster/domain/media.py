@@ -7,10 +7,15 @@ media root, a half-written file is never seen, and a corrupt image fails naming 
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import os
+import secrets
+import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -18,6 +23,10 @@ from PIL import Image, UnidentifiedImageError
 
 class MediaError(ValueError):
     """A media file is missing, unreadable, not an image, or outside the allowed folder."""
+
+
+class MediaMissing(MediaError):
+    """The file (or a folder on its path) does not exist under the media root."""
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -33,15 +42,208 @@ def sha256_file(path: Path) -> str:
 
 
 def confine(root: Path, relative: str | os.PathLike[str]) -> Path:
-    """Resolve ``relative`` under ``root``; refuse absolute paths, ``..`` and symlinks out."""
-    rel = Path(relative)
+    """Resolve ``relative`` under ``root``; refuse absolute paths, ``..`` and symlinks out.
+
+    For folders a person hands us (a spec's images): a symlink that stays inside is fine. The
+    media root is stricter (``confine_media``)."""
+    text = os.fspath(relative)
+    if "\0" in text:
+        raise MediaError(f"path {text!r} contains a NUL byte; give a plain relative path")
+    rel = Path(text)
     if rel.is_absolute():
-        raise MediaError(f"path {str(relative)!r} is absolute; give a path relative to {root}")
+        raise MediaError(f"path {text!r} is absolute; give a path relative to {root}")
     root_resolved = root.resolve()
     candidate = (root_resolved / rel).resolve()
     if candidate != root_resolved and root_resolved not in candidate.parents:
-        raise MediaError(f"path {str(relative)!r} leaves the folder {root_resolved}")
+        raise MediaError(f"path {text!r} leaves the folder {root_resolved}")
     return candidate
+
+
+# Media root confinement. Everything below the root is ours: no component may be a symlink, so
+# a link planted inside the root (``projects/<slug>/inputs -> /elsewhere``) can neither receive
+# writes nor serve reads. Writes and reads walk the path with directory descriptors and
+# ``O_NOFOLLOW``, so a link swapped in between a check and the write is refused as well.
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def media_parts(relative: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The components of a media path: relative, no ``..``, no NUL, not empty."""
+    text = os.fspath(relative)
+    if "\0" in text:
+        raise MediaError(f"media path {text!r} contains a NUL byte")
+    rel = Path(text)
+    if rel.is_absolute():
+        raise MediaError(f"media path {text!r} is absolute; media paths are relative to the root")
+    parts = rel.parts
+    if not parts:
+        raise MediaError("empty media path")
+    if ".." in parts:
+        raise MediaError(f"media path {text!r} leaves the media root (it contains '..')")
+    return parts
+
+
+def _symlink_error(root: Path, parts: tuple[str, ...], depth: int) -> MediaError:
+    link = root.joinpath(*parts[: depth + 1])
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    return MediaError(
+        f"{link} is a symlink (to {target}); nothing under the media root {root} may be a "
+        "symlink. Replace it with a real folder or file (move the data into the media root, or "
+        "point VIDPIPE_MEDIA_ROOT at the other disk)"
+    )
+
+
+def confine_media(root: Path, relative: str | os.PathLike[str]) -> Path:
+    """``root / relative`` when no existing component below ``root`` is a symlink (the file
+    itself included) and every existing parent is a folder; raises ``MediaError`` otherwise."""
+    parts = media_parts(relative)
+    current = root
+    for depth, part in enumerate(parts):
+        current = current / part
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            break  # the rest does not exist yet: nothing to follow
+        except OSError as exc:
+            raise MediaError(f"cannot inspect {current}: {exc.strerror or exc}") from exc
+        if stat.S_ISLNK(mode):
+            raise _symlink_error(root, parts, depth)
+        if depth < len(parts) - 1 and not stat.S_ISDIR(mode):
+            raise MediaError(f"{current} is not a folder (media path {os.fspath(relative)!r})")
+    return root.joinpath(*parts)
+
+
+@contextmanager
+def _media_dir(root: Path, parts: tuple[str, ...], *, create: bool) -> Iterator[int]:
+    """A descriptor of the folder ``root/parts``, opened one component at a time, never
+    through a symlink; missing folders are created when ``create``."""
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise MediaMissing(f"the media root {root} does not exist") from None
+    try:
+        for depth, part in enumerate(parts):
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise MediaMissing(
+                        f"folder {root.joinpath(*parts[: depth + 1])} does not exist"
+                    ) from None
+                with suppress(FileExistsError):  # made meanwhile by another writer: fine
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                child = _open_child_dir(fd, root, parts, depth)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                    where = root.joinpath(*parts[: depth + 1])
+                    raise MediaError(f"cannot open {where}: {exc.strerror or exc}") from exc
+                child = _open_child_dir(fd, root, parts, depth)
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _open_child_dir(fd: int, root: Path, parts: tuple[str, ...], depth: int) -> int:
+    """Open one component again, turning 'not a folder' into the reason (symlink or file)."""
+    try:
+        return os.open(parts[depth], _DIR_FLAGS, dir_fd=fd)
+    except OSError:
+        mode = os.stat(parts[depth], dir_fd=fd, follow_symlinks=False).st_mode
+        if stat.S_ISLNK(mode):
+            raise _symlink_error(root, parts, depth) from None
+        raise MediaError(f"{root.joinpath(*parts[: depth + 1])} is not a folder") from None
+
+
+def _check_leaf(dir_fd: int, root: Path, parts: tuple[str, ...]) -> bool:
+    """Whether the file exists; a symlink or a folder in its place is an error."""
+    try:
+        mode = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(mode):
+        raise _symlink_error(root, parts, len(parts) - 1)
+    if not stat.S_ISREG(mode):
+        raise MediaError(f"{root.joinpath(*parts)} is not a file")
+    return True
+
+
+def write_media(root: Path, relative: str | os.PathLike[str], data: bytes) -> Path:
+    """Write atomically (temporary file, fsync, rename) under ``root``, creating folders, never
+    through a symlink; a symlink where the file or a folder should be is refused."""
+    parts = media_parts(relative)
+    with _media_dir(root, parts[:-1], create=True) as dir_fd:
+        _check_leaf(dir_fd, root, parts)
+        tmp = f".{parts[-1]}.{secrets.token_hex(6)}.part"
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+            dir_fd=dir_fd,
+        )
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    return root.joinpath(*parts)
+
+
+def ensure_media_folder(root: Path, relative: str | os.PathLike[str]) -> Path:
+    """Create the folder ``root/relative`` and its parents, or prove they are real folders."""
+    parts = media_parts(relative)
+    with _media_dir(root, parts, create=True):
+        pass
+    return root.joinpath(*parts)
+
+
+def read_media(root: Path, relative: str | os.PathLike[str]) -> bytes:
+    """The file's bytes, read without following any symlink; ``MediaMissing`` when absent."""
+    parts = media_parts(relative)
+    with _media_dir(root, parts[:-1], create=False) as dir_fd:
+        if not _check_leaf(dir_fd, root, parts):
+            raise MediaMissing(f"file {root.joinpath(*parts)} does not exist")
+        try:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            raise MediaMissing(f"file {root.joinpath(*parts)} does not exist") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # swapped for a link since the check
+                raise _symlink_error(root, parts, len(parts) - 1) from None
+            raise MediaError(f"cannot read {root.joinpath(*parts)}: {exc.strerror}") from exc
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
+
+
+def remove_media(root: Path, relative: str | os.PathLike[str]) -> bool:
+    """Remove a file (or an empty folder) under ``root`` without following symlinks; returns
+    whether something was removed. Used to undo a failed import's copies."""
+    parts = media_parts(relative)
+    try:
+        with _media_dir(root, parts[:-1], create=False) as dir_fd:
+            mode = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
+                os.rmdir(parts[-1], dir_fd=dir_fd)
+            else:
+                os.unlink(parts[-1], dir_fd=dir_fd)
+            return True
+    except (MediaMissing, FileNotFoundError):
+        return False
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
 
 
 def relative_to_root(root: Path, path: Path) -> str:
@@ -75,6 +277,11 @@ def decode_image(data: bytes, *, label: str = "image") -> Image.Image:
         image = Image.open(io.BytesIO(data))
         image.load()
         return image
+    except Image.DecompressionBombError as exc:  # the header claims more pixels than is safe
+        raise MediaError(
+            f"{label} is too large to decode safely ({exc}); use an image of at most "
+            f"{Image.MAX_IMAGE_PIXELS} pixels"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise MediaError(f"{label} is not a decodable image: {exc}") from exc
 

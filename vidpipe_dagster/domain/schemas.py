@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from vidpipe_dagster.domain.video_requests import model_capabilities
+
 AssetType = Literal["CHARACTER", "ENVIRONMENT", "PROP", "VEHICLE"]
 PlacementRole = Literal["subject", "interaction_target", "background"]
 ShotType = Literal[
@@ -23,7 +25,35 @@ ShotType = Literal[
 ]
 AspectRatio = Literal["16:9", "9:16"]
 
-SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Matched with ``fullmatch`` (``$`` would let a trailing newline through, and a slug becomes a
+# Dagster group name, an asset key and a folder name).
+SLUG_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+ASSET_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,80}")
+TAG_PATTERN = re.compile(r"[A-Za-z0-9_]{1,40}")
+# Scene indexes are an INTEGER column (32-bit on PostgreSQL) and Dagster partition keys.
+MAX_SCENE_INDEX = 2**31 - 1
+
+
+def is_valid_slug(value: str) -> bool:
+    return SLUG_PATTERN.fullmatch(value) is not None
+
+
+def is_valid_tag(value: str) -> bool:
+    return TAG_PATTERN.fullmatch(value) is not None
+
+
+def _media_path(value: str | None) -> str | None:
+    """An image path as written in the spec: not empty, no NUL byte (checked before any file is
+    touched, so the message names the field)."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError(
+            "is empty; give the image's path relative to the YAML file, or leave it out"
+        )
+    if "\0" in value:
+        raise ValueError("contains a NUL byte; give a plain relative path")
+    return value
 
 
 class _Strict(BaseModel):
@@ -52,7 +82,7 @@ class SceneManifestSchema(_Strict):
     reference selection skips them.
     """
 
-    scene_index: int | None = None
+    scene_index: int | None = Field(default=None, ge=0, le=MAX_SCENE_INDEX)
     composition: SceneComposition = SceneComposition()
     placements: list[AssetPlacement] = []
 
@@ -67,22 +97,48 @@ class ProjectInfo(_Strict):
     @field_validator("slug")
     @classmethod
     def _slug(cls, value: str) -> str:
-        if not SLUG_PATTERN.match(value):
+        if not is_valid_slug(value):
             raise ValueError(
-                "slug must be 1-63 lowercase letters, digits or '-', not starting with '-'"
+                f"slug {value!r} must be 1-63 lowercase letters, digits or '-', not starting "
+                "with '-' (nothing else, not even a trailing newline)"
             )
+        return value
+
+    @field_validator("video_model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        model_capabilities(value)  # raises, listing the known models
         return value
 
 
 class ManifestAssetSpec(_Strict):
-    id: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$")
-    tag: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_]+$")
+    id: str
+    tag: str
     type: AssetType
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=200)
     image: str
     reverse_prompt: str | None = None
     quality_score: float | None = Field(default=None, ge=0, le=10)
     face_crop_of: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if ASSET_ID_PATTERN.fullmatch(value) is None:
+            raise ValueError(f"id {value!r} must be 1-80 letters, digits, '_', '.' or '-'")
+        return value
+
+    @field_validator("tag")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        if not is_valid_tag(value):
+            raise ValueError(f"tag {value!r} must be 1-40 letters, digits or '_'")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return _media_path(value) or value
 
 
 class ManifestSpec(_Strict):
@@ -105,15 +161,29 @@ class ManifestSpec(_Strict):
                     f"asset {asset.id!r}: face_crop_of {asset.face_crop_of!r} names no asset "
                     f"(known ids: {', '.join(ids)})"
                 )
+        # A face crop belongs to a full-body photo: naming another crop (or a cycle of crops)
+        # would leave the crop with no full body to fall back on in reference selection.
+        crops = {a.id: a.face_crop_of for a in self.assets if a.face_crop_of is not None}
+        for asset_id, source in crops.items():
+            if source in crops:
+                raise ValueError(
+                    f"asset {asset_id!r}: face_crop_of {source!r} is itself a face crop (of "
+                    f"{crops[source]!r}); name the full-body asset instead"
+                )
         return self
 
 
 class SceneSpec(_Strict):
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, le=MAX_SCENE_INDEX)
     prompt: str = Field(min_length=1)
     start_frame: str | None = None
     end_frame: str | None = None
     manifest: SceneManifestSchema | None = None
+
+    @field_validator("start_frame", "end_frame")
+    @classmethod
+    def _frame_path(cls, value: str | None) -> str | None:
+        return _media_path(value)
 
 
 class ProjectSpec(_Strict):

@@ -107,6 +107,10 @@ def make_clean_sheets(
     ctx: StageContext, slug: str, tag: str, options: CleanSheetOptions
 ) -> CleanSheetRun:
     inputs = _load_inputs(ctx, slug, tag)
+    try:  # a refused folder (a symlink in the media root) fails now, before anything is paid for
+        ctx.media.prepare_folder("clean_sheets")
+    except MediaError as exc:
+        raise StageError(f"{exc}; nothing was generated") from exc
     remover, remover_note = ctx.models.background_remover()
     embedder, face_problem = ctx.models.face_embedder()
     ctx.log.info(f"{tag}: background removal: {remover_note}")
@@ -135,7 +139,10 @@ def make_clean_sheets(
             _try_tier3(ctx, slug, model, options, result, embedder, face_problem, reusable[item.id])
         if result.tier is None:
             _make_tier2(remover, result)
-        _persist(ctx, result)
+        try:
+            _persist(ctx, result)
+        except MediaError as exc:  # permanent: a retry would meet the same link
+            raise StageError(f"{tag}/{item.key}: cannot store the clean sheet: {exc}") from exc
         ctx.log.info(
             f"{tag}/{item.key}: {result.tier or 'original'} ({result.status}); "
             + "; ".join(result.notes)

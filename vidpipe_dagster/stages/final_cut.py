@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vidpipe_dagster.db import queries
+from vidpipe_dagster.domain.media import MediaError
 from vidpipe_dagster.domain.preview import is_preview_backend
 from vidpipe_dagster.domain.render import Mp4Info, concat_mp4, probe_mp4
 from vidpipe_dagster.stages.context import StageContext, StageError
@@ -38,7 +39,10 @@ def make_final_cut(ctx: StageContext, slug: str, asset_prefix: str) -> FinalCut:
         for i, clip in rows
         if clip is None or clip.status != "done" or not clip.file_url
     ]
-    paths = [ctx.media.path(clip.file_url) for _, clip in rows if clip and clip.file_url]
+    try:  # a clip path through a symlink is refused, not read
+        paths = [ctx.media.path(clip.file_url) for _, clip in rows if clip and clip.file_url]
+    except MediaError as exc:
+        raise StageError(f"cannot cut {slug}: {exc}") from exc
     missing += [f"file {p} is missing" for p in paths if not p.is_file()]
     if missing:
         raise StageError(
@@ -47,7 +51,10 @@ def make_final_cut(ctx: StageContext, slug: str, asset_prefix: str) -> FinalCut:
         )
     data, starts = concat_mp4(paths, aspect_ratio=aspect)  # type: ignore[arg-type]
     rel = f"projects/{slug}/final_cut.mp4"
-    ctx.media.write(rel, data)
+    try:
+        ctx.media.write(rel, data)
+    except MediaError as exc:
+        raise StageError(f"cannot store the cut of {slug}: {exc}") from exc
     clips = [clip for _, clip in rows if clip is not None]
     info = probe_mp4(data)
     ctx.log.info(f"final cut {rel}: {info.duration_seconds:.2f} s, {len(clips)} scenes")

@@ -1,21 +1,26 @@
 """Import a project spec (YAML) into the database and media root, all or nothing.
 
-Everything is validated before anything is written: schema, paths (confined to the spec's folder),
-images (fully decoded). Media is copied content-addressed, so re-importing unchanged files is a
-no-op and rows derived from unchanged inputs (clean sheets, face embeddings, selected references,
-clips) survive a re-import.
+Everything is validated before anything is written: YAML (no duplicate keys), schema, paths
+(confined to the spec's folder), images (fully decoded, size-bounded). Media is copied
+content-addressed, so re-importing unchanged files is a no-op and rows derived from unchanged
+inputs (clean sheets, face embeddings, selected references, clips) survive a re-import. If the
+database step fails, the files this import copied are removed again (``import_spec`` also covers
+a failed commit).
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vidpipe_dagster.db.media import MediaStore
 from vidpipe_dagster.db.models import (
     Asset,
     Keyframe,
@@ -24,13 +29,14 @@ from vidpipe_dagster.db.models import (
     Scene,
     SceneManifest,
 )
+from vidpipe_dagster.db.session import Database
 from vidpipe_dagster.domain.media import (
     MediaError,
     confine,
     decode_image,
     read_image_bytes,
     sha256_bytes,
-    write_atomic,
+    sha256_file,
 )
 from vidpipe_dagster.domain.schemas import ProjectSpec
 
@@ -47,6 +53,37 @@ class LoadedImage:
     suffix: str
 
 
+class MediaCopies:
+    """The files (and folders) one import adds to the media root, so that a failure can take
+    exactly those back: files that were already there (same content) are never removed."""
+
+    def __init__(self, store: MediaStore, slug: str) -> None:
+        self.store = store
+        self.folder = f"projects/{slug}/inputs"
+        folders = ("projects", f"projects/{slug}", self.folder)
+        self.new_folders = [f for f in folders if not store.path(f).exists()]
+        self.written: list[str] = []
+
+    def add(self, image: LoadedImage) -> str:
+        """Copy ``image`` in (content-addressed); returns its relative path."""
+        rel = f"{self.folder}/{image.sha256[:20]}{image.suffix}"
+        target = self.store.path(rel)
+        existed = target.is_file()
+        if existed and sha256_file(target) == image.sha256:
+            return rel
+        self.store.write(rel, image.data)
+        if not existed:
+            self.written.append(rel)
+        return rel
+
+    def undo(self) -> None:
+        """Remove what this import wrote (best effort: the original error is what matters)."""
+        for rel in [*reversed(self.written), *reversed(self.new_folders)]:
+            with suppress(OSError, MediaError):
+                self.store.remove(rel)  # a folder only goes if it is empty
+        self.written.clear()
+
+
 @dataclass
 class ImportSummary:
     slug: str
@@ -54,6 +91,12 @@ class ImportSummary:
     scenes: int
     assets: int
     changed: list[str] = field(default_factory=list)
+    media: MediaCopies | None = field(default=None, repr=False, compare=False)
+
+    def undo_media(self) -> None:
+        """Remove the files this import copied (the caller's commit failed)."""
+        if self.media is not None:
+            self.media.undo()
 
     def describe(self) -> str:
         verb = "created" if self.created else "updated"
@@ -69,18 +112,69 @@ def _format_validation_error(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        lines.append(f"  {where}: {error['msg']}")
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}")
     return "invalid project spec:\n" + "\n".join(lines)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: object, line: int) -> None:
+        super().__init__(f"duplicate key {key!r} on line {line}")
+        self.key, self.line = key, line
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the
+    later value silently). Keys merged in with ``<<`` may still be overridden, as YAML says."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # unhashable: the base class reports it
+                continue
+            if duplicate:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _spec_file(spec_path: Path) -> Path:
+    if spec_path.is_dir():
+        found = sorted(p.name for p in spec_path.glob("*.y*ml"))[:3]
+        hint = f" (it has {', '.join(found)})" if found else ""
+        raise SpecError(
+            f"{spec_path} is a directory; give the project's YAML file{hint}, "
+            f"e.g. vidpipe-dagster import {spec_path / (found[0] if found else 'project.yaml')}"
+        )
+    if not spec_path.is_file():
+        raise SpecError(f"spec file {spec_path} does not exist")
+    return spec_path
 
 
 def parse_spec(spec_path: Path) -> ProjectSpec:
     """Read and validate the YAML; errors name the field and say what is expected."""
-    if not spec_path.is_file():
-        raise SpecError(f"spec file {spec_path} does not exist")
+    _spec_file(spec_path)
     try:
-        raw = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+        raw = yaml.load(
+            spec_path.read_text(encoding="utf-8"), Loader=_SpecLoader
+        )  # safe: SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise SpecError(
+            f"{spec_path} line {exc.line}: key {exc.key!r} is given twice in the same mapping; "
+            "keep one (YAML would silently use the later value)"
+        ) from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"{spec_path} is not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise SpecError(
+            f"{spec_path} nests too deeply to read; a project spec needs only a few levels "
+            "(project, manifest.assets, scenes[].manifest.placements)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read {spec_path}: {exc}") from exc
     if not isinstance(raw, dict):
@@ -89,6 +183,8 @@ def parse_spec(spec_path: Path) -> ProjectSpec:
         return ProjectSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_format_validation_error(exc)) from exc
+    except RecursionError:  # a deep structure under a field that accepts anything
+        raise SpecError(f"{spec_path} nests too deeply to validate") from None
 
 
 def _load_images(spec: ProjectSpec, spec_dir: Path) -> dict[str, LoadedImage]:
@@ -119,23 +215,62 @@ def _load_images(spec: ProjectSpec, spec_dir: Path) -> dict[str, LoadedImage]:
     return loaded
 
 
-def _store(media_root: Path, slug: str, image: LoadedImage) -> str:
-    """Copy into the media root, content-addressed; returns the relative path."""
-    rel = f"projects/{slug}/inputs/{image.sha256[:20]}{image.suffix}"
-    target = media_root / rel
-    if not target.exists():
-        write_atomic(target, image.data)
-    return rel
-
-
-def import_project(session: Session, spec_path: Path, media_root: Path) -> ImportSummary:
-    """Validate ``spec_path`` fully, then upsert the project in the caller's transaction."""
+def import_project(
+    session: Session, spec_path: Path, media_root: Path | MediaStore
+) -> ImportSummary:
+    """Validate ``spec_path`` fully, copy its images, then upsert the project in the caller's
+    transaction. On any failure here the copied files are removed; if the caller's commit
+    fails, it calls ``summary.undo_media()`` (``import_spec`` does both)."""
     spec_path = spec_path.resolve()
     spec = parse_spec(spec_path)
     images = _load_images(spec, spec_path.parent)
     slug = spec.project.slug
-    stored = {rel: _store(media_root, slug, img) for rel, img in images.items()}
+    store = media_root if isinstance(media_root, MediaStore) else MediaStore(media_root)
+    copies: MediaCopies | None = None
+    try:
+        copies = MediaCopies(store, slug)
+        stored = {rel: copies.add(img) for rel, img in images.items()}
+    except (MediaError, OSError) as exc:  # a symlink in the media root, a full disk, ...
+        if copies is not None:
+            copies.undo()
+        detail = exc if isinstance(exc, MediaError) else f"{exc.strerror or exc} ({exc.filename})"
+        raise SpecError(f"cannot copy the images into the media root: {detail}") from exc
+    except BaseException:
+        if copies is not None:
+            copies.undo()
+        raise
+    try:
+        summary = _upsert(session, spec, images, stored)
+    except BaseException:
+        copies.undo()
+        raise
+    summary.media = copies
+    return summary
 
+
+def import_spec(
+    database: Database, spec_path: Path, media_root: Path | MediaStore
+) -> ImportSummary:
+    """Import and commit in one transaction; if anything fails, the commit included, the
+    database is unchanged and the files this import copied are gone again."""
+    summary: ImportSummary | None = None
+    try:
+        with database.session() as session:
+            summary = import_project(session, spec_path, media_root)
+    except BaseException:
+        if summary is not None:
+            summary.undo_media()
+        raise
+    return summary
+
+
+def _upsert(
+    session: Session,
+    spec: ProjectSpec,
+    images: dict[str, LoadedImage],
+    stored: dict[str, str],
+) -> ImportSummary:
+    slug = spec.project.slug
     project = session.scalars(select(Project).where(Project.slug == slug)).one_or_none()
     created = project is None
     changed: list[str] = []

@@ -155,6 +155,10 @@ def iter_clips(
     for item in inputs:
         if note := item.forced_duration:
             ctx.log.info(f"scene {item.key}: {note}")
+    try:  # a clips folder that escapes the media root is found before anything is paid for
+        ctx.media.prepare_folder(f"projects/{slug}/clips")
+    except MediaError as exc:
+        raise StageError(f"{exc}; nothing was submitted") from exc
     ledger = Ledger(ctx.database.sessionmaker())
     plan = plan_clip_spend(jobs, client, ledger, ctx.budget, options.prices)
     ctx.log.info(f"spend: {plan.message}")
