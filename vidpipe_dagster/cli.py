@@ -38,10 +38,12 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
 
 def _import(settings: Settings, spec: Path) -> str:
     from vidpipe_dagster.db.session import Database
+    from vidpipe_dagster.runner import report_inputs
     from vidpipe_dagster.stages.project_import import import_spec
 
     _init(settings)
     summary = import_spec(Database(settings.database_url), spec, settings.media_root)
+    report_inputs(summary.slug, settings)  # the UI sees which scenes the import made stale
     return summary.describe()
 
 

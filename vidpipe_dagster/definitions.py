@@ -27,6 +27,7 @@ from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
 from vidpipe_dagster.resources.models import LocalModelsResource
 from vidpipe_dagster.resources.vertex import VertexResource
+from vidpipe_dagster.sensors import build_final_cut_automation, build_inputs_sensor
 from vidpipe_dagster.settings import Settings
 
 
@@ -84,7 +85,11 @@ def build_definitions(
         log.warning("vidpipe: %s", bad.describe())
     if left_out:
         parts.append(build_invalid_projects_report(left_out))
-    return dg.Definitions.merge(dg.Definitions(resources=resources), *parts)
+    shared = dg.Definitions(
+        resources=resources,
+        sensors=[build_inputs_sensor(graphs), build_final_cut_automation()],
+    )
+    return dg.Definitions.merge(shared, *parts)
 
 
 @dg.definitions

@@ -10,9 +10,12 @@ from typing import Any
 import dagster as dg
 
 from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
+from vidpipe_dagster.db.session import Database
 from vidpipe_dagster.definitions import build_definitions, default_resources
 from vidpipe_dagster.jobs import PROJECT_TAG
+from vidpipe_dagster.sensors import observations
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.sources import source_versions
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,20 @@ def ensure_dagster_home(settings: Settings) -> str:
     with dg.DagsterInstance.from_config(home):
         pass
     return home
+
+
+def report_inputs(slug: str, settings: Settings, instance: dg.DagsterInstance | None = None) -> int:
+    """Tell Dagster the project's input versions now (the inputs sensor would, within a minute),
+    so the UI shows which scenes an import made stale. Returns how many observations it sent."""
+    graph = find_graph(slug, settings)
+    versions = source_versions(Database(settings.database_url), [slug]).get(slug, {})
+    if instance is None:
+        ensure_dagster_home(settings)
+        instance = dg.DagsterInstance.get()
+    events = observations(graph, versions)
+    for event in events:
+        instance.report_runless_asset_event(event)
+    return len(events)
 
 
 def find_graph(slug: str, settings: Settings) -> ProjectGraph:

@@ -54,8 +54,8 @@ def materialization(
         version, pointer = _latest(instance, dep, partitions, dep in sources)
         name = dep.to_user_string()
         tags[f"{INPUT_VERSION_PREFIX}/{name}"] = version
-        if pointer is not None:
-            tags[f"{INPUT_POINTER_PREFIX}/{name}"] = str(pointer)
+        # "NULL": read before that input had any event (Dagster's own marker for it)
+        tags[f"{INPUT_POINTER_PREFIX}/{name}"] = str(pointer) if pointer is not None else "NULL"
     return dg.AssetMaterialization(asset_key=key, partition=partition, metadata=metadata, tags=tags)
 
 
