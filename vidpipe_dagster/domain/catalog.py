@@ -47,8 +47,11 @@ class Lifecycle:
     note: str = ""
 
     def retired(self, today: date | None = None) -> bool:
-        day = today or date.today()
-        return self.status == "retired" or (self.retired_on is not None and self.retired_on <= day)
+        """Shut down on ``today``: from the retirement date on (the date decides, so an
+        announced retirement applies on its day), else by status."""
+        if self.retired_on is not None:
+            return self.retired_on <= (today or date.today())
+        return self.status == "retired"
 
     def describe(self, today: date | None = None) -> str:
         """``"GA"``, ``"preview"``, ``"retired on 2026-06-30 (use veo-3.1-generate-001)"``."""

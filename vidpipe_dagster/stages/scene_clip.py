@@ -25,12 +25,12 @@ from vidpipe_dagster.domain.preview import PREVIEW_LABEL
 from vidpipe_dagster.domain.reference_selection import select_references_for_scene
 from vidpipe_dagster.domain.render import Mp4Info, probe_mp4
 from vidpipe_dagster.domain.video_requests import (
-    MODEL_CAPABILITIES,
     ImageInput,
     VideoRequest,
     build_video_request,
     estimate_cost_usd,
     image_input,
+    request_rule_problems,
 )
 from vidpipe_dagster.generation.budgets import plan_clip_spend
 from vidpipe_dagster.generation.client import VideoClient
@@ -402,16 +402,8 @@ def request_problems(request: VideoRequest, duration_seconds: float) -> list[tup
                 f"duration {duration_seconds:.2f} s, requested {request.duration_seconds} s",
             )
         )
-    if request.reference_images and request.duration_seconds != 8:
-        problems.append((CHECK_VALID_MP4, "references attached but duration is not 8 s"))
-    caps = MODEL_CAPABILITIES.get(request.model)
-    if len(request.reference_images) > 3:
-        problems.append((CHECK_REQUEST_LEGAL, f"{len(request.reference_images)} references"))
-    if caps is not None:
-        if request.reference_images and not caps.supports_references:
-            problems.append((CHECK_REQUEST_LEGAL, f"{request.model} takes no references"))
-        if request.conditioning_mode == "hybrid" and not caps.supports_hybrid:
-            problems.append((CHECK_REQUEST_LEGAL, f"{request.model} rejects hybrid requests"))
+    for kind, problem in request_rule_problems(request):  # the model catalog's rules
+        problems.append((CHECK_VALID_MP4 if kind == "duration" else CHECK_REQUEST_LEGAL, problem))
     return problems
 
 
