@@ -24,6 +24,7 @@ from vidpipe_dagster.db.models import (
     Scene,
     SceneManifest,
 )
+from vidpipe_dagster.domain.catalog import ModelCatalog, packaged_catalog
 from vidpipe_dagster.domain.media import (
     MediaError,
     confine,
@@ -32,7 +33,7 @@ from vidpipe_dagster.domain.media import (
     sha256_bytes,
     write_atomic,
 )
-from vidpipe_dagster.domain.schemas import ProjectSpec
+from vidpipe_dagster.domain.schemas import ProjectSpec, model_choice_problems
 
 
 class SpecError(ValueError):
@@ -128,10 +129,16 @@ def _store(media_root: Path, slug: str, image: LoadedImage) -> str:
     return rel
 
 
-def import_project(session: Session, spec_path: Path, media_root: Path) -> ImportSummary:
-    """Validate ``spec_path`` fully, then upsert the project in the caller's transaction."""
+def import_project(
+    session: Session, spec_path: Path, media_root: Path, catalog: ModelCatalog | None = None
+) -> ImportSummary:
+    """Validate ``spec_path`` fully, then upsert the project in the caller's transaction.
+    Models, resolution and takes are checked against ``catalog`` (default: the packaged one)."""
     spec_path = spec_path.resolve()
     spec = parse_spec(spec_path)
+    choices = model_choice_problems(spec, catalog or packaged_catalog())
+    if choices:
+        raise SpecError("invalid project spec:\n" + "\n".join(f"  {p}" for p in choices))
     images = _load_images(spec, spec_path.parent)
     slug = spec.project.slug
     stored = {rel: _store(media_root, slug, img) for rel, img in images.items()}
@@ -142,7 +149,14 @@ def import_project(session: Session, spec_path: Path, media_root: Path) -> Impor
     if project is None:
         project = Project(slug=slug, name=spec.project.name)
         session.add(project)
-    for attr in ("name", "target_clip_duration", "aspect_ratio", "video_model"):
+    for attr in (
+        "name",
+        "target_clip_duration",
+        "aspect_ratio",
+        "video_model",
+        "resolution",
+        "takes",
+    ):
         new = getattr(spec.project, attr)
         if not created and getattr(project, attr) != new:
             changed.append(f"{attr} changed")
@@ -251,6 +265,9 @@ def _sync_scenes(
         elif scene.prompt != item.prompt:
             changed.append(f"scene {item.index} prompt changed")
         scene.prompt = item.prompt
+        if item.index in scenes and scene.video_model != item.video_model:
+            changed.append(f"scene {item.index} video_model changed")
+        scene.video_model = item.video_model
         frames = {k.position: k for k in scene.keyframes}
         for position, rel in (("start", item.start_frame), ("end", item.end_frame)):
             frame = frames.get(position)
