@@ -140,7 +140,8 @@ class VertexEmulator:
 
     Counters (``submit_attempts``, ``submit_count``, ``submissions_by_fingerprint``,
     ``poll_count``, ``generate_content_count``) let tests prove how many paid requests were made:
-    ``submit_count`` counts accepted operations only, as only those would be billed.
+    ``submit_count`` counts accepted operations only, as only those would be billed;
+    ``labels_received`` lists the billing labels of each accepted submit, in order.
     """
 
     def __init__(
@@ -311,6 +312,7 @@ class VertexEmulator:
             self.submit_attempts = 0
             self.submit_count = 0
             self.submissions_by_fingerprint: Counter[str] = Counter()
+            self.labels_received: list[dict[str, str]] = []  # of accepted submits, in order
             self.poll_count = 0
             self.generate_content_count = 0
 
@@ -409,6 +411,7 @@ class VertexEmulator:
             self._media[media_id] = name
             self.submit_count += 1
             self.submissions_by_fingerprint[fingerprint] += 1
+            self.labels_received.append(dict(payload.get("labels") or {}))
         if fault == "drop_after_accept":
             raise _Drop
         return {"name": name}
