@@ -189,6 +189,11 @@ class VertexEmulator:
         self.submit_category_substrings = dict(submit_category_substrings or {})
         # prompt substrings the audio filter blocks (no support code) while generateAudio is on,
         # for the first ``audio_filter_repeats`` submissions of the same request
+        for category in (
+            *self.category_substrings.values(),
+            *self.submit_category_substrings.values(),
+        ):
+            self.category_code(category)  # an unknown category fails here, not mid-request
         self.audio_filter_substrings = list(audio_filter_substrings)
         self.audio_filter_repeats = audio_filter_repeats
         self.filtered_takes = filtered_takes  # takes of a multi-take request that are filtered
@@ -978,6 +983,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--video-fps", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    categories = {}
+    for item in args.category_substring:
+        text, _, category = item.partition("=")
+        if not text or not category:
+            parser.error(f"--category-substring {item!r}: write TEXT=CATEGORY, e.g. kid=child")
+        categories[text] = category
     kinds = tuple(args.fault_kind or ("429",))
     emulator = VertexEmulator(
         host=args.host,
@@ -986,7 +997,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fault_rates={"submit": args.fault_rate, "poll": args.fault_rate},
         fault_kinds=kinds,
         rai_filter_substrings=args.rai_substring,
-        category_substrings=dict(item.split("=", 1) for item in args.category_substring),
+        category_substrings=categories,
         audio_filter_substrings=args.audio_substring,
         blocked_prompt_substrings=args.block_substring,
         submit_blocked_substrings=args.block_substring,
