@@ -358,8 +358,9 @@ def load_catalog(path: str | Path) -> ModelCatalog:
 
 
 def _parse(text: str, source: str) -> Any:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: faster
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=loader)  # a safe loader: plain data only
     except yaml.YAMLError as exc:
         raise CatalogError(f"model catalog {source} is not valid YAML: {exc}") from exc
 
