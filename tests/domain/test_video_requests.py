@@ -18,8 +18,10 @@ from vidpipe_dagster.domain.video_requests import (
     billing_labels,
     build_video_request,
     estimate_cost_usd,
+    expected_duration,
     image_input,
     label_problems,
+    mode_problems,
     remediate,
     request_cost_usd,
     request_rule_problems,
@@ -584,3 +586,31 @@ def test_image_input_hashes_content() -> None:
     image = image_input(b"abc", "image/png", "x")
     assert isinstance(image, ImageInput)
     assert image.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+@pytest.mark.parametrize(
+    ("model", "mode", "refs", "problems"),
+    [
+        (V31, "references", 3, []),
+        (V31, "references", 4, ["4 references, veo-3.1-generate-001 takes at most 3"]),
+        (LITE, "references", 1, [f"{LITE} takes no references"]),
+        (V31, "hybrid", 2, [f"{V31} rejects hybrid requests"]),
+        ("veo-9", "frames", 0, ["unknown video model 'veo-9'; known models:"]),
+    ],
+)
+def test_mode_problems_of_a_stored_clip(
+    model: str, mode: str, refs: int, problems: list[str]
+) -> None:
+    found = mode_problems(model, mode, refs)
+    assert len(found) == len(problems)
+    for problem, words in zip(found, problems, strict=True):
+        assert words in problem
+
+
+def test_expected_duration_follows_the_catalog() -> None:
+    assert expected_duration(V31, 6, with_references=False) == 6
+    assert expected_duration(V31, 6, with_references=True) == 8
+    assert expected_duration(V31, 6, with_references=False, resolution="4k") == 8
+    assert expected_duration(V31, 5, with_references=False) == 6
+    with pytest.raises(ModelChoiceError, match="unknown video model"):
+        expected_duration("veo-9", 6, with_references=False)

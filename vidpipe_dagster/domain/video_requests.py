@@ -470,6 +470,47 @@ def billing_labels(
     return labels
 
 
+def mode_problems(
+    model: str, mode: str | None, reference_count: int, catalog: ModelCatalog | None = None
+) -> list[str]:
+    """What ``model`` would refuse in a request with this mode and number of references (for
+    checks that read a stored clip back): too many references, references it does not take,
+    hybrid without the capability, or a model the catalog does not list."""
+    table = catalog or packaged_catalog()
+    caps = table.find_video_model(model)
+    if caps is None:
+        return [table.unknown_video_reason(model)]
+    problems = []
+    if reference_count and not caps.supports_references:
+        problems.append(f"{model} takes no references")
+    elif reference_count > caps.max_reference_images:
+        problems.append(
+            f"{reference_count} references, {model} takes at most {caps.max_reference_images}"
+        )
+    if mode == "hybrid" and not caps.frames_with_references:
+        problems.append(f"{model} rejects hybrid requests")
+    return problems
+
+
+def expected_duration(
+    model: str,
+    target: int,
+    *,
+    with_references: bool,
+    resolution: str | None = None,
+    catalog: ModelCatalog | None = None,
+) -> int:
+    """The duration a request for ``target`` seconds gets from ``model`` (8 s with references and
+    at 1080p/4k where the catalog says so); ``ModelChoiceError`` for a model it does not list."""
+    caps = (catalog or packaged_catalog()).find_video_model(model)
+    if caps is None:
+        raise ModelChoiceError((catalog or packaged_catalog()).unknown_video_reason(model))
+    allowed = caps.allowed_durations(
+        resolution or DEFAULT_RESOLUTION, with_references=with_references
+    )
+    return snap_duration(target, allowed)
+
+
 def request_rule_problems(
     request: VideoRequest, catalog: ModelCatalog | None = None
 ) -> list[tuple[Literal["duration", "legal"], str]]:
@@ -491,18 +532,10 @@ def request_rule_problems(
                 f"{', '.join(map(str, allowed)) or 'none'} s" + (f" ({rule})" if rule else ""),
             )
         )
-    if with_refs and not caps.supports_references:
-        problems.append(("legal", f"{request.model} takes no references"))
-    elif len(request.reference_images) > caps.max_reference_images:
-        problems.append(
-            (
-                "legal",
-                f"{len(request.reference_images)} references, {request.model} takes at most "
-                f"{caps.max_reference_images}",
-            )
-        )
-    if request.conditioning_mode == "hybrid" and not caps.frames_with_references:
-        problems.append(("legal", f"{request.model} rejects hybrid requests"))
+    for problem in mode_problems(
+        request.model, request.conditioning_mode, len(request.reference_images), catalog
+    ):
+        problems.append(("legal", problem))
     for problem in caps.choice_problems(resolution=request.resolution, takes=request.takes):
         problems.append(("legal", problem))
     return problems
