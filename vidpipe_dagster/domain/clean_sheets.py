@@ -36,7 +36,7 @@ CUSTOM_REMBG_SESSIONS = ("u2net_custom", "dis_custom", "ben_custom")
 
 # Only the run config's default for the settings' default image model; prices are the catalog's
 # (generation.tier3 and generation.images price any model from it when given no price).
-DEFAULT_TIER3_PRICE_USD = packaged_catalog().image_model("gemini-2.5-flash-image").price()
+DEFAULT_TIER3_PRICE_USD = packaged_catalog().image_models["gemini-2.5-flash-image"].price()
 TIER3_MAX_TRIES = 3
 
 
