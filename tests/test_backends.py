@@ -34,7 +34,7 @@ from vidpipe_dagster.generation.vertex import (
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 T = TypeVar("T")
-MODEL = "veo-3.1-generate-preview"
+MODEL = "veo-3.1-generate-001"  # the preview id was retired on 2026-10-22
 IMAGE_MODEL = "gemini-2.5-flash-image"
 
 

@@ -17,8 +17,8 @@ from PIL import Image
 
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.session import migrate
+from vidpipe_dagster.domain.catalog import packaged_catalog
 from vidpipe_dagster.domain.video_requests import (
-    MODEL_CAPABILITIES,
     REMEDIATION_PREFIXES,
     VideoRequest,
     build_video_request,
@@ -44,6 +44,9 @@ REFS = [
     (f"CHAR_0{i}", image_input(f"ref{i}".encode(), "image/png", f"CHAR_0{i}")) for i in range(3)
 ]
 COMBO_400 = "INVALID_ARGUMENT: First Frame and Reference Images cannot be both set."
+CATALOG = packaged_catalog()
+HYBRID = CATALOG.with_video_model(replace(CATALOG.video_models[MODEL], frames_with_references=True))
+VIOLENCE = "61493863"  # a category remediation may fix (the catalog's Violence)
 
 
 @dataclass
@@ -127,7 +130,7 @@ class FakeVeo:
                 name=operation_name,
                 done=True,
                 rai_filtered_count=1,
-                rai_filtered_reasons=("Violence detected. Support codes: 58061214",),
+                rai_filtered_reasons=(f"Violence detected. Support codes: {VIOLENCE}",),
             )
         if op.ending.startswith("error:"):
             self.close(op)
@@ -326,7 +329,7 @@ def test_content_filter_escalates_remediation_and_keeps_references(world: World)
     assert outcome.request.reference_images == j.request.reference_images
     assert outcome.request.reference_tags == ("CHAR_00", "CHAR_01")
     assert outcome.attempts == 1  # the filtered generation is not billed
-    assert outcome.support_codes == ("58061214",)
+    assert outcome.support_codes == (VIOLENCE,)
     assert states(world, j.request) == ["failed_unbilled"]
     assert states(world, outcome.request) == ["done"]
     assert world.ledger.billed_count(j.request.fingerprint) == 0
@@ -336,12 +339,12 @@ def test_policy_refusal_on_submit_also_escalates(world: World) -> None:
     def refuse_level_0(request: VideoRequest) -> None:
         if request.remediation_level == 0:
             raise GenerationApiError(
-                "content_policy", "violates usage guidelines", support_codes=("17301594",)
+                "content_policy", "violates usage guidelines", support_codes=("62263041",)
             )
 
     [outcome] = world.run([job(1)], world.client(on_submit=refuse_level_0))
     assert (outcome.status, outcome.remediation_level) == ("done", 1)
-    assert outcome.support_codes == ("17301594",)
+    assert outcome.support_codes == ("62263041",)
 
 
 def test_level_two_failure_fails_with_reasons_and_support_codes(world: World) -> None:
@@ -352,7 +355,7 @@ def test_level_two_failure_fails_with_reasons_and_support_codes(world: World) ->
     assert outcome.remediation_level == 2
     assert "remediation level 2 (the last)" in (outcome.error or "")
     assert "Violence detected" in (outcome.error or "")
-    assert outcome.support_codes == ("58061214",)
+    assert outcome.support_codes == (VIOLENCE,)
     assert [r.remediation_level for r in client.accepted] == [0, 1, 2]
     assert all(r.reference_tags == ("CHAR_00", "CHAR_01") for r in client.accepted)
     assert (outcome.attempts, outcome.cost_usd) == (0, 0.0)
@@ -360,16 +363,16 @@ def test_level_two_failure_fails_with_reasons_and_support_codes(world: World) ->
 
 
 def test_rejected_combination_falls_back_to_frames_without_paying(world: World) -> None:
-    hybrid_table = {MODEL: replace(MODEL_CAPABILITIES[MODEL], supports_hybrid=True)}
+    hybrid_table = HYBRID
 
     def veo31_rules(request: VideoRequest) -> None:
         if request.reference_images and request.first_frame is not None:
             raise GenerationApiError("rejected", COMBO_400, status_code=400)
 
-    j = job(1, capabilities=hybrid_table)
+    j = job(1, catalog=hybrid_table)
     assert j.request.conditioning_mode == "hybrid"
     client = world.client(on_submit=veo31_rules)
-    [outcome] = world.run([j], client)
+    [outcome] = world.run([j], client, catalog=hybrid_table)
     assert outcome.status == "done"
     assert outcome.request.conditioning_mode == "frames"
     assert outcome.request.reference_images == ()
@@ -632,10 +635,10 @@ def test_someone_else_submitting_right_now_is_not_duplicated(world: World) -> No
 
 
 def test_unpriced_model_fails_before_any_call(world: World) -> None:
-    table = {"veo-custom": MODEL_CAPABILITIES[MODEL]}
-    custom = job(1, model="veo-custom", capabilities=table)
+    table = CATALOG.with_video_model(replace(CATALOG.video_models[MODEL], id="veo-custom"))
+    custom = job(1, model="veo-custom", catalog=table)
     client = world.client()
-    [outcome] = world.run([custom], client)
+    [outcome] = world.run([custom], client)  # the packaged catalog has no price for it
     assert outcome.status == "failed" and "no price for video model 'veo-custom'" in (
         outcome.error or ""
     )
@@ -688,11 +691,11 @@ def test_operation_vanishing_after_submit_is_not_resubmitted(world: World) -> No
 
 
 def test_operation_error_about_policy_is_remediated(world: World) -> None:
-    policy = "error:The prompt violates Vertex AI's usage guidelines. Support codes: 29310472"
+    policy = "error:The prompt violates Vertex AI's usage guidelines. Support codes: 62263041"
     client = world.client(ending=lambda r: policy if r.remediation_level < 2 else "video")
     [outcome] = world.run([job(1)], client)
     assert (outcome.status, outcome.remediation_level) == ("done", 2)
-    assert outcome.support_codes == ("29310472",)
+    assert outcome.support_codes == ("62263041",)
     assert outcome.attempts == 1
 
 
@@ -712,23 +715,23 @@ def test_rerun_after_remediation_reuses_the_remediated_clip(world: World) -> Non
 
 
 def test_rerun_after_frames_fallback_sends_no_rejected_request(world: World) -> None:
-    hybrid_table = {MODEL: replace(MODEL_CAPABILITIES[MODEL], supports_hybrid=True)}
+    hybrid_table = HYBRID
 
     def veo31_rules(request: VideoRequest) -> None:
         if request.reference_images and request.first_frame is not None:
             raise GenerationApiError("rejected", COMBO_400, status_code=400)
 
-    j = job(1, capabilities=hybrid_table)
-    [first] = world.run([j], world.client(on_submit=veo31_rules))
+    j = job(1, catalog=hybrid_table)
+    [first] = world.run([j], world.client(on_submit=veo31_rules), catalog=hybrid_table)
     assert first.status == "done" and first.request.conditioning_mode == "frames"
 
     client = world.client(on_submit=veo31_rules)
-    [again] = world.run([j], client)
+    [again] = world.run([j], client, catalog=hybrid_table)
     assert client.api_calls == 0  # not even the unbilled 400
     assert again.cached and again.request.fingerprint == first.request.fingerprint
     assert states(world, j.request) == ["failed_unbilled"]
-    assert estimate_new_spend([j], client, world.ledger) == [("1", 0.0)]
-    assert first.request.fingerprint in {r.fingerprint for r in request_ladder(j)}
+    assert estimate_new_spend([j], client, world.ledger, catalog=hybrid_table) == [("1", 0.0)]
+    assert first.request.fingerprint in {r.fingerprint for r in request_ladder(j, hybrid_table)}
 
 
 def test_rerun_resumes_a_remediated_request_in_flight(world: World) -> None:
@@ -756,10 +759,14 @@ def test_rerun_resumes_a_remediated_request_in_flight(world: World) -> None:
 def test_nothing_settled_is_estimated_at_the_full_price(world: World) -> None:
     j = job(1)
     assert estimate_new_spend([j], world.client(), world.ledger) == [("1", pytest.approx(3.20))]
-    assert [r.remediation_level for r in request_ladder(j)] == [0, 1, 2]  # references only
-    hybrid_table = {MODEL: replace(MODEL_CAPABILITIES[MODEL], supports_hybrid=True)}
-    ladder = request_ladder(job(1, capabilities=hybrid_table))
-    assert [(r.remediation_level, r.conditioning_mode) for r in ladder] == [
+    # references only; then the silent forms the audio filter may lead to (issue 11)
+    ladder = request_ladder(j)
+    assert [r.remediation_level for r in ladder if r.generate_audio] == [0, 1, 2]
+    assert [r.remediation_level for r in ladder if not r.generate_audio] == [0, 1, 2]
+    hybrid_ladder = request_ladder(job(1, catalog=HYBRID), HYBRID)
+    assert [
+        (r.remediation_level, r.conditioning_mode) for r in hybrid_ladder if r.generate_audio
+    ] == [
         (0, "hybrid"),
         (0, "frames"),
         (1, "hybrid"),
@@ -767,6 +774,7 @@ def test_nothing_settled_is_estimated_at_the_full_price(world: World) -> None:
         (2, "hybrid"),
         (2, "frames"),
     ]
+    assert len(hybrid_ladder) == 12
 
 
 @pytest.mark.parametrize(

@@ -407,3 +407,74 @@ def test_give_up_retires_done_and_open_rows_and_leaves_the_billed_count_honest(
     assert ledger.find_reusable(done_fp) is None and ledger.find_reusable(open_fp) is None
     assert ledger.billed_count(done_fp) == 1
     assert ledger.billed_count(done_fp, include_given_up=False) == 0
+
+
+def test_resolution_and_takes_price_open_requests(ledger: Ledger) -> None:
+    """Costs are resolution-aware end to end: an open 4k request of three takes is expected to
+    cost 0.60 x 8 x 3, a 1080p fast one 0.12 x 8."""
+    project = f"res-{fp()[:8]}"
+    since = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=5)
+    four_k = ledger.open_submission(
+        fp(),
+        kind="video",
+        model="veo-3.1-generate-001",
+        backend="vertex",
+        project_slug=project,
+        details={"duration_seconds": 8, "generate_audio": True},
+        resolution="4k",
+        takes=3,
+    )
+    ledger.open_submission(
+        fp(),
+        kind="video",
+        model="veo-3.1-fast-generate-001",
+        backend="vertex",
+        project_slug=project,
+        details={"duration_seconds": 8, "generate_audio": True},
+        resolution="1080p",
+    )
+    row = ledger.get(four_k)
+    assert (row.resolution, row.takes) == ("4k", 3)
+    spend = ledger.spend_since(since, project_slug=project)
+    assert spend.pending_usd == pytest.approx(0.60 * 8 * 3 + 0.12 * 8)
+
+
+def test_cost_report_lists_every_request_with_labels_and_cost(ledger: Ledger) -> None:
+    project = f"costs-{fp()[:8]}"
+    labels = {"vidpipe_project": project, "vidpipe_scene": "0"}
+
+    def row(**details: object) -> uuid.UUID:
+        return ledger.open_submission(
+            fp(),
+            kind="video",
+            model="veo-3.1-generate-001",
+            backend="vertex",
+            project_slug=project,
+            subject="0",
+            details={"duration_seconds": 8, "generate_audio": True, "labels": labels, **details},
+            resolution="720p",
+        )
+
+    done = row(seed=7, run_id="r1")
+    ledger.record_operation(done, "op/1")
+    ledger.mark_done(done, cost_usd=3.2, result_url="a.mp4")
+    ledger.mark_failed(row(), billed=False, error="filtered [Sexual (90789179); not charged]")
+    ledger.mark_failed(row(), billed=True, error="generation failed")
+    ledger.mark_unknown(row())
+    row()  # still submitting
+
+    lines = ledger.cost_report(project)
+    assert [line.charge for line in lines] == [
+        "billed",
+        "not charged",
+        "billed",
+        "may be billed",
+        "pending",
+    ]
+    assert [line.cost_usd for line in lines] == [3.2, 0.0, 3.2, 0.0, 0.0]
+    assert [line.at_risk_usd for line in lines] == [0.0, 0.0, 0.0, 3.2, 3.2]
+    first = lines[0].as_dict()
+    assert first["labels"] == labels and first["seed"] == 7 and first["run_id"] == "r1"
+    assert first["ledger_row"] == str(done) and first["resolution"] == "720p"
+    assert first["operation_name"] == "op/1" and first["duration_seconds"] == 8.0
+    assert ledger.cost_report(f"{project}-none") == []

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vidpipe_dagster.domain.budget import Budget
+from vidpipe_dagster.domain.catalog import PACKAGED_CATALOG, packaged_catalog
 from vidpipe_dagster.settings import Settings, SettingsError
 
 
@@ -60,3 +62,31 @@ def test_a_database_url_from_the_environment_is_marked_secret() -> None:
     settings = Settings.from_env({"VIDPIPE_DATABASE_URL": "postgresql+psycopg2://u:p@h:5432/d"})
     assert settings.database_url_from_env
     assert settings.database_url.startswith("postgresql+psycopg2://")
+
+
+def test_model_catalog_defaults_to_the_packaged_one() -> None:
+    settings = Settings.from_env({})
+    assert settings.model_catalog_path is None
+    assert settings.model_catalog() is packaged_catalog()
+
+
+def test_a_users_model_catalog_is_validated_at_start(tmp_path: Path) -> None:
+    packaged = Path(__file__).parents[1] / "vidpipe_dagster" / "domain" / PACKAGED_CATALOG
+    data = yaml.safe_load(packaged.read_text(encoding="utf-8"))
+    data["video_models"]["veo-3.1-fast-generate-001"]["price_per_second"]["720p"]["audio"] = 0.15
+    mine = tmp_path / "catalog.yaml"
+    mine.write_text(yaml.safe_dump(data), encoding="utf-8")
+    settings = Settings.from_env({"VIDPIPE_MODEL_CATALOG": str(mine)})
+    assert settings.model_catalog_path == mine.resolve()
+    fast = settings.model_catalog().video_models["veo-3.1-fast-generate-001"]
+    assert fast.price_for("720p", True) == 0.15
+
+    data["video_models"]["veo-3.1-fast-generate-001"]["max_samples"] = 0
+    mine.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"VIDPIPE_MODEL_CATALOG": str(mine)})
+    message = str(error.value)
+    assert message.startswith(f"VIDPIPE_MODEL_CATALOG={mine}: model catalog")
+    assert "video_models.veo-3.1-fast-generate-001.max_samples" in message and "\n" not in message
+    with pytest.raises(SettingsError, match="cannot read it"):
+        Settings.from_env({"VIDPIPE_MODEL_CATALOG": str(tmp_path / "missing.yaml")})

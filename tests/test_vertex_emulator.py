@@ -11,15 +11,23 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
+from datetime import date
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from vidpipe_dagster.testing.vertex_emulator import VertexEmulator, request_fingerprint
+from vidpipe_dagster.domain.catalog import packaged_catalog
+from vidpipe_dagster.testing.vertex_emulator import (
+    AUDIO_FILTER_REASON,
+    VertexEmulator,
+    request_fingerprint,
+)
 
 MODEL_PATH = "/v1beta1/projects/p/locations/us-central1/publishers/google/models"
 AUTH = {"Authorization": "Bearer emulator", "Content-Type": "application/json"}
+V31, LITE = "veo-3.1-generate-001", "veo-3.1-lite-generate-001"
 
 
 def png_b64(color: tuple[int, int, int] = (10, 20, 30)) -> str:
@@ -104,12 +112,11 @@ def test_requests_without_a_token_are_unauthenticated() -> None:
 
 
 def test_hybrid_is_a_model_capability() -> None:
-    from vidpipe_dagster.testing.vertex_emulator import VideoModelSpec
-
     body = submit_body()
     body["instances"][0]["image"] = {"bytesBase64Encoded": png_b64(), "mimeType": "image/png"}
-    models = {"veo-hybrid": VideoModelSpec(frames_with_references=True)}
-    with VertexEmulator(video_models=models) as emu:
+    catalog = packaged_catalog()
+    hybrid = replace(catalog.video_models[V31], id="veo-hybrid", frames_with_references=True)
+    with VertexEmulator(catalog=catalog.with_video_model(hybrid)) as emu:
         status, _ = call(emu, "POST", f"{MODEL_PATH}/veo-hybrid:predictLongRunning", body)
     assert status == 200
     with VertexEmulator() as emu:
@@ -222,3 +229,133 @@ def test_cli_serves_until_terminated() -> None:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def frames_body(**parameters: Any) -> dict[str, Any]:
+    """A text-only request with these parameters (no references, so no 8 s rule)."""
+    params = {"durationSeconds": 4, "aspectRatio": "16:9", "sampleCount": 1, **parameters}
+    return {"instances": [{"prompt": "a walk"}], "parameters": params}
+
+
+# (model, parameters, status, words of the error) -- the catalog's rules, enforced unbilled
+CATALOG_RULES = [
+    (V31, {"resolution": "4k", "durationSeconds": 8}, 200, ""),
+    (LITE, {"resolution": "4k", "durationSeconds": 8}, 400, "Unsupported resolution 4k"),
+    (V31, {"resolution": "1080p", "durationSeconds": 6}, 400, "8 seconds at resolution 1080p"),
+    (V31, {"sampleCount": 4}, 200, ""),
+    (V31, {"sampleCount": 5}, 400, "sampleCount must be between 1 and 4"),
+    (V31, {"seed": 2**32}, 400, "seed must be an integer"),
+    (V31, {"generateAudio": False}, 200, ""),
+    (V31, {"aspectRatio": "1:1"}, 400, "Unsupported aspect ratio 1:1"),
+    ("veo-3.0-generate-001", {}, 404, "veo-3.0-generate-001` was not found"),
+    ("veo-3.1-generate-preview", {}, 404, "was not found"),
+    ("gemini-omni-1.1-flash", {}, 404, "was not found"),
+]
+
+
+@pytest.mark.parametrize(("model", "parameters", "status", "words"), CATALOG_RULES)
+def test_the_emulator_enforces_the_catalog(
+    model: str, parameters: dict[str, Any], status: int, words: str
+) -> None:
+    with VertexEmulator(video_height=72, video_fps=4) as emu:
+        code, body = call(
+            emu, "POST", f"{MODEL_PATH}/{model}:predictLongRunning", frames_body(**parameters)
+        )
+        assert code == status, body
+        if words:
+            assert words in body["error"]["message"]
+        assert emu.submit_count == (1 if status == 200 else 0)
+
+
+def test_a_retirement_is_judged_on_the_emulators_day() -> None:
+    path = f"{MODEL_PATH}/veo-3.0-generate-001:predictLongRunning"
+    with VertexEmulator(today=date(2026, 6, 29)) as emu:
+        assert call(emu, "POST", path, frames_body())[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("labels", "status"),
+    [
+        ({"vidpipe_project": "spring-ad", "vidpipe_ledger_row": "3f2a-1"}, 200),
+        ({"Vidpipe": "x"}, 400),
+        ({"key": "Has Space"}, 400),
+        ({"k": "v" * 64}, 400),
+    ],
+)
+def test_labels_follow_googles_rules(labels: dict[str, str], status: int) -> None:
+    body = {**frames_body(), "labels": labels}
+    with VertexEmulator() as emu:
+        code, answer = call(emu, "POST", f"{MODEL_PATH}/{V31}:predictLongRunning", body)
+    assert code == status, answer
+    if status == 400:
+        assert "Invalid labels" in answer["error"]["message"]
+
+
+def wait(emu: VertexEmulator, name: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, body = poll(emu, name)
+        assert status == 200
+        if body.get("done"):
+            return body
+        time.sleep(0.02)
+    raise AssertionError(f"{name} never finished")
+
+
+def test_sample_count_returns_that_many_videos_and_filtered_takes_are_counted() -> None:
+    path = f"{MODEL_PATH}/{V31}:predictLongRunning"
+    with VertexEmulator(video_height=72, video_fps=4, filtered_takes=1) as emu:
+        _, created = call(emu, "POST", path, frames_body(sampleCount=3))
+        response = wait(emu, created["name"])["response"]
+        _, single = call(emu, "POST", path, frames_body(sampleCount=1))
+        one = wait(emu, single["name"])["response"]
+    assert len(response["videos"]) == 2 and response["raiMediaFilteredCount"] == 1
+    assert "Support codes: 64151117" in response["raiMediaFilteredReasons"][0]
+    assert len(one["videos"]) == 1 and one["raiMediaFilteredCount"] == 0
+
+
+@pytest.mark.parametrize(
+    ("category", "code"),
+    [("child", "58061214"), ("celebrity", "29310472"), ("violence", "61493863")],
+)
+def test_a_test_can_ask_for_a_category(category: str, code: str) -> None:
+    path = f"{MODEL_PATH}/{V31}:predictLongRunning"
+    with VertexEmulator(category_substrings={"walk": category}) as emu:
+        _, created = call(emu, "POST", path, frames_body())
+        response = wait(emu, created["name"])["response"]
+    assert response["raiMediaFilteredCount"] == 1 and "videos" not in response
+    assert f"Support codes: {code}" in response["raiMediaFilteredReasons"][0]
+    with pytest.raises(ValueError, match="unknown safety category 'nope'"):
+        VertexEmulator().category_code("nope")
+
+
+def test_the_audio_filter_blocks_without_a_code_then_passes() -> None:
+    path = f"{MODEL_PATH}/{V31}:predictLongRunning"
+    with VertexEmulator(
+        video_height=72, video_fps=4, audio_filter_substrings=["walk"], audio_filter_repeats=1
+    ) as emu:
+        _, first = call(emu, "POST", path, frames_body(generateAudio=True, seed=1))
+        blocked = wait(emu, first["name"])["response"]
+        _, second = call(emu, "POST", path, frames_body(generateAudio=True, seed=2))
+        passed = wait(emu, second["name"])["response"]
+    assert blocked["raiMediaFilteredReasons"] == [AUDIO_FILTER_REASON]
+    assert "Support codes" not in AUDIO_FILTER_REASON
+    assert len(passed["videos"]) == 1  # the same request (another seed) passes on a retry
+
+
+def test_image_models_follow_the_catalog() -> None:
+    def contents(images: int) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = [
+            {"inlineData": {"mimeType": "image/png", "data": png_b64()}} for _ in range(images)
+        ]
+        return {"contents": [{"role": "user", "parts": [*parts, {"text": "clean sheet"}]}]}
+
+    with VertexEmulator() as emu:
+        flash = f"{MODEL_PATH}/gemini-2.5-flash-image:generateContent"
+        assert call(emu, "POST", flash, contents(3))[0] == 200
+        status, error = call(emu, "POST", flash, contents(4))
+        assert status == 400 and "at most 3" in error["error"]["message"]
+        pro = f"{MODEL_PATH}/gemini-3-pro-image:generateContent"
+        assert call(emu, "POST", pro, contents(14))[0] == 200
+        unknown = f"{MODEL_PATH}/imagen-4.0-generate-001:generateContent"
+        assert call(emu, "POST", unknown, contents(1))[0] == 404

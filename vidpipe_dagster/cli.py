@@ -1,4 +1,4 @@
-"""The ``vidpipe-dagster`` command: init, import, materialize, status, demo, emulator.
+"""The ``vidpipe-dagster`` command: init, import, materialize, status, costs, demo, emulator.
 
 Errors exit non-zero with one readable line; ``--debug`` shows the traceback.
 """
@@ -42,7 +42,9 @@ def _import(settings: Settings, spec: Path) -> str:
     from vidpipe_dagster.stages.project_import import import_spec
 
     _init(settings)
-    summary = import_spec(Database(settings.database_url), spec, settings.media_root)
+    summary = import_spec(
+        Database(settings.database_url), spec, settings.media_root, settings.model_catalog()
+    )
     report_inputs(summary.slug, settings)  # the UI sees which scenes the import made stale
     return summary.describe()
 
@@ -99,7 +101,7 @@ def cmd_regenerate(args: argparse.Namespace, settings: Settings) -> int:
         if scene.clip is not None:  # the schedule will now request it too
             scene.clip.status = "failed"
             scene.clip.error = f"regeneration requested: {args.reason}"
-    ledger = Ledger(session_factory(settings.database_url))
+    ledger = Ledger(session_factory(settings.database_url), catalog=settings.model_catalog())
     given_up = ledger.give_up(args.slug, str(args.scene), fingerprints, args.reason)
     if not given_up:
         print(
@@ -177,6 +179,88 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+COST_COLUMNS = (
+    "created_at",
+    "ledger_row",
+    "kind",
+    "subject",
+    "model",
+    "backend",
+    "resolution",
+    "takes",
+    "duration_seconds",
+    "generate_audio",
+    "seed",
+    "state",
+    "charge",
+    "cost_usd",
+    "at_risk_usd",
+    "run_id",
+    "operation_name",
+)
+
+
+def cmd_costs(args: argparse.Namespace, settings: Settings) -> int:
+    """Every paid request of a project with its billing labels and cost, so a studio can match
+    its cloud bill line by line (the ``vidpipe_ledger_row`` label is the ledger row)."""
+    import csv
+
+    from vidpipe_dagster.db import queries
+    from vidpipe_dagster.db.ledger import Ledger
+    from vidpipe_dagster.db.session import session_factory, session_scope
+
+    _init(settings)
+    with session_scope(settings.database_url) as session:
+        try:
+            queries.project_by_slug(session, args.slug)
+        except queries.NotFound as exc:
+            raise CliError(str(exc)) from exc
+    ledger = Ledger(session_factory(settings.database_url), catalog=settings.model_catalog())
+    lines = ledger.cost_report(args.slug)
+    billed = round(sum(line.cost_usd for line in lines), 4)
+    at_risk = round(sum(line.at_risk_usd for line in lines), 4)
+    if args.json:
+        report = {
+            "project": args.slug,
+            "currency": "USD",
+            "billed_usd": billed,
+            "at_risk_usd": at_risk,
+            "requests": [line.as_dict() for line in lines],
+        }
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.csv:
+        label_keys = sorted({key for line in lines for key in line.labels})
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow([*COST_COLUMNS, *(f"label:{key}" for key in label_keys)])
+        for line in lines:
+            row = line.as_dict()
+            writer.writerow(
+                [
+                    *("" if row[c] is None else row[c] for c in COST_COLUMNS),
+                    *(line.labels.get(key, "") for key in label_keys),
+                ]
+            )
+        return 0
+    if not lines:
+        print(f"{args.slug}: no paid requests recorded")
+        return 0
+    for line in lines:
+        when = line.created_at.strftime("%Y-%m-%d %H:%M:%S") if line.created_at else "-"
+        labels = " ".join(f"{k}={v}" for k, v in sorted(line.labels.items())) or "(no labels)"
+        video = f" {line.resolution} x{line.takes}" if line.kind == "video" else ""
+        risk = f" (up to {line.at_risk_usd:.2f} at risk)" if line.at_risk_usd else ""
+        print(
+            f"{when}  {line.ledger_row}  {line.kind} {line.subject or '-'}  "
+            f"{line.model}{video}  {line.charge} {line.cost_usd:.2f} USD{risk}  {labels}"
+        )
+    print(
+        f"{args.slug}: {len(lines)} request(s), {billed:.2f} USD billed"
+        + (f", up to {at_risk:.2f} USD more pending or uncertain" if at_risk else "")
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from vidpipe_dagster.demo import write_demo_projects
     from vidpipe_dagster.runner import ensure_dagster_home, materialize_project
@@ -246,6 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("slug")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_status)
+    p = sub.add_parser(
+        "costs",
+        help="every paid request of a project with its billing labels and cost (to reconcile "
+        "the cloud bill)",
+    )
+    p.add_argument("slug")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print one JSON object")
+    form.add_argument("--csv", action="store_true", help="print CSV, one column per label")
+    p.set_defaults(func=cmd_costs)
     sub.add_parser("demo", help="build, import and materialize the demo projects").set_defaults(
         func=cmd_demo
     )

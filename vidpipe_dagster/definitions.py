@@ -54,6 +54,7 @@ def default_resources(settings: Settings) -> dict[str, Any]:
             emulator_host=settings.vertex_emulator_host,
             video_backend=settings.video_backend,
             image_model=settings.image_model,
+            model_catalog=str(settings.model_catalog_path) if settings.model_catalog_path else None,
         ),
         "budget": BudgetResource(
             per_run_usd=settings.budget_per_run_usd, per_day_usd=settings.budget_per_day_usd

@@ -16,6 +16,7 @@ from typing import cast, get_args
 
 from vidpipe_dagster.domain.budget import DEFAULT_PER_DAY_USD as DEFAULT_BUDGET_PER_DAY_USD
 from vidpipe_dagster.domain.budget import DEFAULT_PER_RUN_USD as DEFAULT_BUDGET_PER_RUN_USD
+from vidpipe_dagster.domain.catalog import CatalogError, ModelCatalog, catalog_at, packaged_catalog
 from vidpipe_dagster.domain.clean_sheets import DEFAULT_REMBG_MODEL
 from vidpipe_dagster.domain.faces import DEFAULT_FACE_MODEL_PACK, DEFAULT_FACE_MODEL_ROOT
 from vidpipe_dagster.domain.preview import VideoBackend
@@ -55,6 +56,7 @@ class Settings:
     backfill_cron: str = DEFAULT_BACKFILL_CRON
     backfill_schedule_on: bool = False
     webserver_url: str = DEFAULT_WEBSERVER
+    model_catalog_path: Path | None = None  # a user's model catalog instead of the packaged one
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -82,6 +84,9 @@ class Settings:
             raise SettingsError(
                 f"VIDPIPE_BACKFILL_SCHEDULE={schedule!r}: use on or off (or true/false, 1/0)"
             )
+        catalog_path = get("VIDPIPE_MODEL_CATALOG")
+        if catalog_path is not None:
+            _read_model_catalog(catalog_path)  # a bad file stops here, with one line
         cron = get("VIDPIPE_BACKFILL_CRON") or DEFAULT_BACKFILL_CRON
         if len(cron.split()) != 5:
             raise SettingsError(
@@ -108,11 +113,19 @@ class Settings:
             backfill_cron=cron,
             backfill_schedule_on=schedule in ("1", "on", "true"),
             webserver_url=(get("VIDPIPE_DAGSTER_WEBSERVER") or DEFAULT_WEBSERVER).rstrip("/"),
+            model_catalog_path=Path(catalog_path).expanduser().resolve() if catalog_path else None,
         )
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some values changed (tests choose backends and budgets this way)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def model_catalog(self) -> ModelCatalog:
+        """Every model rule and price: the user's file (``VIDPIPE_MODEL_CATALOG``) or the
+        packaged one. A file that became unreadable since start-up fails here, naming it."""
+        if self.model_catalog_path is None:
+            return packaged_catalog()
+        return _read_model_catalog(str(self.model_catalog_path))
 
     @property
     def vertex_configured(self) -> bool:
@@ -139,6 +152,21 @@ def _directory(variable: str, value: str) -> Path:
     if path.exists() and not path.is_dir():
         raise SettingsError(f"{variable}={path} is a file; point it at a folder")
     return path
+
+
+def _read_model_catalog(value: str) -> ModelCatalog:
+    """The user's catalog file, validated whole; parsed once per file version."""
+    try:
+        return catalog_at(value)
+    except OSError as exc:
+        raise SettingsError(
+            f"VIDPIPE_MODEL_CATALOG={value}: cannot read it ({exc.strerror or exc}); point it at "
+            "a model catalog YAML file, or unset it for the packaged catalog"
+        ) from None
+    except CatalogError as exc:
+        raise SettingsError(
+            f"VIDPIPE_MODEL_CATALOG={value}: {' '.join(str(exc).split())}"
+        ) from None
 
 
 def _usd(env: Mapping[str, str], variable: str, default: float) -> float:

@@ -410,7 +410,7 @@ def run_tier3(
             embedder=embedder,
             sleep=record_sleep,
             rng=random.Random(7),
-            **kwargs,  # type: ignore[arg-type]
+            **{"price_per_image": 0.039, **kwargs},  # type: ignore[arg-type]  # not in the catalog
         )
     )
     return outcome, client
@@ -593,6 +593,7 @@ def test_tier3_with_the_real_face_analyzer(tmp_path: Path) -> None:
             mime_type="image/png",
             stored_embedding=stored,
             embedder=analyzer,
+            price_per_image=0.039,  # model "m" is not in the catalog
         )
     )
     assert outcome.accepted and outcome.validated

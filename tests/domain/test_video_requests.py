@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from google.genai import types
 
+from vidpipe_dagster.domain.catalog import Lifecycle, ModelChoiceError, packaged_catalog
 from vidpipe_dagster.domain.video_requests import (
-    MODEL_CAPABILITIES,
     REMEDIATION_PREFIXES,
     ImageInput,
-    ModelCapabilities,
     VideoRequest,
+    billing_labels,
     build_video_request,
     estimate_cost_usd,
+    expected_duration,
     image_input,
+    label_problems,
+    mode_problems,
     remediate,
+    request_cost_usd,
+    request_rule_problems,
     snap_duration,
+    without_audio,
 )
 from vidpipe_dagster.generation.vertex import to_genai_call
 
@@ -29,7 +37,20 @@ END = image_input(b"end-keyframe-bytes", "image/png", "end keyframe")
 REFS = [
     (f"CHAR_0{i}", image_input(f"ref-{i}".encode(), "image/png", f"CHAR_0{i}")) for i in range(5)
 ]
-HYBRID_TABLE = {"veo-hybrid": replace(MODEL_CAPABILITIES[V31], supports_hybrid=True)}
+CATALOG = packaged_catalog()
+HYBRID_TABLE = CATALOG.with_video_model(
+    replace(CATALOG.video_models[V31], id="veo-hybrid", frames_with_references=True)
+)
+# Veo 3.0 and Veo 2 are retired; these copies keep their rules usable for shaping cases.
+OLD_RULES = CATALOG.with_video_model(
+    replace(
+        CATALOG.video_models["veo-3.0-generate-001"], id="veo-3.0-rules", lifecycle=Lifecycle("ga")
+    )
+).with_video_model(
+    replace(
+        CATALOG.video_models["veo-2.0-generate-001"], id="veo-2-rules", lifecycle=Lifecycle("ga")
+    )
+)
 
 
 def build(**overrides: Any) -> VideoRequest:
@@ -119,8 +140,8 @@ CASES: list[tuple[str, dict[str, Any], str, int, bool, bool, tuple[str, ...], tu
         (f"{LITE} does not accept reference images", "does not accept lastFrame"),
     ),
     (
-        "veo 3.0: first keyframe only",
-        {"model": "veo-3.0-generate-001", "references": []},
+        "veo 3.0 rules: first keyframe only",
+        {"model": "veo-3.0-rules", "references": [], "catalog": OLD_RULES},
         "frames",
         6,
         True,
@@ -129,8 +150,8 @@ CASES: list[tuple[str, dict[str, Any], str, int, bool, bool, tuple[str, ...], tu
         ("first keyframe",),
     ),
     (
-        "veo 2: durations 5-8, no audio, lastFrame kept",
-        {"model": "veo-2.0-generate-001", "references": [], "target_duration": 5},
+        "veo 2 rules: durations 5-8, no audio, lastFrame kept",
+        {"model": "veo-2-rules", "references": [], "target_duration": 5, "catalog": OLD_RULES},
         "frames",
         5,
         True,
@@ -160,7 +181,7 @@ CASES: list[tuple[str, dict[str, Any], str, int, bool, bool, tuple[str, ...], tu
     ),
     (
         "hybrid-capable table: auto sends keyframes with references",
-        {"model": "veo-hybrid", "capabilities": HYBRID_TABLE},
+        {"model": "veo-hybrid", "catalog": HYBRID_TABLE},
         "hybrid",
         8,
         True,
@@ -227,14 +248,21 @@ def test_no_manifest_request_is_exactly_the_old_behaviour() -> None:
 
 
 def test_veo2_never_asks_for_audio() -> None:
-    assert build(model="veo-2.0-generate-001", references=[]).generate_audio is False
+    assert build(model="veo-2-rules", catalog=OLD_RULES, references=[]).generate_audio is False
     assert build(references=[]).generate_audio is True
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"model": "veo-9"}, "known models: veo-2.0-generate-001"),
+        ({"model": "veo-9"}, "unknown video model 'veo-9'; known models: veo-3.1-fast-generate"),
+        ({"model": "veo-2.0-generate-001"}, "retired on 2026-06-30 \\(use veo-3.1-generate-001\\)"),
+        ({"model": "veo-3.1-fast-generate-preview"}, "retired on 2026-10-22"),
+        ({"model": "gemini-omni-1.1-flash"}, "Gemini Omni video models .* not supported yet"),
+        ({"model": LITE, "resolution": "4k"}, "does not offer resolution 4k"),
+        ({"takes": 5}, "1 to 4 takes per request, not 5"),
+        ({"takes": 0}, "not 0"),
+        ({"seed": -1}, "seed must be"),
         ({"model": LITE, "policy": "references"}, "does not accept reference images"),
         ({"policy": "hybrid"}, "policy 'hybrid'"),
         ({"aspect_ratio": "1:1"}, "aspect ratio 1:1"),
@@ -250,13 +278,17 @@ def test_invalid_requests_are_refused_before_any_spend(
         build(**overrides)
 
 
+def test_retired_and_unknown_models_are_refused_with_the_catalog_reason() -> None:
+    with pytest.raises(ModelChoiceError, match="retired on 2026-06-30"):
+        build(model="veo-3.0-generate-001", references=[])
+    assert isinstance(ModelChoiceError("x"), ValueError)  # callers catching ValueError still do
+
+
 def test_hybrid_policy_only_where_the_table_allows_it() -> None:
-    assert not any(caps.supports_hybrid for caps in MODEL_CAPABILITIES.values())
-    request = build(model="veo-hybrid", capabilities=HYBRID_TABLE, policy="hybrid")
+    assert not any(caps.frames_with_references for caps in CATALOG.video_models.values())
+    request = build(model="veo-hybrid", catalog=HYBRID_TABLE, policy="hybrid")
     assert request.conditioning_mode == "hybrid"
-    no_first = build(
-        model="veo-hybrid", capabilities=HYBRID_TABLE, policy="hybrid", first_frame=None
-    )
+    no_first = build(model="veo-hybrid", catalog=HYBRID_TABLE, policy="hybrid", first_frame=None)
     assert no_first.conditioning_mode == "references"
 
 
@@ -267,12 +299,12 @@ def test_every_known_veo31_model_accepts_references_and_last_frame() -> None:
         "veo-3.1-generate-preview",
         "veo-3.1-fast-generate-preview",
     ):
-        caps = MODEL_CAPABILITIES[model]
-        assert caps.supports_references and caps.supports_last_frame
+        caps = CATALOG.video_models[model]
+        assert caps.supports_references and caps.last_frame
         assert caps.durations == (4, 6, 8) and caps.aspect_ratios == ("16:9", "9:16")
-        assert caps.supports_hybrid is False
-    assert MODEL_CAPABILITIES[LITE].supports_references is False
-    assert MODEL_CAPABILITIES["veo-2.0-generate-001"].durations == (5, 6, 7, 8)
+        assert caps.frames_with_references is False
+    assert CATALOG.video_models[LITE].supports_references is False
+    assert CATALOG.video_models["veo-2.0-generate-001"].durations == (5, 6, 7, 8)
 
 
 @pytest.mark.parametrize(
@@ -306,9 +338,97 @@ def test_fingerprint_is_stable_and_sensitive_to_every_input() -> None:
         build(aspect_ratio="9:16"),
         build(remediation_level=1),
         build(generate_audio=False),
+        build(references=[], resolution="1080p", target_duration=8),
+        build(takes=2),
+        build(seed=42),
     ]
     fingerprints = {base.fingerprint, *(v.fingerprint for v in variants)}
     assert len(fingerprints) == len(variants) + 1
+
+
+def test_new_fields_at_their_old_values_keep_old_fingerprints() -> None:
+    """Clips made before resolution, takes and seeds existed stay reusable (no re-buy)."""
+    request = build(references=[], target_duration=8)
+    legacy = {
+        "model": V31,
+        "prompt": "Mia walks into the park",
+        "mode": "frames",
+        "duration": 8,
+        "aspect_ratio": "16:9",
+        "first_frame": START.sha256,
+        "last_frame": END.sha256,
+        "references": [],
+        "audio": True,
+    }
+    blob = json.dumps(legacy, sort_keys=True, separators=(",", ":")).encode()
+    assert request.fingerprint == hashlib.sha256(blob).hexdigest()
+    assert build(resolution="720p", takes=1).fingerprint == build().fingerprint
+
+
+def test_the_seed_and_labels_sent_are_recorded_but_not_identity() -> None:
+    base = build()
+    labels = billing_labels(
+        project_slug="spring-ad", subject="3", ledger_row="2f1e-AB", run_id="Run 9"
+    )
+    sent = base.for_submission(seed=1234, labels=labels)
+    assert sent.fingerprint == base.fingerprint
+    assert sent.effective_seed == 1234 and dict(sent.labels) == {
+        "vidpipe_ledger_row": "2f1e-ab",
+        "vidpipe_project": "spring-ad",
+        "vidpipe_scene": "3",
+        "vidpipe_run": "run_9",
+    }
+    fixed = build(seed=7).for_submission(seed=1234, labels=labels)
+    assert fixed.effective_seed == 7 and fixed.sent_seed is None  # the user's seed wins
+    with pytest.raises(ValueError, match="invalid billing labels"):
+        base.for_submission(seed=1, labels={"Project": "x"})
+
+
+@pytest.mark.parametrize(
+    ("labels", "ok"),
+    [
+        ({"vidpipe_project": "spring-ad", "vidpipe_scene": "0"}, True),
+        ({"a": ""}, True),
+        ({"a" * 63: "b" * 63}, True),
+        ({"a" * 64: "b"}, False),
+        ({"a": "b" * 64}, False),
+        ({"1abc": "x"}, False),
+        ({"Upper": "x"}, False),
+        ({"key": "Upper"}, False),
+        ({"key": "has space"}, False),
+        ({f"k{i}": "v" for i in range(65)}, False),
+    ],
+)
+def test_label_rules(labels: dict[str, str], ok: bool) -> None:
+    assert (label_problems(labels) == []) == ok
+
+
+def test_resolution_forces_eight_seconds_at_1080p_and_4k() -> None:
+    request = build(references=[], resolution="1080p")
+    assert request.duration_seconds == 8 and request.resolution == "1080p"
+    assert "duration forced to 8 s (1080p output; requested 6 s)" in request.conditioning_reason
+    assert build(references=[], resolution="720p").duration_seconds == 6
+    four_k = build(resolution="4k")
+    assert four_k.duration_seconds == 8
+    assert "reference images attached and 4k output" in four_k.conditioning_reason
+
+
+def test_silent_copy_changes_audio_and_fingerprint_only() -> None:
+    base = build()
+    silent = without_audio(base, "audio filter")
+    assert silent.generate_audio is False and silent.fingerprint != base.fingerprint
+    assert (
+        replace(silent, generate_audio=True, conditioning_reason=base.conditioning_reason) == base
+    )
+
+
+def test_request_rule_problems_read_the_catalog() -> None:
+    assert request_rule_problems(build()) == []
+    bad = replace(build(), duration_seconds=6)  # references need 8 s
+    assert [kind for kind, _ in request_rule_problems(bad)] == ["duration"]
+    lite_refs = replace(build(references=[]), model=LITE, reference_images=(START,))
+    assert ("legal", f"{LITE} takes no references") in request_rule_problems(lite_refs)
+    assert request_rule_problems(replace(build(), model="veo-9"))[0][0] == "legal"
 
 
 def test_labels_do_not_change_the_fingerprint() -> None:
@@ -342,7 +462,7 @@ def test_remediation_keeps_references_and_changes_only_prompt_and_level() -> Non
     [
         (V31, 8, True, None, 3.20),
         (V31, 8, False, None, 1.60),
-        ("veo-3.1-fast-generate-001", 8, True, None, 1.20),
+        ("veo-3.1-fast-generate-001", 8, True, None, 0.80),  # issue 11: 0.10, not 0.15
         ("veo-3.1-fast-generate-preview", 6, False, None, 0.60),
         ("veo-2.0-generate-001", 5, False, None, 2.50),
         (V31, 8, True, {V31: 0.30}, 2.40),
@@ -354,6 +474,44 @@ def test_price_table(
     model: str, seconds: int, audio: bool, table: dict[str, Any] | None, expected: float
 ) -> None:
     assert estimate_cost_usd(model, seconds, audio, table) == pytest.approx(expected)
+
+
+# (model, resolution, audio, expected USD per second): the issue's price list, read back.
+PRICES = [
+    (V31, "720p", True, 0.40),
+    (V31, "720p", False, 0.20),
+    (V31, "1080p", True, 0.40),
+    (V31, "1080p", False, 0.20),
+    (V31, "4k", True, 0.60),
+    (V31, "4k", False, 0.40),
+    ("veo-3.1-fast-generate-001", "720p", True, 0.10),
+    ("veo-3.1-fast-generate-001", "720p", False, 0.08),
+    ("veo-3.1-fast-generate-001", "1080p", True, 0.12),
+    ("veo-3.1-fast-generate-001", "1080p", False, 0.10),
+    ("veo-3.1-fast-generate-001", "4k", True, 0.30),
+    ("veo-3.1-fast-generate-001", "4k", False, 0.25),
+    (LITE, "720p", True, 0.05),
+    (LITE, "720p", False, 0.03),
+    (LITE, "1080p", True, 0.08),
+    (LITE, "1080p", False, 0.05),
+]
+
+
+@pytest.mark.parametrize(("model", "resolution", "audio", "per_second"), PRICES)
+def test_prices_by_resolution_and_audio(
+    model: str, resolution: str, audio: bool, per_second: float
+) -> None:
+    cost = estimate_cost_usd(model, 8, audio, resolution=resolution)
+    assert cost == pytest.approx(per_second * 8)
+    assert estimate_cost_usd(model, 8, audio, resolution=resolution, takes=3) == pytest.approx(
+        per_second * 8 * 3
+    )
+
+
+def test_a_request_costs_every_take_at_its_resolution() -> None:
+    request = build(resolution="4k", takes=3)
+    assert request_cost_usd(request) == pytest.approx(0.60 * 8 * 3)
+    assert request_cost_usd(request, takes=1) == pytest.approx(0.60 * 8)
 
 
 def test_lite_is_cheaper_than_fast_and_unknown_models_are_not_priced() -> None:
@@ -400,16 +558,59 @@ def test_genai_call_for_frames() -> None:
 
 
 def test_genai_call_for_hybrid_and_audio_free_models() -> None:
-    hybrid = build(model="veo-hybrid", capabilities=HYBRID_TABLE)
+    hybrid = build(model="veo-hybrid", catalog=HYBRID_TABLE)
     _, source, config = to_genai_call(hybrid, HYBRID_TABLE)
     assert source.image is not None and config.last_frame is not None
     assert len(config.reference_images or []) == 2
-    _, _, veo2 = to_genai_call(build(model="veo-2.0-generate-001", references=[]))
+    _, _, veo2 = to_genai_call(
+        build(model="veo-2-rules", catalog=OLD_RULES, references=[]), OLD_RULES
+    )
     assert veo2.generate_audio is None  # not sent to a model without audio
+
+
+def test_genai_call_sends_resolution_takes_seed_and_labels() -> None:
+    request = build(resolution="1080p", takes=3).for_submission(
+        seed=99, labels=billing_labels(project_slug="p", subject="0", ledger_row="row-1")
+    )
+    _, _, config = to_genai_call(request)
+    assert config.resolution == "1080p" and config.number_of_videos == 3
+    assert config.seed == 99
+    assert config.labels == {
+        "vidpipe_ledger_row": "row-1",
+        "vidpipe_project": "p",
+        "vidpipe_scene": "0",
+    }
 
 
 def test_image_input_hashes_content() -> None:
     image = image_input(b"abc", "image/png", "x")
     assert isinstance(image, ImageInput)
     assert image.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    assert ModelCapabilities(durations=(8,), supports_references=False, supports_last_frame=False)
+
+
+@pytest.mark.parametrize(
+    ("model", "mode", "refs", "problems"),
+    [
+        (V31, "references", 3, []),
+        (V31, "references", 4, ["4 references, veo-3.1-generate-001 takes at most 3"]),
+        (LITE, "references", 1, [f"{LITE} takes no references"]),
+        (V31, "hybrid", 2, [f"{V31} rejects hybrid requests"]),
+        ("veo-9", "frames", 0, ["unknown video model 'veo-9'; known models:"]),
+    ],
+)
+def test_mode_problems_of_a_stored_clip(
+    model: str, mode: str, refs: int, problems: list[str]
+) -> None:
+    found = mode_problems(model, mode, refs)
+    assert len(found) == len(problems)
+    for problem, words in zip(found, problems, strict=True):
+        assert words in problem
+
+
+def test_expected_duration_follows_the_catalog() -> None:
+    assert expected_duration(V31, 6, with_references=False) == 6
+    assert expected_duration(V31, 6, with_references=True) == 8
+    assert expected_duration(V31, 6, with_references=False, resolution="4k") == 8
+    assert expected_duration(V31, 5, with_references=False) == 6
+    with pytest.raises(ModelChoiceError, match="unknown video model"):
+        expected_duration("veo-9", 6, with_references=False)

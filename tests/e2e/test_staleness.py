@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 
 def stale_scenes(workspace, slug: str, asset: str, scenes: list[str]) -> set[str]:
-    """The scenes the UI shows stale now (a new request context: the UI's caches are per request)."""
+    """The scenes the UI shows stale now (a new request context each time, as the UI makes)."""
     result = execute_dagster_graphql(
         workspace.create_request_context(),
         STALENESS,

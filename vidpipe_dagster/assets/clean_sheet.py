@@ -11,7 +11,6 @@ import dagster as dg
 from vidpipe_dagster.assets import metadata as md
 from vidpipe_dagster.assets.partitions import ProjectPartitions
 from vidpipe_dagster.db.project_graphs import ProjectGraph
-from vidpipe_dagster.domain.clean_sheets import DEFAULT_TIER3_PRICE_USD
 from vidpipe_dagster.jobs import PROJECT_TAG, stage_key
 from vidpipe_dagster.resources.budget import BudgetResource
 from vidpipe_dagster.resources.database import DatabaseResource
@@ -27,7 +26,7 @@ class CleanSheetConfig(dg.Config):
 
     tier: Literal["tier2", "tier3"] = "tier2"
     image_model: str | None = None  # default: the Vertex resource's image model
-    price_per_image_usd: float = DEFAULT_TIER3_PRICE_USD
+    price_per_image_usd: float | None = None  # default: the model catalog's price
 
 
 CHECK_DESCRIPTIONS = {
@@ -91,7 +90,7 @@ def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions, owners: lis
             return
         options = stage.CleanSheetOptions(**config.model_dump())
         try:
-            run = stage.make_clean_sheets(ctx, graph.slug, tag, options)
+            run = stage.make_clean_sheets(ctx, graph.slug, tag, options, run_id=context.run.run_id)
         except StageError as exc:
             raise md.failure(exc) from exc
         outcomes = [*stage.run_checks(run), stage.primary_sheet_check(ctx, graph.slug, [tag])]

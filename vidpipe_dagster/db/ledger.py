@@ -21,8 +21,9 @@ import hashlib
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -30,6 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from vidpipe_dagster.db.models import GenerationLedger
 from vidpipe_dagster.db.session import session_factory
 from vidpipe_dagster.domain.budget import DailySpend, expected_cost_usd
+from vidpipe_dagster.domain.catalog import ModelCatalog, packaged_catalog
+from vidpipe_dagster.domain.preview import PREVIEW_BACKEND
 from vidpipe_dagster.domain.spend import (
     AMBIGUOUS_NOTE,
     GIVEN_UP_NOTE,
@@ -45,6 +48,7 @@ from vidpipe_dagster.domain.video_requests import PriceTable
 __all__ = [
     "AMBIGUOUS_NOTE",
     "GIVEN_UP_NOTE",
+    "CostLine",
     "DailyCap",
     "Ledger",
     "LedgerConflict",
@@ -71,6 +75,8 @@ def _entry(row: GenerationLedger) -> LedgerEntry:
         error=row.error,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        resolution=row.resolution,
+        takes=int(row.takes or 1),
     )
 
 
@@ -93,13 +99,22 @@ def _lock_key(fingerprint: str) -> int:
 class Ledger:
     """Ledger operations over a session factory; see the module docstring for the states."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, stale_after_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        stale_after_s: float = 900.0,
+        catalog: ModelCatalog | None = None,
+    ) -> None:
         self.sessions = sessions
         self.stale_after_s = stale_after_s
+        self.catalog = catalog or packaged_catalog()  # prices open requests for budgets
 
     @classmethod
-    def from_url(cls, url: str, *, stale_after_s: float = 900.0) -> Ledger:
-        return cls(session_factory(url), stale_after_s=stale_after_s)
+    def from_url(
+        cls, url: str, *, stale_after_s: float = 900.0, catalog: ModelCatalog | None = None
+    ) -> Ledger:
+        return cls(session_factory(url), stale_after_s=stale_after_s, catalog=catalog)
 
     @contextmanager
     def _write(self, lock_fingerprint: str | None = None) -> Iterator[Session]:
@@ -174,8 +189,11 @@ class Ledger:
         backend: str,
         project_slug: str | None = None,
         subject: str | None = None,
-        details: dict[str, Any] | None = None,
+        details: Mapping[str, Any] | None = None,
         daily_cap: DailyCap | None = None,
+        resolution: str | None = None,
+        takes: int = 1,
+        entry_id: uuid.UUID | None = None,
     ) -> uuid.UUID:
         """Write the ``submitting`` row that must exist before a paid request is sent.
 
@@ -183,6 +201,8 @@ class Ledger:
         live worker; marks stale ambiguous rows ``unknown`` (see the module docstring). With
         ``daily_cap``, raises ``OverDailyBudget`` (and writes nothing) when the request would
         take today's committed spend over the limit; the estimate is stored on the row.
+        ``resolution`` and ``takes`` (video) are what its price depends on; ``entry_id`` names
+        the row up front, so that the billing labels sent with the request can carry it.
         """
         now = _utcnow()
         with self._write(lock_fingerprint=fingerprint) as session:
@@ -217,10 +237,12 @@ class Ledger:
             merged = dict(details or {})
             if ambiguous:
                 merged["after_ambiguous"] = ambiguous
-            entry_id = uuid.uuid4()
+            entry_id = entry_id or uuid.uuid4()
             session.add(
                 GenerationLedger(
                     id=entry_id,
+                    resolution=resolution,
+                    takes=max(1, int(takes)),
                     fingerprint=fingerprint,
                     kind=kind,
                     model=model,
@@ -261,22 +283,36 @@ class Ledger:
             row.details = {**(row.details or {}), **values}
             row.updated_at = _utcnow()
 
-    def mark_done(self, entry_id: uuid.UUID, *, cost_usd: float, result_url: str) -> None:
-        """The video is stored; the request was billed. Idempotent for concurrent finishers."""
+    def mark_done(
+        self,
+        entry_id: uuid.UUID,
+        *,
+        cost_usd: float,
+        result_url: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The video is stored; the request was billed. Idempotent for concurrent finishers.
+        ``details`` are merged into the row's (e.g. every take's stored file)."""
         with self._write() as session:
             row = self._row(session, entry_id)
             row.state = "done"
             row.billed = True
             row.cost_usd = cost_usd
             row.result_url = result_url
+            if details:
+                row.details = {**(row.details or {}), **details}
             row.error = None
             row.updated_at = _utcnow()
 
-    def update_result(self, entry_id: uuid.UUID, result_url: str) -> None:
+    def update_result(
+        self, entry_id: uuid.UUID, result_url: str, details: Mapping[str, Any] | None = None
+    ) -> None:
         """A ``done`` row's video was downloaded again and stored at a new place."""
         with self._write() as session:
             row = self._row(session, entry_id)
             row.result_url = result_url
+            if details:
+                row.details = {**(row.details or {}), **details}
             row.updated_at = _utcnow()
 
     def mark_failed(self, entry_id: uuid.UUID, *, billed: bool, error: str) -> None:
@@ -386,6 +422,23 @@ class Ledger:
             )
         return counts
 
+    def cost_report(self, project_slug: str) -> list[CostLine]:
+        """Every request of a project, oldest first, with its labels and what it cost, so a
+        studio can match its cloud bill line by line (the labels carry the ledger row id)."""
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(GenerationLedger)
+                .where(GenerationLedger.project_slug == project_slug)
+                .order_by(GenerationLedger.created_at, GenerationLedger.id)
+            ).all()
+            entries = [_entry(row) for row in rows]
+            settled: dict[tuple[str, str], float] = {}
+            lines = []
+            for entry in entries:
+                expected = self._expected_cost(session, entry, None, settled)
+                lines.append(_cost_line(entry, expected))
+        return lines
+
     def billed_count(
         self, fingerprint: str, backend: str | None = None, *, include_given_up: bool = True
     ) -> int:
@@ -431,7 +484,7 @@ class Ledger:
             session.execute(
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(DAILY_BUDGET_LOCK)}
             )
-        spent = self._spend_in(session, cap.since, None, cap.price_table)
+        spent = self._spend_in(session, cap.since, None, cap.price_table, catalog=cap.catalog)
         if spent.committed_usd + cap.estimate_usd > cap.limit_usd + 1e-9:
             raise OverDailyBudget(
                 f"this request (about {cap.estimate_usd:.2f} USD) would take today's spend over "
@@ -446,7 +499,10 @@ class Ledger:
         project_slug: str | None,
         price_table: PriceTable | None,
         run_id: str | None = None,
+        *,
+        catalog: ModelCatalog | None = None,
     ) -> DailySpend:
+        catalog = catalog or self.catalog
         query = select(GenerationLedger).where(
             GenerationLedger.created_at >= since, GenerationLedger.state != "failed_unbilled"
         )
@@ -462,7 +518,9 @@ class Ledger:
             if entry.state in ("done", "result_lost"):
                 billed += entry.cost_usd
                 continue
-            cost = entry.cost_usd or self._expected_cost(session, entry, price_table, settled)
+            cost = entry.cost_usd or self._expected_cost(
+                session, entry, price_table, settled, catalog
+            )
             if entry.billed or entry.state == "failed_billed":
                 billed += cost
             else:
@@ -476,6 +534,7 @@ class Ledger:
         entry: LedgerEntry,
         price_table: PriceTable | None,
         settled: dict[tuple[str, str], float],
+        catalog: ModelCatalog | None = None,
     ) -> float:
         """``expected_cost_usd`` of a row; for kinds without a price list (images), the most a
         settled request of the same kind and model cost (memoized in ``settled``)."""
@@ -498,4 +557,102 @@ class Ledger:
             details=entry.details,
             price_table=price_table,
             fallback_usd=settled.get(key, 0.0),
+            resolution=entry.resolution,
+            takes=entry.takes,
+            catalog=catalog or self.catalog,
         )
+
+
+Charge = Literal["billed", "not charged", "pending", "may be billed", "free preview"]
+
+
+@dataclass(frozen=True)
+class CostLine:
+    """One ledger request as a line of a cost report (``Ledger.cost_report``)."""
+
+    ledger_row: str
+    created_at: datetime | None
+    kind: str
+    subject: str | None
+    model: str
+    backend: str
+    state: str
+    charge: Charge
+    cost_usd: float  # charged (recorded, or the list price of a billed failure)
+    at_risk_usd: float  # pending or uncertain: what it is expected to cost if billed
+    resolution: str | None
+    takes: int
+    duration_seconds: float | None
+    generate_audio: bool | None
+    seed: int | None
+    operation_name: str | None
+    run_id: str | None
+    labels: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ledger_row": self.ledger_row,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "kind": self.kind,
+            "subject": self.subject,
+            "model": self.model,
+            "backend": self.backend,
+            "state": self.state,
+            "charge": self.charge,
+            "cost_usd": self.cost_usd,
+            "at_risk_usd": self.at_risk_usd,
+            "resolution": self.resolution,
+            "takes": self.takes,
+            "duration_seconds": self.duration_seconds,
+            "generate_audio": self.generate_audio,
+            "seed": self.seed,
+            "operation_name": self.operation_name,
+            "run_id": self.run_id,
+            "labels": dict(self.labels),
+            "error": self.error,
+        }
+
+
+def _cost_line(entry: LedgerEntry, expected_usd: float) -> CostLine:
+    """What one row cost: recorded for done rows, the list price for a billed failure, nothing
+    for a filtered or refused request, and the expected price at risk for open or unknown ones."""
+    details = entry.details or {}
+    charge: Charge
+    cost = at_risk = 0.0
+    if entry.backend == PREVIEW_BACKEND:
+        charge = "free preview"
+    elif entry.state in ("done", "result_lost"):
+        charge, cost = "billed", entry.cost_usd
+    elif entry.state == "failed_billed" or entry.billed:
+        charge, cost = "billed", entry.cost_usd or expected_usd
+    elif entry.state == "failed_unbilled":
+        charge = "not charged"
+    elif entry.state == "unknown":
+        charge, at_risk = "may be billed", expected_usd
+    else:
+        charge, at_risk = "pending", expected_usd
+    duration = details.get("duration_seconds")
+    audio = details.get("generate_audio")
+    seed = details.get("seed")
+    return CostLine(
+        ledger_row=str(entry.id),
+        created_at=entry.created_at,
+        kind=entry.kind,
+        subject=entry.subject,
+        model=entry.model,
+        backend=entry.backend,
+        state=entry.state,
+        charge=charge,
+        cost_usd=round(cost, 4),
+        at_risk_usd=round(at_risk, 4),
+        resolution=entry.resolution,
+        takes=entry.takes,
+        duration_seconds=float(duration) if isinstance(duration, int | float) else None,
+        generate_audio=audio if isinstance(audio, bool) else None,
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        operation_name=entry.operation_name,
+        run_id=details.get("run_id"),
+        labels=entry.labels,
+        error=entry.error,
+    )

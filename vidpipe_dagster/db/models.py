@@ -55,6 +55,8 @@ class Project(Base):
     target_clip_duration: Mapped[int] = mapped_column(Integer, default=8)
     aspect_ratio: Mapped[str] = mapped_column(String(8), default="16:9")
     video_model: Mapped[str] = mapped_column(String(80), default="veo-3.1-generate-001")
+    resolution: Mapped[str] = mapped_column(String(8), default="720p", server_default="720p")
+    takes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # videos per scene
     manifest_id: Mapped[Optional[uuid.UUID]] = mapped_column(
         ForeignKey("manifests.id"), nullable=True
     )
@@ -80,6 +82,8 @@ class Scene(Base):
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id"), index=True)
     scene_index: Mapped[int] = mapped_column(Integer)
     prompt: Mapped[str] = mapped_column(Text)
+    # this scene's model instead of the project's (None: the project's)
+    video_model: Mapped[Optional[str]] = mapped_column(String(80), nullable=True)
 
     project: Mapped[Project] = relationship(back_populates="scenes")
     keyframes: Mapped[list[Keyframe]] = relationship(
@@ -214,6 +218,9 @@ class GenerationLedger(Base):
     billed: Mapped[bool] = mapped_column(Boolean, default=False)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     result_url: Mapped[Optional[str]] = mapped_column(String(500), nullable=True)
+    # video requests: the resolution and number of takes asked for (what the price depends on)
+    resolution: Mapped[Optional[str]] = mapped_column(String(8), nullable=True)
+    takes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     details: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
     error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())

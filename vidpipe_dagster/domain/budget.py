@@ -20,17 +20,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from vidpipe_dagster.domain.catalog import ModelCatalog, ModelChoiceError, packaged_catalog
 from vidpipe_dagster.domain.preview import PREVIEW_BACKEND
 from vidpipe_dagster.domain.video_requests import (
-    DEFAULT_PRICES_USD_PER_SECOND,
+    DEFAULT_RESOLUTION,
     PriceTable,
     estimate_cost_usd,
 )
 
 DEFAULT_PER_RUN_USD = 50.0
 DEFAULT_PER_DAY_USD = 200.0
-# Veo's longest clip: what an open video request of unrecorded duration may cost.
-LONGEST_CLIP_SECONDS = 8
 
 
 @dataclass(frozen=True)
@@ -146,14 +145,17 @@ def expected_cost_usd(
     details: Mapping[str, Any] | None,
     price_table: PriceTable | None = None,
     fallback_usd: float = 0.0,
+    resolution: str | None = None,
+    takes: int | None = None,
+    catalog: ModelCatalog | None = None,
 ) -> float:
     """What a paid request whose cost is not recorded yet is expected to cost, for budgets.
 
     In order: the estimate recorded when it was opened (``details["estimate_usd"]``); 0 for a local
-    preview backend; for a video, the list price of its recorded duration and audio (8 s with audio
-    when not recorded; an unpriced model at the highest known per-second price); otherwise
-    ``fallback_usd`` (the ledger passes the most a settled request of the same kind and model
-    cost).
+    preview backend; for a video, the catalog's list price of its recorded resolution, audio,
+    duration and takes (unrecorded: the model's longest clip with audio; an unpriced model at the
+    catalog's highest per-second price); otherwise ``fallback_usd`` (the ledger passes the most a
+    settled request of the same kind and model cost).
     """
     info = details or {}
     recorded = info.get("estimate_usd")
@@ -163,14 +165,25 @@ def expected_cost_usd(
         return 0.0
     if kind != "video":
         return fallback_usd
-    duration = info.get("duration_seconds") or LONGEST_CLIP_SECONDS
+    table = catalog or packaged_catalog()
+    entry = table.find_video_model(model)
+    longest = (
+        max(entry.durations)
+        if entry
+        else max((max(m.durations) for m in table.video_models.values()), default=0)
+    )
+    duration = float(info.get("duration_seconds") or longest)
     audio = info.get("generate_audio", True) is not False
+    count = max(1, int(takes or info.get("takes") or 1))
+    resolution = resolution or info.get("resolution") or DEFAULT_RESOLUTION
     try:
-        return estimate_cost_usd(model, float(duration), audio, price_table)
-    except ValueError:
-        prices = [*DEFAULT_PRICES_USD_PER_SECOND.values(), *(price_table or {}).values()]
-        highest = max(p[0] if isinstance(p, tuple) else float(p) for p in prices)
-        return round(highest * float(duration), 4)
+        return estimate_cost_usd(
+            model, duration, audio, price_table, resolution=resolution, takes=count, catalog=table
+        )
+    except ModelChoiceError:
+        overrides = (p[0] if isinstance(p, tuple) else p for p in (price_table or {}).values())
+        highest = max([table.highest_video_price_per_second(resolution), *map(float, overrides)])
+        return round(highest * duration * count, 4)
 
 
 def start_of_today_utc() -> datetime:

@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
+from vidpipe_dagster.domain.catalog import packaged_catalog
 from vidpipe_dagster.domain.media import MediaError, decode_image, png_bytes
 
 NEUTRAL_GRAY: tuple[int, int, int] = (128, 128, 128)  # #808080
@@ -33,7 +34,9 @@ TIER3_GEMINI = "tier3_gemini"
 DEFAULT_REMBG_MODEL = "u2net"
 CUSTOM_REMBG_SESSIONS = ("u2net_custom", "dis_custom", "ben_custom")
 
-DEFAULT_TIER3_PRICE_USD = 0.039
+# Only the run config's default for the settings' default image model; prices are the catalog's
+# (generation.tier3 and generation.images price any model from it when given no price).
+DEFAULT_TIER3_PRICE_USD = packaged_catalog().image_models["gemini-2.5-flash-image"].price()
 TIER3_MAX_TRIES = 3
 
 

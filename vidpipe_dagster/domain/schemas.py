@@ -6,11 +6,13 @@ The project spec is a public interface (README, "Project spec"); keep it backwar
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vidpipe_dagster.domain.video_requests import model_capabilities
+from vidpipe_dagster.domain.catalog import ModelCatalog
+from vidpipe_dagster.domain.video_requests import DEFAULT_RESOLUTION
 
 AssetType = Literal["CHARACTER", "ENVIRONMENT", "PROP", "VEHICLE"]
 PlacementRole = Literal["subject", "interaction_target", "background"]
@@ -93,6 +95,8 @@ class ProjectInfo(_Strict):
     target_clip_duration: int = Field(default=8, ge=1, le=60)
     aspect_ratio: AspectRatio = "16:9"
     video_model: str = "veo-3.1-generate-001"
+    resolution: str = DEFAULT_RESOLUTION  # what the model offers: the model catalog decides
+    takes: int = Field(default=1, ge=1)  # videos per scene request; the model's maximum applies
 
     @field_validator("slug")
     @classmethod
@@ -102,12 +106,6 @@ class ProjectInfo(_Strict):
                 f"slug {value!r} must be 1-63 lowercase letters, digits or '-', not starting "
                 "with '-' (nothing else, not even a trailing newline)"
             )
-        return value
-
-    @field_validator("video_model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        model_capabilities(value)  # raises, listing the known models
         return value
 
 
@@ -179,6 +177,7 @@ class SceneSpec(_Strict):
     start_frame: str | None = None
     end_frame: str | None = None
     manifest: SceneManifestSchema | None = None
+    video_model: str | None = None  # this scene's model instead of the project's
 
     @field_validator("start_frame", "end_frame")
     @classmethod
@@ -200,3 +199,46 @@ class ProjectSpec(_Strict):
         if duplicates:
             raise ValueError(f"duplicate scene index(es): {', '.join(map(str, duplicates))}")
         return self
+
+
+def model_choice_problems(
+    spec: ProjectSpec, catalog: ModelCatalog, *, today: date | None = None
+) -> list[str]:
+    """Why the spec's models, resolution or takes cannot be used, one line each naming the field
+    and the catalog's reason: a retired, unknown or not-yet-known model, a resolution the model
+    lacks, more takes than it makes. Each scene's override is checked with the project's
+    resolution and takes."""
+    info = spec.project
+    problems = [
+        f"project.{field}: {reason}"
+        for field, reason in _choice_reasons(
+            catalog, info.video_model, info.resolution, info.takes, today
+        )
+    ]
+    for position, scene in enumerate(spec.scenes):
+        if scene.video_model is None:
+            continue
+        for field, reason in _choice_reasons(
+            catalog, scene.video_model, info.resolution, info.takes, today
+        ):
+            where = (
+                "video_model" if field == "video_model" else f"video_model (with project.{field})"
+            )
+            problems.append(f"scenes.{position}.{where} (scene {scene.index}): {reason}")
+    return problems
+
+
+def _choice_reasons(
+    catalog: ModelCatalog, model: str, resolution: str, takes: int, today: date | None
+) -> list[tuple[str, str]]:
+    """(field, reason) for the model alone first, then its resolution and takes."""
+    alone = catalog.video_choice_problems(model, today=today)
+    if alone:
+        return [("video_model", reason) for reason in alone]
+    return [
+        ("resolution", reason)
+        for reason in catalog.video_choice_problems(model, resolution=resolution, today=today)
+    ] + [
+        ("takes", reason)
+        for reason in catalog.video_choice_problems(model, takes=takes, today=today)
+    ]

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from vidpipe_dagster.domain.budget import DailySpend
+from vidpipe_dagster.domain.catalog import ModelCatalog
 from vidpipe_dagster.domain.video_requests import PriceTable
 
 LedgerState = Literal[
@@ -59,6 +60,13 @@ class LedgerEntry:
     error: str | None
     created_at: datetime | None
     updated_at: datetime | None
+    resolution: str | None = None  # video requests: the resolution asked for
+    takes: int = 1  # videos asked for by this one request (each billed)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The billing labels the request was sent with (``details["labels"]``)."""
+        return dict((self.details or {}).get("labels") or {})
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class DailyCap:
     limit_usd: float
     estimate_usd: float  # what the request about to be sent is expected to cost
     price_table: PriceTable | None = None
+    catalog: ModelCatalog | None = None  # prices of open requests (default: the packaged one)
 
 
 class OverDailyBudget(RuntimeError):
@@ -108,8 +117,12 @@ class SpendLedger(Protocol):
         subject: str | None = None,
         details: Mapping[str, Any] | None = None,
         daily_cap: DailyCap | None = None,
+        resolution: str | None = None,
+        takes: int = 1,
+        entry_id: uuid.UUID | None = None,
     ) -> uuid.UUID:
-        """Write the ``submitting`` row; raises ``LedgerConflict`` or ``OverDailyBudget``."""
+        """Write the ``submitting`` row; raises ``LedgerConflict`` or ``OverDailyBudget``.
+        ``entry_id`` lets the caller name the row up front (its billing labels carry it)."""
         ...
 
     def record_operation(self, entry_id: uuid.UUID, operation_name: str) -> None: ...
@@ -118,9 +131,18 @@ class SpendLedger(Protocol):
 
     def add_details(self, entry_id: uuid.UUID, **values: Any) -> None: ...
 
-    def mark_done(self, entry_id: uuid.UUID, *, cost_usd: float, result_url: str) -> None: ...
+    def mark_done(
+        self,
+        entry_id: uuid.UUID,
+        *,
+        cost_usd: float,
+        result_url: str,
+        details: Mapping[str, Any] | None = None,
+    ) -> None: ...
 
-    def update_result(self, entry_id: uuid.UUID, result_url: str) -> None: ...
+    def update_result(
+        self, entry_id: uuid.UUID, result_url: str, details: Mapping[str, Any] | None = None
+    ) -> None: ...
 
     def mark_failed(self, entry_id: uuid.UUID, *, billed: bool, error: str) -> None: ...
 

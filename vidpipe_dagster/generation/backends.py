@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from vidpipe_dagster.domain.catalog import ModelCatalog, catalog_at
 from vidpipe_dagster.domain.preview import VideoBackend
 from vidpipe_dagster.generation.client import ImageClient, VideoClient
 
@@ -25,6 +26,11 @@ class GenerationBackends:
     emulator_host: str | None = None
     video_backend: VideoBackend = "auto"
     image_model: str = "gemini-2.5-flash-image"
+    catalog_path: str | None = None  # a user's model catalog; None: the packaged one
+
+    def catalog(self) -> ModelCatalog:
+        """Every model rule and price the requests, estimates and checks read."""
+        return catalog_at(self.catalog_path)
 
     @property
     def vertex_configured(self) -> bool:

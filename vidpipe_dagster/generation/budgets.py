@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vidpipe_dagster.domain.budget import Budget, BudgetPlan, plan_within_budget, start_of_today_utc
+from vidpipe_dagster.domain.catalog import ModelCatalog
 from vidpipe_dagster.domain.clean_sheets import TIER3_MAX_TRIES
 from vidpipe_dagster.domain.spend import SpendLedger
 from vidpipe_dagster.domain.video_requests import PriceTable
@@ -23,9 +24,11 @@ def plan_clip_spend(
     ledger: SpendLedger,
     budget: Budget,
     price_table: PriceTable | None = None,
+    catalog: ModelCatalog | None = None,
 ) -> BudgetPlan:
-    """Whether these clips fit: previews and reusable clips cost nothing, the rest list price."""
-    estimates = estimate_new_spend(jobs, client, ledger, price_table)
+    """Whether these clips fit: previews and reusable clips cost nothing, the rest the catalog's
+    list price (resolution, audio, duration, every take)."""
+    estimates = estimate_new_spend(jobs, client, ledger, price_table, catalog)
     spent = ledger.spend_since(start_of_today_utc(), price_table=price_table)
     return plan_within_budget(estimates, budget, spent)
 

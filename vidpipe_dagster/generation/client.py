@@ -7,6 +7,8 @@ whether a failure was billed, may be retried, or needs prompt remediation.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -52,8 +54,26 @@ class GenerationApiError(Exception):
 
 
 @dataclass(frozen=True)
+class GeneratedVideo:
+    """One video of a finished operation: inline bytes or a URI to download."""
+
+    video_bytes: bytes | None = None
+    video_uri: str | None = None
+    mime_type: str = "video/mp4"
+
+    @property
+    def present(self) -> bool:
+        return bool(self.video_bytes or self.video_uri)
+
+
+@dataclass(frozen=True)
 class OperationResult:
-    """The state of a long-running video operation as last polled."""
+    """The state of a long-running video operation as last polled.
+
+    ``video_bytes`` / ``video_uri`` are the first video; a request for several takes
+    (``sampleCount``) returns the others in ``more_videos``, in the API's order. Filtered takes
+    are missing from both and counted in ``rai_filtered_count``.
+    """
 
     name: str
     done: bool
@@ -64,12 +84,28 @@ class OperationResult:
     rai_filtered_reasons: tuple[str, ...] = field(default_factory=tuple)
     error_message: str | None = None
     error_code: int | None = None
+    more_videos: tuple[GeneratedVideo, ...] = ()
+
+    @property
+    def videos(self) -> tuple[GeneratedVideo, ...]:
+        """Every video the operation returned (one per take that passed the filters)."""
+        first = GeneratedVideo(self.video_bytes, self.video_uri, self.mime_type)
+        return tuple(v for v in (first, *self.more_videos) if v.present)
+
+    def take(self, index: int) -> OperationResult:
+        """This result with take ``index`` as its (only) video, for ``VideoClient.fetch_video``."""
+        video = self.videos[index]
+        return dataclasses.replace(
+            self,
+            video_bytes=video.video_bytes,
+            video_uri=video.video_uri,
+            mime_type=video.mime_type,
+            more_videos=(),
+        )
 
     @property
     def content_filtered(self) -> bool:
-        return (
-            self.done and self.rai_filtered_count > 0 and not (self.video_bytes or self.video_uri)
-        )
+        return self.done and self.rai_filtered_count > 0 and not self.videos
 
 
 class VideoClient(Protocol):
@@ -87,7 +123,8 @@ class VideoClient(Protocol):
         ...
 
     async def fetch_video(self, result: OperationResult) -> bytes:
-        """The mp4 bytes of a finished operation (inline bytes or a download). Retry-safe."""
+        """The mp4 bytes of a finished operation's first video (inline bytes or a download);
+        the engine passes ``result.take(i)`` for the other takes. Retry-safe."""
         ...
 
 
@@ -97,7 +134,16 @@ class ImageClient(Protocol):
     backend: str
 
     async def generate_image(
-        self, *, model: str, prompt: str, image: bytes, mime_type: str
+        self,
+        *,
+        model: str,
+        prompt: str,
+        image: bytes,
+        mime_type: str,
+        extra_images: Sequence[tuple[bytes, str]] = (),
+        labels: Mapping[str, str] | None = None,
     ) -> bytes:
-        """Returns the generated image bytes. Raises GenerationApiError (content_policy, ...)."""
+        """Returns the generated image bytes. Raises GenerationApiError (content_policy, ...).
+        ``extra_images`` are further (bytes, mime type) inputs; ``labels`` are billing labels.
+        Callers pass them only when they have any, so simple clients may leave them out."""
         ...

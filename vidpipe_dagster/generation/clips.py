@@ -17,10 +17,20 @@ and resumes running operations instead of paying again. What is retried, and wha
 - an accepted operation the service no longer knows (404 on poll): as ambiguous as a lost submit
   answer, so the same rule; marked ``unknown``, the job fails, and only a rerun (or
   ``retry_ambiguous_submits``, or a free preview backend) submits again.
-- content policy: unbilled; the prompt is escalated through remediation levels 0 -> 1 -> 2 with
-  the references kept; level 2 failing fails the job with the API's reasons and support codes.
+- content policy: unbilled. The support codes map to categories through the model catalog
+  (``domain.catalog``): a category a prompt rewrite cannot fix (child, celebrity, third-party
+  content, prohibited) fails the job at once with the category and what to change; the audio
+  filter (no code, a reason about audio) gets the same request once more, then a silent one where
+  the model allows it; anything else is escalated through remediation levels 0 -> 1 -> 2 with the
+  references kept, and level 2 failing fails the job with the API's reasons and support codes.
 - a 400 about reference images combined with keyframes: unbilled; fall back to frames mode once.
 - any other rejection, or a generation that ran and failed: the job fails, no silent resubmission.
+
+Takes: a request for N takes (``sampleCount``) is one paid request; every video it returns is
+downloaded and stored (``take_key`` names each) and listed on the outcome and the ledger row
+(``details["take_urls"]``), and the row's cost counts the takes delivered (filtered takes are not
+charged). Every paid request carries billing labels (project, scene, ledger row, run) and the
+seed it was sent with, both recorded on its ledger row.
 
 Remediation and fallback are deterministic, so each job has a fixed ladder of possible requests
 (``request_ladder``). A run starts from the rung the ledger has done (or in flight), not from level
@@ -35,15 +45,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
 import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NoReturn, ParamSpec, TypeVar
 
+from vidpipe_dagster.domain.catalog import FilterVerdict, ModelCatalog, packaged_catalog
 from vidpipe_dagster.domain.spend import (
     AMBIGUOUS_NOTE,
     DailyCap,
@@ -54,10 +67,13 @@ from vidpipe_dagster.domain.spend import (
 )
 from vidpipe_dagster.domain.video_requests import (
     MAX_REMEDIATION_LEVEL,
+    MAX_SEED,
     PriceTable,
     VideoRequest,
-    estimate_cost_usd,
+    billing_labels,
     remediate,
+    request_cost_usd,
+    without_audio,
     without_references,
 )
 from vidpipe_dagster.generation.client import GenerationApiError, OperationResult, VideoClient
@@ -123,8 +139,13 @@ class ClipOutcome:
     operation_name: str | None = None
     error: str | None = None
     support_codes: tuple[str, ...] = ()
-    result_url: str | None = None
+    result_url: str | None = None  # the first take's stored file
     notes: list[str] = field(default_factory=list)
+    take_urls: list[str] = field(default_factory=list)  # every take's stored file, in API order
+    take_videos: list[bytes] = field(default_factory=list)
+    categories: tuple[str, ...] = ()  # content-policy categories met on the way (catalog keys)
+    seed: int | None = None  # the seed the finished request was sent with, when recorded
+    labels: dict[str, str] = field(default_factory=dict)  # its billing labels
 
     @property
     def fingerprint(self) -> str:
@@ -138,7 +159,11 @@ class _JobFailed(Exception):
 
 
 class _ContentPolicy(_JobFailed):
-    """Blocked by safety filters (unbilled): escalate the remediation level."""
+    """Blocked by safety filters (unbilled): what ``verdict`` says decides what happens next."""
+
+    def __init__(self, message: str, verdict: FilterVerdict) -> None:
+        super().__init__(message, verdict.codes)
+        self.verdict = verdict
 
 
 class _ReferencesRejected(_JobFailed):
@@ -189,6 +214,8 @@ async def generate_clips(
     rng: random.Random | None = None,
     day_budget: tuple[datetime, float] | None = None,
     row_details: dict[str, Any] | None = None,
+    catalog: ModelCatalog | None = None,
+    seed_rng: random.Random | None = None,
     on_done: Callable[[ClipOutcome], None] | None = None,
 ) -> list[ClipOutcome]:
     """Generate every job's clip concurrently; one outcome per job, in job order.
@@ -199,7 +226,9 @@ async def generate_clips(
     it is, lands on its own outcome and never cancels or hides the others. ``day_budget``
     (start of the day, USD limit) is checked atomically as each paid request is opened, so runs
     started together cannot overspend the day between them (``Ledger.open_submission``).
-    ``row_details`` go on every ledger row this call opens (e.g. the Dagster run id).
+    ``row_details`` go on every ledger row this call opens (e.g. the Dagster run id, which the
+    billing labels also carry). ``catalog`` prices requests and maps support codes (default: the
+    packaged one); ``seed_rng`` picks the seed of a request whose user fixed none.
     ``on_done(outcome)`` runs in a worker thread as each job finishes, so a caller can record and
     report a scene while the others are still generating.
     """
@@ -217,6 +246,8 @@ async def generate_clips(
         rng=rng or random.Random(),
         day_budget=day_budget,
         row_details=row_details or {},
+        catalog=catalog or packaged_catalog(),
+        seed_rng=seed_rng or random.SystemRandom(),
     )
 
     async def run(job: ClipJob) -> ClipOutcome:
@@ -265,6 +296,8 @@ class _Engine:
         rng: random.Random,
         day_budget: tuple[datetime, float] | None = None,
         row_details: dict[str, Any] | None = None,
+        catalog: ModelCatalog | None = None,
+        seed_rng: random.Random | None = None,
     ) -> None:
         if limits.max_in_flight < 1:
             raise ValueError("Limits.max_in_flight must be at least 1")
@@ -280,6 +313,8 @@ class _Engine:
         self.rng = rng
         self.day_budget = day_budget
         self.row_details = row_details or {}
+        self.catalog = catalog or packaged_catalog()
+        self.seed_rng = seed_rng or random.SystemRandom()
         self.slots = asyncio.Semaphore(limits.max_in_flight)
         self.limiter = _SlidingWindowLimiter(limits.requests_per_minute, clock, sleep)
         self.fingerprint_locks: dict[str, asyncio.Lock] = {}
@@ -291,7 +326,7 @@ class _Engine:
         if self.day_budget is None or self.client.is_preview:
             return None
         since, limit = self.day_budget
-        return DailyCap(since, limit, estimate_usd, self.price_table)
+        return DailyCap(since, limit, estimate_usd, self.price_table, self.catalog)
 
     def emit(self, outcome: ClipOutcome, message: str) -> None:
         if self.on_event is None:
@@ -311,6 +346,18 @@ class _Engine:
     def lock(self, fingerprint: str) -> asyncio.Lock:
         """Jobs with identical requests in one call run one after the other: the second reuses."""
         return self.fingerprint_locks.setdefault(fingerprint, asyncio.Lock())
+
+    def cost(self, request: VideoRequest, takes: int | None = None) -> float:
+        """List price of ``request`` (every take, or ``takes`` delivered); previews are free and
+        an unpriceable model fails before any spend."""
+        if self.client.is_preview:
+            return 0.0
+        return request_cost_usd(request, self.price_table, self.catalog, takes=takes)
+
+    def policy(self, message: str, codes: tuple[str, ...]) -> _ContentPolicy:
+        """A content-policy signal, its codes mapped to categories by the catalog."""
+        verdict = self.catalog.classify_filter(message, codes)
+        return _ContentPolicy(f"{message} [{verdict.describe()}; not charged]", verdict)
 
     # -- a job ------------------------------------------------------------------------------
 
@@ -335,13 +382,17 @@ class _Engine:
         """Remediation and fallback around single generations of successive requests, starting
         from the rung of the ladder a previous run settled on (so a rerun pays nothing again)."""
         request, fell_back = job.request, False
-        settled = await self.db(_settled, job, self.ledger, self.client.backend)
+        settled = await self.db(_settled, job, self.ledger, self.client.backend, self.catalog)
         if settled is not None and settled[0].fingerprint != request.fingerprint:
             request, fell_back = settled[0], settled[1]
             where = f"remediation level {request.remediation_level}"
             where += ", frames mode (fallback)" if fell_back else ""
+            where += (
+                ", no audio" if job.request.generate_audio and not request.generate_audio else ""
+            )
             outcome.notes.append(f"continuing where a previous run settled: {where}")
             self.emit(outcome, outcome.notes[-1])
+        retried_unchanged: set[str] = set()
         while True:
             outcome.request = request
             outcome.remediation_level = request.remediation_level
@@ -349,17 +400,7 @@ class _Engine:
                 await self.generate(job, request, outcome)
                 return
             except _ContentPolicy as exc:
-                outcome.support_codes = merge_codes(outcome.support_codes, exc.support_codes)
-                level = request.remediation_level
-                if level >= MAX_REMEDIATION_LEVEL:
-                    raise _JobFailed(
-                        f"blocked by content policy at remediation level {level} (the last); {exc}",
-                        outcome.support_codes,
-                    ) from exc
-                request = remediate(request, level + 1)
-                self.emit(
-                    outcome, f"content policy at level {level} ({exc}); now level {level + 1}"
-                )
+                request = self.after_policy(exc, request, outcome, retried_unchanged)
             except _ReferencesRejected as exc:
                 fallback = None if fell_back else _frames_fallback(job, request, str(exc))
                 if fallback is None:
@@ -369,14 +410,58 @@ class _Engine:
                 outcome.notes.append(f"fell back to frames mode: {exc}")
                 self.emit(outcome, f"references rejected ({exc}); falling back to frames mode")
 
+    def after_policy(
+        self,
+        exc: _ContentPolicy,
+        request: VideoRequest,
+        outcome: ClipOutcome,
+        retried_unchanged: set[str],
+    ) -> VideoRequest:
+        """The next request after a content-policy block (unbilled), by category: stop at once
+        for what no rewrite fixes; for the audio filter, the same request once more and then a
+        silent one; otherwise the next remediation level (failing after the last)."""
+        verdict = exc.verdict
+        outcome.support_codes = merge_codes(outcome.support_codes, exc.support_codes)
+        outcome.categories = merge_codes(
+            outcome.categories, tuple(c.key for c in verdict.categories)
+        )
+        level = request.remediation_level
+        if verdict.unfixable:
+            names = ", ".join(c.name for c in verdict.unfixable)
+            raise _JobFailed(
+                f"blocked by content policy: {verdict.describe()}. A prompt rewrite cannot fix "
+                f"{names}, so nothing more was sent. What to change: {verdict.advice()} "
+                f"(API said: {exc})",
+                outcome.support_codes,
+            ) from exc
+        if verdict.audio_only:
+            if request.fingerprint not in retried_unchanged:
+                retried_unchanged.add(request.fingerprint)
+                outcome.notes.append(
+                    f"audio filter at level {level} (not charged; its false positives pass on a "
+                    f"retry): sending the same request once more ({exc})"
+                )
+                self.emit(outcome, outcome.notes[-1])
+                return request
+            caps = self.catalog.find_video_model(request.model)
+            if request.generate_audio and caps is not None and caps.audio_optional:
+                outcome.notes.append(
+                    f"audio filter again at level {level} (not charged): sending it without audio"
+                )
+                self.emit(outcome, outcome.notes[-1])
+                return without_audio(request, "the audio filter blocked it twice")
+        if level >= MAX_REMEDIATION_LEVEL:
+            raise _JobFailed(
+                f"blocked by content policy at remediation level {level} (the last); {exc}",
+                outcome.support_codes,
+            ) from exc
+        self.emit(outcome, f"content policy at level {level} ({exc}); now level {level + 1}")
+        return remediate(request, level + 1)
+
     async def generate(self, job: ClipJob, request: VideoRequest, outcome: ClipOutcome) -> None:
         """One request: reuse, resume, or submit, under the ledger."""
         fingerprint = request.fingerprint
-        cost = 0.0
-        if not self.client.is_preview:  # an unpriceable model fails before any spend
-            cost = estimate_cost_usd(
-                request.model, request.duration_seconds, request.generate_audio, self.price_table
-            )
+        cost = self.cost(request)  # every take; an unpriceable model fails before any spend
         async with self.lock(fingerprint):
             for _ in range(3):
                 entry = await self.db(self.ledger.find_reusable, fingerprint, self.client.backend)
@@ -386,6 +471,7 @@ class _Engine:
                 elif entry is not None and entry.operation_name:
                     async with self.slots:
                         try:
+                            _remember_sent(outcome, entry)
                             await self.finish(
                                 request,
                                 entry.id,
@@ -398,8 +484,18 @@ class _Engine:
                         except _OperationLost as exc:
                             await self.lost(entry.id, entry.operation_name, exc, outcome)
                 async with self.slots:
+                    entry_id = uuid.uuid4()
+                    sent = request.for_submission(
+                        seed=self.seed_rng.randint(0, MAX_SEED),
+                        labels=billing_labels(
+                            project_slug=job.project_slug,
+                            subject=job.key,
+                            ledger_row=str(entry_id),
+                            run_id=self.row_details.get("run_id"),
+                        ),
+                    )
                     try:
-                        entry_id = await self.db(
+                        await self.db(
                             self.ledger.open_submission,
                             fingerprint,
                             kind="video",
@@ -414,8 +510,14 @@ class _Engine:
                                 # every rung of one job's ladder is one clip: the read-back
                                 # check counts billed rows per ladder (Ledger.billed_per_clip)
                                 "ladder": job.request.fingerprint,
+                                "seed": sent.effective_seed,
+                                "seed_chosen": request.seed is None,
+                                "labels": dict(sent.labels),
                             },
                             daily_cap=self.daily_cap(cost),
+                            resolution=request.resolution,
+                            takes=request.takes,
+                            entry_id=entry_id,
                         )
                     except OverDailyBudget as exc:
                         raise _JobFailed(str(exc)) from exc
@@ -423,7 +525,8 @@ class _Engine:
                         if exc.entry.state == "submitting" and not exc.entry.operation_name:
                             raise _JobFailed(str(exc)) from exc
                         continue  # finished or accepted meanwhile: reuse or resume it
-                    operation = await self.submit(request, entry_id, outcome)
+                    outcome.seed, outcome.labels = sent.effective_seed, dict(sent.labels)
+                    operation = await self.submit(sent, entry_id, outcome)
                     await self.db(self.ledger.record_operation, entry_id, operation)
                     self.emit(
                         outcome, f"submitted {request.conditioning_mode} request: {operation}"
@@ -438,31 +541,33 @@ class _Engine:
             raise _JobFailed("the ledger kept changing under this request; try again")
 
     async def reuse(self, entry: LedgerEntry, request: VideoRequest, outcome: ClipOutcome) -> bool:
-        """A done row: load the stored video (zero API calls), else download it again through
+        """A done row: load every stored take (zero API calls), else download them again through
         its operation. A video gone for good is bought again only for a free preview or with
         ``Limits.regenerate_lost_results``; otherwise the job fails and a person decides
         (``vidpipe-dagster regenerate``). A download that could work later fails the job too."""
-        data = None
-        if entry.result_url:
-            data = await asyncio.to_thread(self.load_result, entry.result_url)
+        urls = _take_urls(entry)
+        stored = [await asyncio.to_thread(self.load_result, url) for url in urls]
         outcome.operation_name = entry.operation_name
-        if data is not None:
-            outcome.video_bytes = data
+        _remember_sent(outcome, entry)
+        if urls and all(data is not None for data in stored):
+            _record_takes(outcome, urls, [data for data in stored if data is not None])
             outcome.cached = True
-            outcome.result_url = entry.result_url
-            self.emit(outcome, f"reused finished clip {entry.result_url} (no API call)")
+            self.emit(outcome, f"reused finished clip {urls[0]} (no API call)")
             return True
-        why = f"stored video {entry.result_url!r} is missing"
+        missing = [url for url, data in zip(urls, stored, strict=True) if data is None]
+        why = f"stored video {(missing or [entry.result_url])[0]!r} is missing"
         if entry.operation_name:
             try:
                 result = await self.poll(entry.operation_name, entry.id, outcome, first_wait=False)
-                if result.video_bytes or result.video_uri:
-                    data = await self.download(result, entry.id, outcome)
-                    url = await asyncio.to_thread(self.store_result, request.fingerprint, data)
-                    await self.db(self.ledger.update_result, entry.id, url)
-                    outcome.video_bytes = data
+                if result.videos:
+                    datas = [
+                        await self.download(result.take(i), entry.id, outcome)
+                        for i in range(len(result.videos))
+                    ]
+                    urls = await self.store_takes(request, datas)
+                    await self.db(self.ledger.update_result, entry.id, urls[0], {"take_urls": urls})
+                    _record_takes(outcome, urls, datas)
                     outcome.resumed = True
-                    outcome.result_url = url
                     outcome.notes.append(f"{why}; downloaded again from {entry.operation_name}")
                     self.emit(outcome, outcome.notes[-1])
                     return True
@@ -494,6 +599,13 @@ class _Engine:
         outcome.notes.append(f"regenerating: {why}")
         self.emit(outcome, outcome.notes[-1])
         return False
+
+    async def store_takes(self, request: VideoRequest, datas: Sequence[bytes]) -> list[str]:
+        """Store every take (``take_key`` names each); returns their URLs in take order."""
+        return [
+            await asyncio.to_thread(self.store_result, take_key(request.fingerprint, i), data)
+            for i, data in enumerate(datas)
+        ]
 
     async def submit(self, request: VideoRequest, entry_id: Any, outcome: ClipOutcome) -> str:
         """Send the request, retrying only failures that prove it was not accepted."""
@@ -575,8 +687,9 @@ class _Engine:
     ) -> NoReturn:
         """A definitive answer to a submit: record it on the row and raise the matching signal."""
         if exc.kind == "content_policy":
-            await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(exc))
-            raise _ContentPolicy(exc.message, exc.support_codes)
+            signal = self.policy(exc.message, exc.support_codes)
+            await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(signal))
+            raise signal
         if exc.kind == "failed":
             await self.db(self.ledger.mark_failed, entry_id, billed=exc.billed, error=str(exc))
             outcome.attempts += 1 if exc.billed else 0
@@ -596,7 +709,8 @@ class _Engine:
         cost: float,
         resumed: bool,
     ) -> None:
-        """Poll an accepted operation to the end, download, store, and close the ledger row."""
+        """Poll an accepted operation to the end, download and store every take, and close the
+        ledger row at the price of the takes delivered (filtered takes are not charged)."""
         outcome.operation_name = operation
         outcome.resumed = resumed
         if resumed:
@@ -606,24 +720,39 @@ class _Engine:
             message = f"operation {operation} failed: {result.error_message}"
             codes = support_codes(result.error_message)
             if is_policy_message(result.error_message):
-                await self.db(self.ledger.mark_failed, entry_id, billed=False, error=message)
-                raise _ContentPolicy(message, codes)
+                signal = self.policy(message, codes)
+                await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(signal))
+                raise signal
             await self.db(self.ledger.mark_failed, entry_id, billed=True, error=message)
             outcome.attempts += 0 if resumed else 1
             raise _JobFailed(message + " (treated as billed; not resubmitted)", codes)
+        reasons = "; ".join(result.rai_filtered_reasons) or "no reason given"
         if result.content_filtered:
-            reasons = "; ".join(result.rai_filtered_reasons) or "no reason given"
-            message = f"video filtered by safety checks: {reasons}"
-            await self.db(self.ledger.mark_failed, entry_id, billed=False, error=message)
-            raise _ContentPolicy(message, support_codes(reasons))
+            signal = self.policy(
+                f"video filtered by safety checks: {reasons}", support_codes(reasons)
+            )
+            await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(signal))
+            raise signal
+        videos = result.videos
+        if videos and result.rai_filtered_count:
+            outcome.notes.append(
+                f"{result.rai_filtered_count} of {request.takes} takes filtered by safety checks "
+                f"(not charged): {reasons}"
+            )
+            self.emit(outcome, outcome.notes[-1])
         try:
-            data = await self.download(result, entry_id, outcome)
+            # no video and nothing filtered: the client says why (a billed failure)
+            datas = [
+                await self.download(result.take(i) if videos else result, entry_id, outcome)
+                for i in range(max(1, len(videos)))
+            ]
         except GenerationApiError as exc:
             if exc.kind == "content_policy":
-                await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(exc))
-                raise _ContentPolicy(exc.message, exc.support_codes) from exc
+                signal = self.policy(exc.message, exc.support_codes)
+                await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(signal))
+                raise signal from exc
             outcome.attempts += 0 if resumed else 1
-            if not (result.video_bytes or result.video_uri):  # nothing to download, ever
+            if not videos:  # nothing to download, ever
                 await self.db(self.ledger.mark_failed, entry_id, billed=True, error=str(exc))
                 raise _JobFailed(f"generated but no video: {exc}", exc.support_codes) from exc
             # The video exists and was paid for: keep the row in flight so that a rerun polls
@@ -636,13 +765,20 @@ class _Engine:
                 "lets the next run pay for a new one)",
                 exc.support_codes,
             ) from exc
-        url = await asyncio.to_thread(self.store_result, request.fingerprint, data)
-        await self.db(self.ledger.mark_done, entry_id, cost_usd=cost, result_url=url)
-        outcome.video_bytes = data
-        outcome.result_url = url
-        outcome.cost_usd += cost
+        urls = await self.store_takes(request, datas)
+        billed = cost if len(datas) == request.takes else self.cost(request, takes=len(datas))
+        await self.db(
+            self.ledger.mark_done,
+            entry_id,
+            cost_usd=billed,
+            result_url=urls[0],
+            details={"take_urls": urls},
+        )
+        _record_takes(outcome, urls, datas)
+        outcome.cost_usd += billed
         outcome.attempts += 0 if resumed else 1
-        self.emit(outcome, f"done: {request.duration_seconds} s clip stored at {url}")
+        takes = f" ({len(urls)} takes)" if len(urls) > 1 else ""
+        self.emit(outcome, f"done: {request.duration_seconds} s clip{takes} stored at {urls[0]}")
 
     async def poll(
         self, operation: str, entry_id: Any, outcome: ClipOutcome, *, first_wait: bool
@@ -661,8 +797,11 @@ class _Engine:
                 if exc.kind == "not_found":
                     raise _OperationLost(str(exc)) from exc
                 if exc.kind == "content_policy":
-                    await self.db(self.ledger.mark_failed, entry_id, billed=False, error=str(exc))
-                    raise _ContentPolicy(exc.message, exc.support_codes) from exc
+                    signal = self.policy(exc.message, exc.support_codes)
+                    await self.db(
+                        self.ledger.mark_failed, entry_id, billed=False, error=str(signal)
+                    )
+                    raise signal from exc
                 if exc.kind != "transient":  # e.g. credentials: the operation itself may be fine
                     await self.db(self.ledger.note, entry_id, f"poll failed: {exc}")
                     raise _JobFailed(
@@ -725,6 +864,37 @@ def _video_gone(exc: GenerationApiError) -> bool:
     return exc.kind in ("content_policy", "not_found") or exc.status_code in (404, 410)
 
 
+def take_key(fingerprint: str, index: int) -> str:
+    """The key a take is stored under: the request's fingerprint for the first take, a hash
+    derived from it for the others (distinct under any prefix a store may cut it to)."""
+    if index == 0:
+        return fingerprint
+    return hashlib.sha256(f"{fingerprint}:take{index + 1}".encode()).hexdigest()
+
+
+def _take_urls(entry: LedgerEntry) -> list[str]:
+    """Every stored take of a done row (rows from before takes list only ``result_url``)."""
+    urls = (entry.details or {}).get("take_urls")
+    if isinstance(urls, list) and urls:
+        return [str(url) for url in urls]
+    return [entry.result_url] if entry.result_url else []
+
+
+def _record_takes(outcome: ClipOutcome, urls: Sequence[str], datas: Sequence[bytes]) -> None:
+    outcome.take_urls = list(urls)
+    outcome.take_videos = list(datas)
+    outcome.result_url = urls[0]
+    outcome.video_bytes = datas[0]
+
+
+def _remember_sent(outcome: ClipOutcome, entry: LedgerEntry) -> None:
+    """The seed and labels a reused or resumed request was sent with, from its ledger row."""
+    details = entry.details or {}
+    seed = details.get("seed")
+    outcome.seed = seed if isinstance(seed, int) else None
+    outcome.labels = entry.labels
+
+
 def _frames_fallback(job: ClipJob, request: VideoRequest, why: str) -> VideoRequest | None:
     """The frames-mode request to send when the API rejects ``request``'s references."""
     fallback = job.fallback
@@ -734,37 +904,47 @@ def _frames_fallback(job: ClipJob, request: VideoRequest, why: str) -> VideoRequ
         fallback = without_references(request, why)
     if fallback.remediation_level != request.remediation_level:
         fallback = remediate(fallback, request.remediation_level)
+    if fallback.generate_audio and not request.generate_audio:
+        fallback = without_audio(fallback, "as the request it replaces")
     return fallback
 
 
-def _ladder(job: ClipJob) -> list[tuple[VideoRequest, bool]]:
+def _ladder(job: ClipJob, catalog: ModelCatalog | None = None) -> list[tuple[VideoRequest, bool]]:
     """Every request ``drive`` can reach for ``job``, with whether it is the frames fallback:
     each remediation level from the job's own, as asked and (if it has references) in frames
-    mode. Fingerprints ignore the fallback's reason text, so the ladder is deterministic."""
+    mode, then the silent forms the audio filter leads to (where the model may go silent).
+    Fingerprints ignore reason texts, so the ladder is deterministic."""
     rungs: dict[str, tuple[VideoRequest, bool]] = {}
-    for level in range(job.request.remediation_level, MAX_REMEDIATION_LEVEL + 1):
-        request = remediate(job.request, level)
-        rungs.setdefault(request.fingerprint, (request, False))
-        if request.reference_images:
-            fallback = _frames_fallback(job, request, "references rejected on an earlier run")
-            if fallback is not None:
-                rungs.setdefault(fallback.fingerprint, (fallback, True))
+    caps = (catalog or packaged_catalog()).find_video_model(job.request.model)
+    silent = job.request.generate_audio and caps is not None and caps.audio_optional
+    for audio in (True, False) if silent else (True,):
+        for level in range(job.request.remediation_level, MAX_REMEDIATION_LEVEL + 1):
+            request = remediate(job.request, level)
+            if not audio:
+                request = without_audio(request, "the audio filter blocked it twice")
+            rungs.setdefault(request.fingerprint, (request, False))
+            if request.reference_images:
+                fallback = _frames_fallback(job, request, "references rejected on an earlier run")
+                if fallback is not None:
+                    rungs.setdefault(fallback.fingerprint, (fallback, True))
     return list(rungs.values())
 
 
-def request_ladder(job: ClipJob) -> list[VideoRequest]:
-    """The requests a finished clip of ``job`` may have been made from (remediated, or the
-    frames fallback): compare a stored clip's fingerprint against all of them, not only
-    ``job.request``, before calling it stale."""
-    return [request for request, _ in _ladder(job)]
+def request_ladder(job: ClipJob, catalog: ModelCatalog | None = None) -> list[VideoRequest]:
+    """The requests a finished clip of ``job`` may have been made from (remediated, the frames
+    fallback, or silent after the audio filter): compare a stored clip's fingerprint against
+    all of them, not only ``job.request``, before calling it stale."""
+    return [request for request, _ in _ladder(job, catalog)]
 
 
-def _settled(job: ClipJob, ledger: SpendLedger, backend: str) -> tuple[VideoRequest, bool] | None:
+def _settled(
+    job: ClipJob, ledger: SpendLedger, backend: str, catalog: ModelCatalog | None = None
+) -> tuple[VideoRequest, bool] | None:
     """The rung a previous run finished (the newest ``done``), else one still in flight: a
     rerun starts there instead of from level 0, which may pass now and be paid for again."""
     found = [
         (entry, rung)
-        for rung in _ladder(job)
+        for rung in _ladder(job, catalog)
         if (entry := ledger.find_reusable(rung[0].fingerprint, backend)) is not None
     ]
     done = [(entry, rung) for entry, rung in found if entry.state == "done"]
@@ -784,6 +964,8 @@ def _details(request: VideoRequest) -> dict[str, Any]:
         "remediation_level": request.remediation_level,
         "reference_tags": list(request.reference_tags),
         "generate_audio": request.generate_audio,
+        "resolution": request.resolution,
+        "takes": request.takes,
     }
 
 
@@ -792,18 +974,15 @@ def estimate_new_spend(
     client: VideoClient,
     ledger: SpendLedger,
     price_table: PriceTable | None = None,
+    catalog: ModelCatalog | None = None,
 ) -> list[tuple[str, float]]:
     """What ``generate_clips`` would newly pay per job: 0 for previews and for jobs the ledger has
     a request of (any rung of ``request_ladder``) done or in flight, reused or resumed; else the
-    model's price for the clip's duration."""
+    catalog's price of the clip at its resolution, duration and audio, for every take."""
     estimates = []
     for job in jobs:
-        request = job.request
-        if client.is_preview or _settled(job, ledger, client.backend) is not None:
+        if client.is_preview or _settled(job, ledger, client.backend, catalog) is not None:
             estimates.append((job.key, 0.0))
             continue
-        cost = estimate_cost_usd(
-            request.model, request.duration_seconds, request.generate_audio, price_table
-        )
-        estimates.append((job.key, cost))
+        estimates.append((job.key, request_cost_usd(job.request, price_table, catalog)))
     return estimates

@@ -4,20 +4,21 @@ Up to three tries, each a paid request (``generation.images`` ledgers each one);
 a stored face embedding is accepted only when the face still matches (thresholds in
 ``domain.clean_sheets.threshold_for_try``). Transient errors are retried inside a try with
 full-jitter backoff and do not use a try up; content policy, rejections and failures stop.
+The image model is the caller's choice; its price and input limit come from the model catalog.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from vidpipe_dagster.domain.catalog import ModelCatalog, ModelChoiceError, packaged_catalog
 from vidpipe_dagster.domain.clean_sheets import (
-    DEFAULT_TIER3_PRICE_USD,
     TIER3_MAX_TRIES,
     Tier3Outcome,
     Tier3Try,
@@ -54,6 +55,7 @@ async def _generate_with_backoff(
     max_s: float,
     sleep: Sleep,
     rng: random.Random,
+    extra_images: Sequence[tuple[bytes, str]] = (),
 ) -> _Call:
     """Call once, retrying transient errors with full-jitter exponential backoff.
 
@@ -63,8 +65,9 @@ async def _generate_with_backoff(
     billed = 0
     for attempt in range(retries + 1):
         try:
+            extra = {"extra_images": tuple(extra_images)} if extra_images else {}
             data = await image_client.generate_image(
-                model=model, prompt=prompt, image=image, mime_type=mime_type
+                model=model, prompt=prompt, image=image, mime_type=mime_type, **extra
             )
             return _Call(data, None, attempt, billed)
         except GenerationApiError as exc:
@@ -84,7 +87,7 @@ async def generate_tier3_clean_sheet(
     mime_type: str,
     stored_embedding: np.ndarray | None,
     embedder: FaceEmbedder | None,
-    price_per_image: float = DEFAULT_TIER3_PRICE_USD,
+    price_per_image: float | None = None,
     max_tries: int = TIER3_MAX_TRIES,
     no_embedder_reason: str = "no face model installed",
     is_character: bool = False,
@@ -94,6 +97,8 @@ async def generate_tier3_clean_sheet(
     backoff_max_s: float = 30.0,
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,
+    catalog: ModelCatalog | None = None,
+    extra_images: Sequence[tuple[bytes, str]] = (),
 ) -> Tier3Outcome:
     """Up to ``max_tries`` generations, validated against ``stored_embedding`` when given.
 
@@ -104,8 +109,14 @@ async def generate_tier3_clean_sheet(
     not_found stop; transient errors are retried with backoff inside a try and stop only when
     the retries run out (``stopped_by="transient"``, so a caller can let Dagster retry later).
     A generated file that is not an image uses up its try (it was paid for).
+    Catalog: ``price_per_image`` defaults to the model's price at its default size; a retired
+    model is refused before paying; ``extra_images`` (further inputs after the reference image)
+    are cut to the model's input limit, and the outcome's reason says what was not sent.
     """
     decode_image(image_bytes, label=label)  # never pay to condition on a broken input
+    price_per_image, extra_images, input_note = _catalog_terms(
+        catalog or packaged_catalog(), model, price_per_image, extra_images
+    )
     rng = rng or random.Random()
     if embedder is None and (stored_embedding is not None or is_character):
         validation: Validation = "unavailable"
@@ -136,7 +147,7 @@ async def generate_tier3_clean_sheet(
             total_cost_usd=round(sum(t.cost_usd for t in tries), 6),
             prompt=prompt,
             model=model,
-            reason=reason,
+            reason=reason + input_note,
             stopped_by=stopped_by,
         )
 
@@ -152,6 +163,7 @@ async def generate_tier3_clean_sheet(
             max_s=backoff_max_s,
             sleep=sleep,
             rng=rng,
+            extra_images=extra_images,
         )
         retried = call.transient_retries
         cost = price_per_image * call.billed_failures
@@ -198,3 +210,34 @@ async def generate_tier3_clean_sheet(
     return finish(
         False, f"no acceptable image in {max_tries} tries (best face similarity {best_text})"
     )
+
+
+def _catalog_terms(
+    catalog: ModelCatalog,
+    model: str,
+    price_per_image: float | None,
+    extra_images: Sequence[tuple[bytes, str]],
+) -> tuple[float, tuple[tuple[bytes, str], ...], str]:
+    """(price per image, the extra inputs the model takes, a note on what was cut) from the
+    catalog; a model it does not list needs a price from the caller."""
+    entry = catalog.image_models.get(model)
+    if entry is None:
+        if price_per_image is None:
+            known = ", ".join(sorted(catalog.image_models))
+            raise ModelChoiceError(
+                f"image model {model!r} is not in the model catalog ({catalog.source}); known: "
+                f"{known}. Add it to a catalog file (VIDPIPE_MODEL_CATALOG) or pass its price"
+            )
+        return price_per_image, tuple(extra_images), ""
+    catalog.image_model(model)  # a retired model is refused before any request
+    price = entry.price() if price_per_image is None else price_per_image
+    room = max(0, entry.max_input_images - 1)  # the reference image itself is one input
+    kept = tuple(extra_images[:room])
+    dropped = len(extra_images) - len(kept)
+    note = (
+        f" ({dropped} extra input image(s) not sent: {model} takes at most "
+        f"{entry.max_input_images})"
+        if dropped
+        else ""
+    )
+    return price, kept, note

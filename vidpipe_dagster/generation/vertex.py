@@ -12,19 +12,15 @@ import asyncio
 import importlib
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TypeVar
 
 from google import genai
 from google.genai import types
 
-from vidpipe_dagster.domain.video_requests import (
-    MODEL_CAPABILITIES,
-    ImageInput,
-    ModelCapabilities,
-    VideoRequest,
-)
-from vidpipe_dagster.generation.client import GenerationApiError, OperationResult
+from vidpipe_dagster.domain.catalog import ModelCatalog, packaged_catalog
+from vidpipe_dagster.domain.video_requests import ImageInput, VideoRequest
+from vidpipe_dagster.generation.client import GeneratedVideo, GenerationApiError, OperationResult
 from vidpipe_dagster.generation.errors import (
     SAFETY_FINISH_REASONS,
     Call,
@@ -87,14 +83,16 @@ class VertexVideoClient:
         submit_timeout_s: float = 120.0,
         poll_timeout_s: float = 30.0,
         download_timeout_s: float = 300.0,
+        catalog: ModelCatalog | None = None,
     ) -> None:
         self._client = client
         self._submit_timeout_s = submit_timeout_s
         self._poll_timeout_s = poll_timeout_s
         self._download_timeout_s = download_timeout_s
+        self._catalog = catalog
 
     async def submit(self, request: VideoRequest) -> str:
-        model, source, config = to_genai_call(request)
+        model, source, config = to_genai_call(request, self._catalog)
         operation = await _call(
             self._client.aio.models.generate_videos(model=model, source=source, config=config),
             "submit",
@@ -155,13 +153,26 @@ class VertexImageClient:
         self._timeout_s = timeout_s
 
     async def generate_image(
-        self, *, model: str, prompt: str, image: bytes, mime_type: str
+        self,
+        *,
+        model: str,
+        prompt: str,
+        image: bytes,
+        mime_type: str,
+        extra_images: Sequence[tuple[bytes, str]] = (),
+        labels: Mapping[str, str] | None = None,
     ) -> bytes:
+        images = [(image, mime_type), *extra_images]
         response = await _call(
             self._client.aio.models.generate_content(
                 model=model,
-                contents=[types.Part.from_bytes(data=image, mime_type=mime_type), prompt],
-                config=types.GenerateContentConfig(response_modalities=["IMAGE"]),
+                contents=[
+                    *(types.Part.from_bytes(data=data, mime_type=mime) for data, mime in images),
+                    prompt,
+                ],
+                config=types.GenerateContentConfig(
+                    response_modalities=["IMAGE"], labels=dict(labels) if labels else None
+                ),
             ),
             "generate_image",
             self._timeout_s,
@@ -182,18 +193,22 @@ def operation_result(name: str, operation: types.GenerateVideosOperation) -> Ope
     if not operation.done:
         return OperationResult(name=name, done=False)
     response = operation.response or operation.result
-    videos = (response.generated_videos or []) if response else []
-    video = next(
-        (v.video for v in videos if v.video and (v.video.video_bytes or v.video.uri)), None
-    )
+    generated = (response.generated_videos or []) if response else []
+    videos = [
+        GeneratedVideo(v.video.video_bytes, v.video.uri, v.video.mime_type or "video/mp4")
+        for v in generated
+        if v.video and (v.video.video_bytes or v.video.uri)
+    ]
+    first = videos[0] if videos else GeneratedVideo()
     return OperationResult(
         name=name,
         done=True,
-        video_bytes=video.video_bytes if video else None,
-        video_uri=video.uri if video else None,
-        mime_type=(video.mime_type if video else None) or "video/mp4",
+        video_bytes=first.video_bytes,
+        video_uri=first.video_uri,
+        mime_type=first.mime_type,
         rai_filtered_count=(response.rai_media_filtered_count or 0) if response else 0,
         rai_filtered_reasons=tuple(response.rai_media_filtered_reasons or ()) if response else (),
+        more_videos=tuple(videos[1:]),
     )
 
 
@@ -294,22 +309,26 @@ def _download_error(uri: str, code: int) -> GenerationApiError:
 
 
 def to_genai_call(
-    request: VideoRequest,
-    capabilities: Mapping[str, ModelCapabilities] | None = None,
+    request: VideoRequest, catalog: ModelCatalog | None = None
 ) -> tuple[str, types.GenerateVideosSource, types.GenerateVideosConfig]:
-    """(model, source, config) for ``client.models.generate_videos``.
+    """(model, source, config) for ``client.models.generate_videos`` (the non-deprecated
+    ``source=`` form).
 
     References go only as ``VideoGenerationReferenceImage(reference_type="asset")``
     (``types.ReferenceImage`` is an Imagen editing type). ``generate_audio`` is left unset for
-    models without audio, which may reject the parameter.
+    models without audio, which may reject the parameter. Takes go as ``number_of_videos``
+    (``sampleCount``), the seed sent (the user's or the engine's) as ``seed``, and the billing
+    labels as ``labels`` (a top-level field of the Vertex request).
     """
-    table = MODEL_CAPABILITIES if capabilities is None else capabilities
-    caps = table.get(request.model)
+    caps = (catalog or packaged_catalog()).find_video_model(request.model)
     config = types.GenerateVideosConfig(
-        number_of_videos=1,
+        number_of_videos=request.takes,
         duration_seconds=request.duration_seconds,
         aspect_ratio=request.aspect_ratio,
-        generate_audio=request.generate_audio if caps is None or caps.supports_audio else None,
+        resolution=request.resolution,
+        seed=request.effective_seed,
+        labels=dict(request.labels) or None,
+        generate_audio=request.generate_audio if caps is None or caps.audio else None,
     )
     if request.last_frame is not None:
         config.last_frame = _genai_image(request.last_frame)

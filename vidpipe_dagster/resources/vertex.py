@@ -23,6 +23,7 @@ class VertexResource(dg.ConfigurableResource):
     emulator_host: str | None = None
     video_backend: VideoBackend = "auto"
     image_model: str = DEFAULT_IMAGE_MODEL
+    model_catalog: str | None = None  # a user's model catalog file; None: the packaged one
 
     def backends(self) -> GenerationBackends:
         return GenerationBackends(
@@ -31,4 +32,5 @@ class VertexResource(dg.ConfigurableResource):
             emulator_host=self.emulator_host,
             video_backend=self.video_backend,
             image_model=self.image_model,
+            catalog_path=self.model_catalog,
         )

@@ -18,11 +18,10 @@ import numpy as np
 from PIL import Image
 
 from vidpipe_dagster.db import queries
-from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import Asset, AssetCleanReference
 from vidpipe_dagster.domain.budget import start_of_today_utc
+from vidpipe_dagster.domain.catalog import ModelChoiceError
 from vidpipe_dagster.domain.clean_sheets import (
-    DEFAULT_TIER3_PRICE_USD,
     TIER3_GEMINI,
     BackgroundRemover,
     CleanSheetError,
@@ -54,7 +53,7 @@ class CleanSheetOptions:
 
     tier: Literal["tier2", "tier3"] = "tier2"
     image_model: str | None = None  # default: the backends' image model
-    price_per_image_usd: float = DEFAULT_TIER3_PRICE_USD
+    price_per_image_usd: float | None = None  # default: the model catalog's price
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,12 @@ class CleanSheetRun:
 
 
 def make_clean_sheets(
-    ctx: StageContext, slug: str, tag: str, options: CleanSheetOptions
+    ctx: StageContext,
+    slug: str,
+    tag: str,
+    options: CleanSheetOptions,
+    *,
+    run_id: str | None = None,
 ) -> CleanSheetRun:
     inputs = _load_inputs(ctx, slug, tag)
     try:  # a refused folder (a symlink in the media root) fails now, before anything is paid for
@@ -122,8 +126,13 @@ def make_clean_sheets(
         reusable = {i.id: _reusable_tier3(ctx, slug, i, model) for i in inputs}
         if ctx.backends.vertex_configured:
             wanted = [i.key for i in inputs if reusable[i.id] is None]
-            ledger = Ledger(ctx.database.sessionmaker())
-            plan = plan_tier3_spend(ledger, ctx.budget, wanted, options.price_per_image_usd)
+            price = options.price_per_image_usd
+            if price is None:
+                try:
+                    price = ctx.catalog.image_model(model).price()
+                except ModelChoiceError as exc:
+                    raise StageError(f"tier 3 image model: {exc}") from exc
+            plan = plan_tier3_spend(ctx.ledger(), ctx.budget, wanted, price)
             if not plan.fits:
                 raise StageError(
                     f"tier 3 over budget, nothing was generated: {plan.message} (worst case: "
@@ -136,7 +145,9 @@ def make_clean_sheets(
         result = _read_original(ctx, item)
         _ensure_face_embedding(ctx, result, embedder, face_problem)
         if options.tier == "tier3":
-            _try_tier3(ctx, slug, model, options, result, embedder, face_problem, reusable[item.id])
+            _try_tier3(
+                ctx, slug, model, options, result, embedder, face_problem, reusable[item.id], run_id
+            )
         if result.tier is None:
             _make_tier2(remover, result)
         try:
@@ -238,6 +249,7 @@ def _try_tier3(
     embedder: FaceEmbedder | None,
     face_problem: str | None,
     primary: AssetCleanReference | None,
+    run_id: str | None = None,
 ) -> None:
     """``primary``: this asset's Tier 3 sheet for the same prompt and model, if one exists."""
     item = result.asset
@@ -275,11 +287,13 @@ def _try_tier3(
     )
     client = LedgeredImageClient(
         ctx.backends.image_client(),
-        Ledger(ctx.database.sessionmaker()),
+        ctx.ledger(),
         project_slug=slug,
         subject=item.key,
         price_per_image=options.price_per_image_usd,
         day_budget=(start_of_today_utc(), ctx.budget.per_day_usd),
+        catalog=ctx.catalog,
+        run_id=run_id,
     )
     outcome = asyncio.run(
         generate_tier3_clean_sheet(
@@ -291,6 +305,7 @@ def _try_tier3(
             stored_embedding=stored,
             embedder=embedder,
             price_per_image=options.price_per_image_usd,
+            catalog=ctx.catalog,
             no_embedder_reason=face_problem or "no face model installed",
             is_character=item.asset_type == "CHARACTER",
             label=f"asset {item.key!r}",

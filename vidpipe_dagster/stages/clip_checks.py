@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidpipe_dagster.db import queries
-from vidpipe_dagster.db.ledger import Ledger
+from vidpipe_dagster.domain.catalog import ModelChoiceError
 from vidpipe_dagster.domain.preview import is_preview_backend
 from vidpipe_dagster.domain.render import probe_mp4
 from vidpipe_dagster.domain.video_requests import (
-    MAX_REFERENCES,
-    REFERENCE_DURATION_SECONDS,
-    model_capabilities,
-    snap_duration,
+    expected_duration,
+    mode_problems,
+    request_rule_problems,
 )
 from vidpipe_dagster.stages.context import CheckOutcome, StageContext
 from vidpipe_dagster.stages.scene_clip import ClipResult
@@ -30,7 +29,6 @@ CHECK_REQUEST_LEGAL = "references_and_mode_legal_for_model"
 CHECK_ONE_BILLED = "at_most_one_billed_generation_per_clip"
 CHECK_COST = "cost_recorded"
 CHECKS = (CHECK_VALID_MP4, CHECK_REQUEST_LEGAL, CHECK_ONE_BILLED, CHECK_COST)
-DURATION_TOLERANCE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,8 @@ class ClipFacts:
     model: str
     mode: str | None
     reference_count: int
+    # where the request breaks its model's catalog rules: ("duration" | "legal", problem)
+    rule_problems: tuple[tuple[str, str], ...]
     requested_seconds: int | None
     probed_seconds: float | None
     preview: bool
@@ -55,7 +55,7 @@ def facts_of_result(ctx: StageContext, slug: str, result: ClipResult, preview: b
     request = result.outcome.request if result.outcome is not None else None
     billed_requests = 0
     if result.done and request is not None:
-        ledger = Ledger(ctx.database.sessionmaker())
+        ledger = ctx.ledger()
         clip = {result.key: request.fingerprint}
         billed_requests = ledger.billed_per_clip(slug, clip).get(result.key, 0)
     return ClipFacts(
@@ -64,6 +64,7 @@ def facts_of_result(ctx: StageContext, slug: str, result: ClipResult, preview: b
         model=request.model if request else "",
         mode=request.conditioning_mode if request else None,
         reference_count=len(request.reference_images) if request else 0,
+        rule_problems=tuple(request_rule_problems(request, ctx.catalog)) if request else (),
         requested_seconds=request.duration_seconds if request else None,
         probed_seconds=result.duration_seconds if result.done else None,
         preview=preview,
@@ -77,15 +78,11 @@ def checks_for(facts: ClipFacts) -> list[CheckOutcome]:
     """The four checks of one scene; a failed scene gets only a failed validity check."""
     if facts.error is not None:
         return [CheckOutcome(CHECK_VALID_MP4, passed=False, description=facts.error[:1000])]
-    duration_problems = []
-    if facts.probed_seconds is not None and facts.requested_seconds is not None:
-        if abs(facts.probed_seconds - facts.requested_seconds) > DURATION_TOLERANCE_S:
-            duration_problems.append(
-                f"duration {facts.probed_seconds:.2f} s, requested {facts.requested_seconds} s"
-            )
-        if facts.reference_count and facts.requested_seconds != REFERENCE_DURATION_SECONDS:
-            duration_problems.append("references attached but duration is not 8 s")
-    legal = request_problems(facts.model, facts.mode, facts.reference_count)
+    duration_problems = [problem for kind, problem in facts.rule_problems if kind == "duration"]
+    probed, requested = facts.probed_seconds, facts.requested_seconds
+    if probed is not None and requested is not None and abs(probed - requested) > 0.25:
+        duration_problems.insert(0, f"duration {probed:.2f} s, requested {requested} s")
+    legal = [problem for kind, problem in facts.rule_problems if kind == "legal"]
     cost = cost_problem(facts.cost_usd, preview=facts.preview, billed_usd=facts.billed_usd)
     return [
         CheckOutcome(
@@ -117,22 +114,6 @@ def checks_for(facts: ClipFacts) -> list[CheckOutcome]:
     ]
 
 
-def request_problems(model: str, mode: str | None, reference_count: int) -> list[str]:
-    """What the model would refuse in this request (the capability table is the authority)."""
-    problems = []
-    if reference_count > MAX_REFERENCES:
-        problems.append(f"{reference_count} references (at most {MAX_REFERENCES})")
-    try:
-        caps = model_capabilities(model)
-    except ValueError as exc:
-        return [*problems, str(exc)]
-    if reference_count and not caps.supports_references:
-        problems.append(f"{model} takes no references")
-    if mode == "hybrid" and not caps.supports_hybrid:
-        problems.append(f"{model} rejects hybrid requests")
-    return problems
-
-
 def cost_problem(cost_usd: float | None, *, preview: bool, billed_usd: float | None) -> str | None:
     """What is wrong with a finished clip's recorded cost, or None. A preview is free; a billed
     clip cost more than 0, and exactly what the ledger billed (reports and budgets add these)."""
@@ -151,11 +132,13 @@ def cost_problem(cost_usd: float | None, *, preview: bool, billed_usd: float | N
 
 def read_back(ctx: StageContext, slug: str, keys: Sequence[str]) -> dict[str, list[CheckOutcome]]:
     """Each scene's checks from what is stored now: the clip row, its file, the ledger."""
-    ledger = Ledger(ctx.database.sessionmaker())
+    ledger = ctx.ledger()
     with ctx.database.session() as session:
         project = queries.project_by_slug(session, slug)
         rows = dict(queries.clips_in_scene_order(session, project.id))
         model, target = project.video_model, project.target_clip_duration
+        resolution = project.resolution
+    catalog = ctx.catalog
     fingerprints = {
         str(i): clip.fingerprint
         for i, clip in rows.items()
@@ -172,9 +155,10 @@ def read_back(ctx: StageContext, slug: str, keys: Sequence[str]) -> dict[str, li
         probed, error = _probe(ctx, clip.file_url)
         refs = len(clip.reference_tags or [])
         try:
-            durations = model_capabilities(model).durations
-            requested = REFERENCE_DURATION_SECONDS if refs else snap_duration(target, durations)
-        except ValueError:
+            requested: int | None = expected_duration(
+                model, target, with_references=refs > 0, resolution=resolution, catalog=catalog
+            )
+        except ModelChoiceError:
             requested = None
         entry = ledger.find_reusable(clip.fingerprint, clip.backend) if clip.fingerprint else None
         outcomes[key] = checks_for(
@@ -184,6 +168,10 @@ def read_back(ctx: StageContext, slug: str, keys: Sequence[str]) -> dict[str, li
                 model=model,
                 mode=clip.conditioning_mode,
                 reference_count=refs,
+                rule_problems=tuple(
+                    ("legal", problem)
+                    for problem in mode_problems(model, clip.conditioning_mode, refs, catalog)
+                ),
                 requested_seconds=requested,
                 probed_seconds=probed,
                 preview=is_preview_backend(clip.backend),
@@ -206,4 +194,4 @@ def _probe(ctx: StageContext, relative: str) -> tuple[float | None, str | None]:
 
 
 def _failed(key: str, reason: str) -> ClipFacts:
-    return ClipFacts(key, reason, "", None, 0, None, None, False, None, None, 0)
+    return ClipFacts(key, reason, "", None, 0, (), None, None, False, None, None, 0)

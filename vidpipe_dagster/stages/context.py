@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.media import MediaStore
 from vidpipe_dagster.db.session import Database
 from vidpipe_dagster.domain.budget import Budget
+from vidpipe_dagster.domain.catalog import ModelCatalog
 from vidpipe_dagster.domain.local_models import LocalModels
 from vidpipe_dagster.generation.backends import GenerationBackends
 
@@ -39,6 +41,15 @@ class StageContext:
     models: LocalModels = field(default_factory=LocalModels)
     budget: Budget = field(default_factory=Budget)
     log: Log = field(default_factory=_Silent)
+
+    @property
+    def catalog(self) -> ModelCatalog:
+        """Every model rule and price: the one the requests, estimates and checks all read."""
+        return self.backends.catalog()
+
+    def ledger(self) -> Ledger:
+        """The generation ledger, pricing open requests from the same catalog."""
+        return Ledger(self.database.sessionmaker(), catalog=self.catalog)
 
 
 class StageError(Exception):

@@ -30,6 +30,7 @@ from vidpipe_dagster.db.models import (
     SceneManifest,
 )
 from vidpipe_dagster.db.session import Database
+from vidpipe_dagster.domain.catalog import ModelCatalog, packaged_catalog
 from vidpipe_dagster.domain.media import (
     MediaError,
     confine,
@@ -38,7 +39,7 @@ from vidpipe_dagster.domain.media import (
     sha256_bytes,
     sha256_file,
 )
-from vidpipe_dagster.domain.schemas import ProjectSpec
+from vidpipe_dagster.domain.schemas import ProjectSpec, model_choice_problems
 
 
 class SpecError(ValueError):
@@ -216,13 +217,20 @@ def _load_images(spec: ProjectSpec, spec_dir: Path) -> dict[str, LoadedImage]:
 
 
 def import_project(
-    session: Session, spec_path: Path, media_root: Path | MediaStore
+    session: Session,
+    spec_path: Path,
+    media_root: Path | MediaStore,
+    catalog: ModelCatalog | None = None,
 ) -> ImportSummary:
-    """Validate ``spec_path`` fully, copy its images, then upsert the project in the caller's
-    transaction. On any failure here the copied files are removed; if the caller's commit
-    fails, it calls ``summary.undo_media()`` (``import_spec`` does both)."""
+    """Validate ``spec_path`` fully (models, resolution and takes against ``catalog``, default
+    the packaged one), copy its images, then upsert the project in the caller's transaction. On
+    any failure here the copied files are removed; if the caller's commit fails, it calls
+    ``summary.undo_media()`` (``import_spec`` does both)."""
     spec_path = spec_path.resolve()
     spec = parse_spec(spec_path)
+    choices = model_choice_problems(spec, catalog or packaged_catalog())
+    if choices:
+        raise SpecError("invalid project spec:\n" + "\n".join(f"  {p}" for p in choices))
     images = _load_images(spec, spec_path.parent)
     slug = spec.project.slug
     store = media_root if isinstance(media_root, MediaStore) else MediaStore(media_root)
@@ -249,14 +257,17 @@ def import_project(
 
 
 def import_spec(
-    database: Database, spec_path: Path, media_root: Path | MediaStore
+    database: Database,
+    spec_path: Path,
+    media_root: Path | MediaStore,
+    catalog: ModelCatalog | None = None,
 ) -> ImportSummary:
     """Import and commit in one transaction; if anything fails, the commit included, the
     database is unchanged and the files this import copied are gone again."""
     summary: ImportSummary | None = None
     try:
         with database.session() as session:
-            summary = import_project(session, spec_path, media_root)
+            summary = import_project(session, spec_path, media_root, catalog)
     except BaseException:
         if summary is not None:
             summary.undo_media()
@@ -277,7 +288,14 @@ def _upsert(
     if project is None:
         project = Project(slug=slug, name=spec.project.name)
         session.add(project)
-    for attr in ("name", "target_clip_duration", "aspect_ratio", "video_model"):
+    for attr in (
+        "name",
+        "target_clip_duration",
+        "aspect_ratio",
+        "video_model",
+        "resolution",
+        "takes",
+    ):
         new = getattr(spec.project, attr)
         if not created and getattr(project, attr) != new:
             changed.append(f"{attr} changed")
@@ -386,6 +404,9 @@ def _sync_scenes(
         elif scene.prompt != item.prompt:
             changed.append(f"scene {item.index} prompt changed")
         scene.prompt = item.prompt
+        if item.index in scenes and scene.video_model != item.video_model:
+            changed.append(f"scene {item.index} video_model changed")
+        scene.video_model = item.video_model
         frames = {k.position: k for k in scene.keyframes}
         for position, rel in (("start", item.start_frame), ("end", item.end_frame)):
             frame = frames.get(position)

@@ -159,8 +159,8 @@ def iter_clips(
         ctx.media.prepare_folder(f"projects/{slug}/clips")
     except MediaError as exc:
         raise StageError(f"{exc}; nothing was submitted") from exc
-    ledger = Ledger(ctx.database.sessionmaker())
-    plan = plan_clip_spend(jobs, client, ledger, ctx.budget, options.prices)
+    ledger = ctx.ledger()
+    plan = plan_clip_spend(jobs, client, ledger, ctx.budget, options.prices, ctx.catalog)
     ctx.log.info(f"spend: {plan.message}")
     if not plan.fits:
         raise StageError(
@@ -209,6 +209,7 @@ def iter_clips(
                     on_event=lambda k, message: ctx.log.info(f"scene {k}: {message}"),
                     day_budget=(start_of_today_utc(), ctx.budget.per_day_usd),
                     row_details={"run_id": run_id} if run_id else None,
+                    catalog=ctx.catalog,
                     on_done=on_done,
                 )
             )
@@ -298,13 +299,16 @@ def scene_inputs(ctx: StageContext, slug: str, key: str, options: ClipOptions) -
         except (MediaError, LookupError) as exc:
             return SceneInputs(key, scene.id, None, str(exc))
         common: dict[str, Any] = {
-            "model": project.video_model,
+            "model": scene.video_model or project.video_model,
             "prompt": scene.prompt,
             "target_duration": project.target_clip_duration,
             "aspect_ratio": project.aspect_ratio,
             "first_frame": frames.get("start"),
             "last_frame": frames.get("end"),
             "generate_audio": options.generate_audio,
+            "resolution": project.resolution,
+            "takes": project.takes,
+            "catalog": ctx.catalog,
         }
         try:
             request = build_video_request(

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vidpipe_dagster.db import queries
-from vidpipe_dagster.db.ledger import Ledger
-from vidpipe_dagster.domain.video_requests import estimate_cost_usd
+from vidpipe_dagster.domain.budget import expected_cost_usd
 from vidpipe_dagster.generation.clips import estimate_new_spend, request_ladder
 from vidpipe_dagster.stages.context import StageContext
 from vidpipe_dagster.stages.scene_clip import ClipOptions, scene_inputs
@@ -29,7 +28,7 @@ def scenes_needing_clips(
     clean sheet, an edited prompt or keyframe): compared by request fingerprint. Also returns the
     scenes that need a person (e.g. a vanished file), which no run can fix."""
     client = ctx.backends.video_client()
-    ledger = Ledger(ctx.database.sessionmaker())
+    ledger = ctx.ledger()
     with ctx.database.session() as session:
         clips = queries.clip_states(session, slug)
     needs: list[SceneNeed] = []
@@ -39,16 +38,19 @@ def scenes_needing_clips(
         item = scene_inputs(ctx, slug, key, options)
         if item.job is None:
             if item.error and "scene_references" in item.error:  # selection is out of date
-                estimate = (
-                    0.0
-                    if client.is_preview
-                    else estimate_cost_usd(video_model, 8, True, options.prices)
+                estimate = expected_cost_usd(
+                    kind="video",
+                    model=video_model,
+                    backend=client.backend,
+                    details=None,
+                    price_table=options.prices,
+                    catalog=ctx.catalog,
                 )
                 needs.append(SceneNeed(key, "references out of date", estimate))
             else:
                 blocked[key] = item.error or "cannot build the request"
             continue
-        ladder = [r.fingerprint for r in request_ladder(item.job)]
+        ladder = [r.fingerprint for r in request_ladder(item.job, ctx.catalog)]
         if status == "done" and fingerprint in ladder:
             continue  # made from this request, or from its remediated / frames-fallback form
         if ledger.outcome_unknown(ladder, client.backend):
@@ -58,6 +60,8 @@ def scenes_needing_clips(
             )
             continue
         reason = {None: "missing", "failed": "failed"}.get(status, "stale (inputs changed)")
-        [(_, estimate)] = estimate_new_spend([item.job], client, ledger, options.prices)
+        [(_, estimate)] = estimate_new_spend(
+            [item.job], client, ledger, options.prices, ctx.catalog
+        )
         needs.append(SceneNeed(key, reason, estimate))
     return needs, blocked

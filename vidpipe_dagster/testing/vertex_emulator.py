@@ -11,6 +11,14 @@ safety filters injected on demand, and without credentials or network. Endpoints
 - ``POST …/models/{m}:generateContent`` (Gemini image models)
 - ``GET /media/{id}.mp4`` when ``serve_video_uri`` is set (videos returned by URI)
 
+It follows the model catalog (``domain.catalog``; the packaged one unless given another): unknown
+and retired models are not found, and it rejects, before any billing, what the catalog says a
+model rejects (durations, 8 s with references and at 1080p/4k, resolutions, sampleCount, reference
+images, lastFrame, hybrid, audio, image input counts), and billing labels that break Google's
+rules. Content-policy blocks carry the support code of the category a test asks for
+(``category_substrings``), and the audio filter (``audio_filter_substrings``) blocks without a
+code, passing after ``audio_filter_repeats`` tries, as its false positives do.
+
 Run ``python -m vidpipe_dagster.testing.vertex_emulator --port 8085`` and point the client at it
 with ``make_genai_client(..., emulator_host="127.0.0.1:8085")``.
 """
@@ -34,12 +42,15 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 from PIL import Image, UnidentifiedImageError
 
+from vidpipe_dagster.domain.catalog import ModelCatalog, VideoModel, packaged_catalog
 from vidpipe_dagster.domain.media import png_bytes
+from vidpipe_dagster.domain.video_requests import MAX_SEED, label_problems
 
 logger = logging.getLogger(__name__)
 
@@ -68,41 +79,22 @@ _STATUS_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class VideoModelSpec:
-    """What a Veo model accepts; ``frames_with_references`` is the "hybrid" capability."""
-
-    durations: tuple[int, ...] = (4, 6, 8)
-    supports_references: bool = True
-    supports_last_frame: bool = True
-    frames_with_references: bool = False
-    max_references: int = 3
-    reference_duration: int = 8
-    reference_types: tuple[str, ...] = ("asset",)
-
-
-_VEO_31 = VideoModelSpec()
-_VEO_30 = VideoModelSpec(supports_references=False, supports_last_frame=False)
-DEFAULT_VIDEO_MODELS: Mapping[str, VideoModelSpec] = {
-    "veo-3.1-generate-preview": _VEO_31,
-    "veo-3.1-fast-generate-preview": _VEO_31,
-    "veo-3.1-generate-001": _VEO_31,
-    "veo-3.1-fast-generate-001": _VEO_31,
-    "veo-3.0-generate-001": _VEO_30,
-    "veo-3.0-fast-generate-001": _VEO_30,
-    "veo-2.0-generate-001": VideoModelSpec(durations=(5, 6, 7, 8), supports_references=False),
-}
-DEFAULT_IMAGE_MODELS: tuple[str, ...] = (
-    "gemini-2.5-flash-image",
-    "gemini-2.5-flash-image-preview",
-    "gemini-3-pro-image-preview",
+# What a block said before categories could be asked for (tests still read these codes).
+_LEGACY_SUBMIT_CODE = "17301594"  # the catalog files it under Child
+_LEGACY_OUTPUT_CODE = "90789179"  # the catalog files it under Sexual
+AUDIO_FILTER_REASON = (
+    "Veo could not generate this video because its audio might violate our policies. You have "
+    "not been charged. Try again, or rephrase the sounds the prompt asks for."
 )
 
 
 def request_fingerprint(instance: Mapping[str, Any], parameters: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of one submitted instance and its parameters."""
+    """sha256 of the canonical JSON of one submitted instance and its parameters, without the
+    seed: the emulator has no randomness for a seed to fix, so one request sent with two seeds
+    is counted (and rendered) as the same request."""
+    params = {k: v for k, v in parameters.items() if k != "seed"}
     blob = json.dumps(
-        {"instance": instance, "parameters": parameters}, sort_keys=True, separators=(",", ":")
+        {"instance": instance, "parameters": params}, sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -148,7 +140,8 @@ class VertexEmulator:
 
     Counters (``submit_attempts``, ``submit_count``, ``submissions_by_fingerprint``,
     ``poll_count``, ``generate_content_count``) let tests prove how many paid requests were made:
-    ``submit_count`` counts accepted operations only, as only those would be billed.
+    ``submit_count`` counts accepted operations only, as only those would be billed;
+    ``labels_received`` lists the billing labels of each accepted submit, in order.
     """
 
     def __init__(
@@ -157,8 +150,8 @@ class VertexEmulator:
         host: str = "127.0.0.1",
         port: int = 0,
         latency_s: float = 0.0,
-        video_models: Mapping[str, VideoModelSpec] | None = None,
-        image_models: Sequence[str] = DEFAULT_IMAGE_MODELS,
+        catalog: ModelCatalog | None = None,
+        today: date | None = None,
         faults: Mapping[Endpoint, Iterable[FaultKind]] | None = None,
         fault_rates: Mapping[Endpoint, float] | None = None,
         fault_kinds: Sequence[FaultKind] = ("429",),
@@ -168,6 +161,11 @@ class VertexEmulator:
         operation_error_substrings: Sequence[str] = (),
         blocked_prompt_substrings: Sequence[str] = (),
         image_safety_substrings: Sequence[str] = (),
+        category_substrings: Mapping[str, str] | None = None,
+        submit_category_substrings: Mapping[str, str] | None = None,
+        audio_filter_substrings: Sequence[str] = (),
+        audio_filter_repeats: int = 1,
+        filtered_takes: int = 0,
         image_responder: ImageResponder | None = None,
         video_responder: VideoResponder | None = None,
         serve_video_uri: bool = False,
@@ -177,14 +175,29 @@ class VertexEmulator:
         seed: int = 0,
     ) -> None:
         self.latency_s = latency_s
-        self.video_models = dict(video_models or DEFAULT_VIDEO_MODELS)
-        self.image_models = tuple(image_models)
+        self.catalog = catalog or packaged_catalog()
+        self.today = today  # the day lifecycles are judged on (None: the real today)
         self.rai_filter_substrings = list(rai_filter_substrings)
         self.rai_filter = rai_filter  # prompt -> filtered?, e.g. only unremediated prompts
         self.submit_blocked_substrings = list(submit_blocked_substrings)
         self.operation_error_substrings = list(operation_error_substrings)
         self.blocked_prompt_substrings = list(blocked_prompt_substrings)
         self.image_safety_substrings = list(image_safety_substrings)
+        # prompt substring -> safety category (catalog key): the generated video is filtered
+        # with that category's support code; submit_*: the prompt is refused at submit
+        self.category_substrings = dict(category_substrings or {})
+        self.submit_category_substrings = dict(submit_category_substrings or {})
+        # prompt substrings the audio filter blocks (no support code) while generateAudio is on,
+        # for the first ``audio_filter_repeats`` submissions of the same request
+        for category in (
+            *self.category_substrings.values(),
+            *self.submit_category_substrings.values(),
+        ):
+            self.category_code(category)  # an unknown category fails here, not mid-request
+        self.audio_filter_substrings = list(audio_filter_substrings)
+        self.audio_filter_repeats = audio_filter_repeats
+        self.filtered_takes = filtered_takes  # takes of a multi-take request that are filtered
+        self._audio_blocks: Counter[str] = Counter()
         self.image_responder = image_responder
         self.video_responder = video_responder
         self.serve_video_uri = serve_video_uri
@@ -306,6 +319,7 @@ class VertexEmulator:
             self.submit_attempts = 0
             self.submit_count = 0
             self.submissions_by_fingerprint: Counter[str] = Counter()
+            self.labels_received: list[dict[str, str]] = []  # of accepted submits, in order
             self.poll_count = 0
             self.generate_content_count = 0
 
@@ -360,27 +374,29 @@ class VertexEmulator:
             self.last_bodies["submit"] = payload
         fault = self._take_fault("submit")
         model = match["model"]
-        spec = self.video_models.get(model)
-        if spec is None:
-            raise ApiError(
-                404,
-                f"Publisher Model `projects/{match['project']}/locations/{match['location']}"
-                f"/publishers/google/models/{model}` was not found or your project does not "
-                "have access to it. Please ensure you are using a valid model version.",
-            )
+        spec = self.catalog.find_video_model(model)
+        if spec is None or spec.lifecycle.retired(self.today):
+            raise ApiError(404, _not_found(match, model))
         instances = payload.get("instances")
         if not isinstance(instances, list) or len(instances) != 1:
             raise ApiError(400, "Request must contain exactly one instance.")
         instance = instances[0]
         parameters = payload.get("parameters") or {}
-        _validate_video_request(model, spec, instance, parameters)
+        _validate_video_request(spec, instance, parameters)
+        _validate_labels(payload.get("labels"))
         prompt = str(instance.get("prompt") or "").lower()
+        code = None
         if any(s.lower() in prompt for s in self.submit_blocked_substrings):
+            code = _LEGACY_SUBMIT_CODE
+        for substring, category in self.submit_category_substrings.items():
+            if substring.lower() in prompt:
+                code = self.category_code(category)
+        if code is not None:
             raise ApiError(
                 400,
                 "The prompt could not be submitted. This prompt contains sensitive words that "
                 "violate Google's Responsible AI practices. Try rephrasing the prompt. If you "
-                "think this was an error, send feedback. Support codes: 17301594",
+                f"think this was an error, send feedback. Support codes: {code}",
             )
 
         fingerprint = request_fingerprint(instance, parameters)
@@ -402,6 +418,7 @@ class VertexEmulator:
             self._media[media_id] = name
             self.submit_count += 1
             self.submissions_by_fingerprint[fingerprint] += 1
+            self.labels_received.append(dict(payload.get("labels") or {}))
         if fault == "drop_after_accept":
             raise _Drop
         return {"name": name}
@@ -436,38 +453,80 @@ class VertexEmulator:
                 operation.result = operation.result or result
         return {"name": name, "done": True, **operation.result}
 
+    def category_code(self, category: str) -> str:
+        """The support code the emulator reports for a catalog category (its first)."""
+        try:
+            return self.catalog.categories[category].codes[0]
+        except KeyError:
+            known = ", ".join(self.catalog.categories)
+            raise ValueError(f"unknown safety category {category!r}; known: {known}") from None
+
+    def _policy_code(self, prompt: str) -> str | None:
+        """The support code that filters this prompt's video, if any."""
+        lowered = prompt.lower()
+        code = None
+        if any(s.lower() in lowered for s in self.rai_filter_substrings) or (
+            self.rai_filter is not None and self.rai_filter(prompt)
+        ):
+            code = _LEGACY_OUTPUT_CODE
+        for substring, category in self.category_substrings.items():
+            if substring.lower() in lowered:
+                code = self.category_code(category)
+        return code
+
+    def _audio_blocked(self, operation: _Operation) -> bool:
+        """The audio filter: while generateAudio is on, for the first ``audio_filter_repeats``
+        submissions of the same request (a plain retry passes, as false positives do)."""
+        lowered = str(operation.instance.get("prompt") or "").lower()
+        if operation.parameters.get("generateAudio") is False:
+            return False
+        if not any(s.lower() in lowered for s in self.audio_filter_substrings):
+            return False
+        with self._lock:
+            self._audio_blocks[operation.fingerprint] += 1
+            return self._audio_blocks[operation.fingerprint] <= self.audio_filter_repeats
+
     def _finish(self, operation: _Operation) -> dict[str, Any]:
         prompt = str(operation.instance.get("prompt") or "")
         lowered = prompt.lower()
+        count = int(operation.parameters.get("sampleCount") or 1)
         if any(s.lower() in lowered for s in self.operation_error_substrings):
             return {"error": {"code": 13, "message": "Video generation failed: internal error."}}
-        filtered = any(s.lower() in lowered for s in self.rai_filter_substrings)
-        if filtered or (self.rai_filter is not None and self.rai_filter(prompt)):
+        code = self._policy_code(prompt)
+        reasons: list[str] = []
+        if code is not None:
+            reasons = [
+                "Veo could not generate videos because the input prompt violates Vertex AI's "
+                f"usage guidelines. Try rephrasing the prompt. Support codes: {code}"
+            ]
+        elif self._audio_blocked(operation):
+            reasons = [AUDIO_FILTER_REASON]
+        if reasons:
             return {
                 "response": {
                     "@type": _RESPONSE_TYPE,
-                    "raiMediaFilteredCount": 1,
-                    "raiMediaFilteredReasons": [
-                        "Veo could not generate videos because the input prompt violates "
-                        "Vertex AI's usage guidelines. Try rephrasing the prompt. "
-                        "Support codes: 90789179"
-                    ],
+                    "raiMediaFilteredCount": count,
+                    "raiMediaFilteredReasons": reasons,
                 }
             }
         data = self._video_for(operation)
-        count = int(operation.parameters.get("sampleCount") or 1)
+        filtered = min(max(0, self.filtered_takes), count - 1) if count > 1 else 0
         if self.serve_video_uri:
             video = {"gcsUri": f"{self.base_url}/media/{operation.media_id}.mp4"}
         else:
             video = {"bytesBase64Encoded": base64.b64encode(data).decode("ascii")}
         video["mimeType"] = "video/mp4"
-        return {
-            "response": {
-                "@type": _RESPONSE_TYPE,
-                "raiMediaFilteredCount": 0,
-                "videos": [dict(video) for _ in range(count)],
-            }
+        response: dict[str, Any] = {
+            "@type": _RESPONSE_TYPE,
+            "raiMediaFilteredCount": filtered,
+            "videos": [dict(video) for _ in range(count - filtered)],
         }
+        if filtered:
+            response["raiMediaFilteredReasons"] = [
+                "Some videos were not generated because they violate Vertex AI's usage "
+                f"guidelines. Support codes: {self.category_code('video_safety')}"
+            ]
+        return {"response": response}
 
     def _video_for(self, operation: _Operation) -> bytes:
         with self._lock:
@@ -477,11 +536,13 @@ class VertexEmulator:
         if self.video_responder is not None:
             data = self.video_responder(operation.instance, operation.parameters)
         else:
-            data = self._render(operation.instance, operation.parameters)
+            data = self._render(operation.model, operation.instance, operation.parameters)
         with self._lock:
             return self._video_cache.setdefault(operation.fingerprint, data)
 
-    def _render(self, instance: Mapping[str, Any], parameters: Mapping[str, Any]) -> bytes:
+    def _render(
+        self, model: str, instance: Mapping[str, Any], parameters: Mapping[str, Any]
+    ) -> bytes:
         from vidpipe_dagster.domain.render import render_animatic
 
         references = [
@@ -493,11 +554,15 @@ class VertexEmulator:
             end_frame=_image_bytes(instance.get("lastFrame")),
             references=[(tag, data) for tag, data in references if data],
             prompt=str(instance.get("prompt") or ""),
-            duration_seconds=float(parameters.get("durationSeconds") or 8),
+            duration_seconds=float(parameters.get("durationSeconds") or self._longest(model)),
             aspect_ratio=parameters.get("aspectRatio") or "16:9",
             fps=self.video_fps,
             height=self.video_height,
         )
+
+    def _longest(self, model: str) -> int:
+        """The duration of a request that names none: the model's longest."""
+        return max(self.catalog.video_models[model].durations)  # accepted: it is listed
 
     def _serve_media(self, media_id: str) -> _Reply:
         with self._lock:
@@ -516,14 +581,17 @@ class VertexEmulator:
             self.last_bodies["generate_content"] = payload
         self._take_fault("generate_content")
         model = match["model"]
-        if model not in self.image_models and not model.startswith("gemini-"):
+        spec = self.catalog.image_models.get(model)
+        if spec is None or spec.lifecycle.retired(self.today):
+            raise ApiError(404, _not_found(match, model))
+        _validate_labels(payload.get("labels"))
+        prompt, image, inputs = _split_contents(payload.get("contents"))
+        if inputs > spec.max_input_images:
             raise ApiError(
-                404,
-                f"Publisher Model `projects/{match['project']}/locations/{match['location']}"
-                f"/publishers/google/models/{model}` was not found or your project does not "
-                "have access to it.",
+                400,
+                f"Too many input images: {inputs} were provided, at most "
+                f"{spec.max_input_images} are supported for model {model}.",
             )
-        prompt, image = _split_contents(payload.get("contents"))
         usage = {
             "promptTokenCount": 258 + len(prompt) // 4,
             "candidatesTokenCount": 1290,
@@ -655,10 +723,29 @@ def _check_image(field_name: str, image: Any) -> None:
         raise ApiError(400, f"'{field_name}.mimeType' is required for inline image bytes.")
 
 
-def _validate_video_request(
-    model: str, spec: VideoModelSpec, instance: Any, parameters: Mapping[str, Any]
-) -> None:
-    """The model rules Veo enforces before any generation (so nothing is billed)."""
+def _not_found(match: re.Match[str], model: str) -> str:
+    return (
+        f"Publisher Model `projects/{match['project']}/locations/{match['location']}"
+        f"/publishers/google/models/{model}` was not found or your project does not "
+        "have access to it. Please ensure you are using a valid model version."
+    )
+
+
+def _validate_labels(labels: Any) -> None:
+    """Google's label rules, as Vertex enforces them on the request's top-level ``labels``."""
+    if labels is None:
+        return
+    if not isinstance(labels, dict):
+        raise ApiError(400, "Invalid value at 'labels': a map of strings is required.")
+    problems = label_problems({str(k): v for k, v in labels.items()})
+    if problems:
+        raise ApiError(400, "Invalid labels: " + "; ".join(problems))
+
+
+def _validate_video_request(spec: VideoModel, instance: Any, parameters: Mapping[str, Any]) -> None:
+    """The model rules Veo enforces before any generation (so nothing is billed), as the model
+    catalog states them."""
+    model = spec.id
     if not isinstance(instance, dict):
         raise ApiError(400, "Invalid value at 'instances[0]': an object is required.")
     has_image = instance.get("image") is not None
@@ -678,12 +765,32 @@ def _validate_video_request(
             f"Supported durations: {allowed}.",
         )
     aspect = parameters.get("aspectRatio")
-    if aspect is not None and aspect not in ("16:9", "9:16"):
-        raise ApiError(400, f"Unsupported aspect ratio {aspect}. Supported: 16:9, 9:16.")
+    if aspect is not None and aspect not in spec.aspect_ratios:
+        allowed = ", ".join(spec.aspect_ratios)
+        raise ApiError(400, f"Unsupported aspect ratio {aspect}. Supported: {allowed}.")
+    resolution = parameters.get("resolution")
+    if resolution is not None and resolution not in spec.resolutions:
+        allowed = ", ".join(spec.resolutions)
+        raise ApiError(
+            400, f"Unsupported resolution {resolution} for model {model}. Supported: {allowed}."
+        )
     samples = parameters.get("sampleCount")
-    if samples is not None and not 1 <= int(samples) <= 4:
-        raise ApiError(400, f"sampleCount must be between 1 and 4, got {samples}.")
-    if has_last and not spec.supports_last_frame:
+    if samples is not None and not 1 <= int(samples) <= spec.max_samples:
+        raise ApiError(400, f"sampleCount must be between 1 and {spec.max_samples}, got {samples}.")
+    seed = parameters.get("seed")
+    if seed is not None and (not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise ApiError(400, f"seed must be an integer between 0 and {MAX_SEED}, got {seed}.")
+    audio = parameters.get("generateAudio")
+    if audio is True and not spec.audio:
+        raise ApiError(400, f"generateAudio is not supported by model {model}.")
+    if audio is False and spec.audio and not spec.audio_optional:
+        raise ApiError(400, f"Model {model} always generates audio; generateAudio must be true.")
+    fixed = resolution and spec.resolution_durations.get(resolution)
+    if fixed and duration is not None and duration != fixed:
+        raise ApiError(
+            400, f"Duration must be {fixed} seconds at resolution {resolution}; got {duration}."
+        )
+    if has_last and not spec.last_frame:
         raise ApiError(400, f"lastFrame is not supported by model {model}.")
     if has_last and not has_image:
         raise ApiError(400, "lastFrame requires a first frame (image) to be set.")
@@ -693,11 +800,11 @@ def _validate_video_request(
         raise ApiError(400, f"Reference images are not supported by model {model}.")
     if not isinstance(references, list):
         raise ApiError(400, "Invalid value at 'instances[0].reference_images'.")
-    if len(references) > spec.max_references:
+    if len(references) > spec.max_reference_images:
         raise ApiError(
             400,
             f"Too many reference images: {len(references)} were provided, "
-            f"at most {spec.max_references} are supported for model {model}.",
+            f"at most {spec.max_reference_images} are supported for model {model}.",
         )
     if has_image and not spec.frames_with_references:
         raise ApiError(400, "First Frame and Reference Images cannot be both set.")
@@ -715,29 +822,34 @@ def _validate_video_request(
                 f"model {model}. Supported reference types: {allowed}.",
             )
         _check_image(f"instances[0].reference_images[{index}].image", reference.get("image"))
-    if (duration or spec.reference_duration) != spec.reference_duration:
+    required = spec.reference_duration
+    if required is not None and (duration or required) != required:
         raise ApiError(
             400,
-            f"Duration must be {spec.reference_duration} seconds when reference images are "
+            f"Duration must be {required} seconds when reference images are "
             f"provided; got {duration}.",
         )
 
 
-def _split_contents(contents: Any) -> tuple[str, bytes | None]:
-    """The joined text and the first inline image of a generateContent request."""
+def _split_contents(contents: Any) -> tuple[str, bytes | None, int]:
+    """The joined text, the first inline image and the number of inline images of a
+    generateContent request."""
     texts: list[str] = []
     image: bytes | None = None
+    count = 0
     for content in contents if isinstance(contents, list) else []:
         for part in (content or {}).get("parts") or []:
             if "text" in part:
                 texts.append(str(part["text"]))
             inline = part.get("inlineData")
-            if image is None and isinstance(inline, dict) and inline.get("data"):
+            if isinstance(inline, dict) and inline.get("data"):
+                count += 1
                 try:
-                    image = _b64decode(str(inline["data"]))
+                    data = _b64decode(str(inline["data"]))
                 except (binascii.Error, ValueError) as exc:
                     raise ApiError(400, "Invalid inline data in contents.") from exc
-    return "\n".join(texts), image
+                image = image if image is not None else data
+    return "\n".join(texts), image, count
 
 
 def _gray_backdrop(prompt: str, image: bytes | None) -> bytes:
@@ -854,6 +966,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rai-substring", action="append", default=[])
     parser.add_argument(
+        "--category-substring",
+        action="append",
+        default=[],
+        metavar="TEXT=CATEGORY",
+        help="filter videos whose prompt contains TEXT with CATEGORY's support code "
+        "(a safety category of the model catalog, e.g. child, violence)",
+    )
+    parser.add_argument(
+        "--audio-substring", action="append", default=[], help="the audio filter blocks these once"
+    )
+    parser.add_argument(
         "--block-substring", action="append", default=[], help="refuse prompts (video and image)"
     )
     parser.add_argument("--serve-uri", action="store_true", help="return videos by URL")
@@ -862,6 +985,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--video-fps", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    categories = {}
+    for item in args.category_substring:
+        text, _, category = item.partition("=")
+        if not text or not category:
+            parser.error(f"--category-substring {item!r}: write TEXT=CATEGORY, e.g. kid=child")
+        categories[text] = category
     kinds = tuple(args.fault_kind or ("429",))
     emulator = VertexEmulator(
         host=args.host,
@@ -870,6 +999,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fault_rates={"submit": args.fault_rate, "poll": args.fault_rate},
         fault_kinds=kinds,
         rai_filter_substrings=args.rai_substring,
+        category_substrings=categories,
+        audio_filter_substrings=args.audio_substring,
         blocked_prompt_substrings=args.block_substring,
         submit_blocked_substrings=args.block_substring,
         serve_video_uri=args.serve_uri,
