@@ -139,7 +139,10 @@ def sample_frames(
     """
     if count < 1:
         raise ValueError("count must be at least 1")
-    info = probe_mp4(mp4)
+    try:
+        info = probe_mp4(mp4)
+    except ValueError as exc:  # some of PyAV's errors are ValueErrors too: one message for all
+        raise ValueError(f"the clip is not a readable mp4: {exc}") from exc
     targets = [(i + 0.5) * info.duration_seconds / count for i in range(count)]
     picked: list[SampledFrame] = []
     last: tuple[float, av.VideoFrame] | None = None
