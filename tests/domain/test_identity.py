@@ -37,8 +37,8 @@ def test_each_engine_has_its_own_metric_and_thresholds(
 
 
 def test_the_relaxed_dlib_value_relaxes_but_stays_below_measured_strangers() -> None:
-    # README: 1% of 1,120 measured different-person pairs lie below 0.619
-    assert 0.6 < DLIB_RELAXED_DISTANCE < 0.619
+    # tools/measure_face_thresholds.py: 1% of 1,144 different-person pairs lie below 0.622
+    assert 0.6 < DLIB_RELAXED_DISTANCE < 0.622
 
 
 @pytest.mark.parametrize(

@@ -139,7 +139,7 @@ def test_a_clip_of_the_character_is_recorded_reused_and_shown(crew: Settings) ->
         True,
     )
     assert row.clip_fingerprint == "fp-1" and row.frames_sampled == 4
-    assert row.threshold == 0.61 and row.median_score is not None and row.median_score < 0.4
+    assert row.threshold == 0.62 and row.median_score is not None and row.median_score < 0.4
     assert row.best_frame_url == f"identity/{SLUG}/scene_0_CHAR_01.png"
     crop = Image.open(io.BytesIO((crew.media_root / row.best_frame_url).read_bytes()))
     assert crop.format == "PNG"

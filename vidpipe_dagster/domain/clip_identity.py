@@ -99,7 +99,7 @@ class CharacterIdentity:
         )
 
     def describe(self) -> str:
-        """E.g. "CHAR_01 recognised by dlib in 6/8 frames (median distance 0.31 ≤ 0.61, best
+        """E.g. "CHAR_01 recognised by dlib in 6/8 frames (median distance 0.31 ≤ 0.62, best
         0.22)", or why it was not scored."""
         score = self.median_score()
         if score is None:
