@@ -62,6 +62,18 @@ def cell_colour(cell: CharacterIdentity | None) -> tuple[int, int, int]:
     return r, g, b
 
 
+def _short_reason(reason: str) -> str:
+    """A not-scored cell's reason in a few words (the full one is in the check and status)."""
+    for start, short in (
+        ("no face engine", "no face engine"),
+        ("no reference face", "no reference face"),
+        ("no face found", "no face in clip"),
+    ):
+        if reason.startswith(start):
+            return short
+    return reason[:18]
+
+
 def _legend_lines(cells: Sequence[CharacterIdentity]) -> list[str]:
     lines = []
     engines: dict[str, CharacterIdentity] = {}
@@ -122,12 +134,14 @@ def render_identity_matrix(
             if cell is None:
                 continue
             if cell.median is None:
-                first, second = "n/a", "not scored"
+                first, second = "not scored", _short_reason(cell.reason)
             else:
                 first = f"{cell.median:.2f}"
                 second = f"{cell.frames_found}/{cell.frames_sampled} frames"
-            draw.text((x + CELL_W // 2, y + 18), first, font=body, fill=_INK, anchor="mm")
-            draw.text((x + CELL_W // 2, y + 37), second, font=small, fill=_MUTED, anchor="mm")
+            dark = sum(cell_colour(cell)) < 360
+            ink, muted = ((255, 255, 255), (235, 245, 235)) if dark else (_INK, _MUTED)
+            draw.text((x + CELL_W // 2, y + 18), first, font=body, fill=ink, anchor="mm")
+            draw.text((x + CELL_W // 2, y + 37), second, font=small, fill=muted, anchor="mm")
     y = top + HEADER_H + len(scenes) * CELL_H + 10
     for line in legend:
         draw.text((PAD, y), line, font=small, fill=_MUTED)
