@@ -226,6 +226,8 @@ def test_corrupt_original_fails_clearly_and_leaves_no_file(
 
 @pytest.fixture
 def face_pack(tmp_path: Path) -> Path:
+    """The insightface engine's path through the stage (pack loading, routing, cosine
+    thresholds) on the tiny ONNX pack; real identity on real photos is tested with dlib below."""
     root = tmp_path / "insightface"
     write_face_pack(root, "tinypack")
     return root

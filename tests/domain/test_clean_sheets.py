@@ -706,7 +706,8 @@ def test_a_broken_input_image_is_refused_before_paying() -> None:
 
 @pytest.mark.filterwarnings("ignore:`estimate` is deprecated:FutureWarning")
 def test_tier3_with_the_real_face_analyzer(tmp_path: Path) -> None:
-    """End to end through insightface's FaceAnalysis on the tiny pack: wrong face, then right."""
+    """insightface's loading and FaceAnalysis code on the tiny pack (no real pack exists
+    offline): wrong 'face', then right. Real photos: test_face_engines.py (dlib)."""
     write_face_pack(tmp_path, "tiny_pack")
     analyzer = load_face_analyzer(tmp_path, "tiny_pack")
     assert analyzer is not None

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import dagster as dg
 
+from vidpipe_dagster.domain.identity import FaceEngineChoice
 from vidpipe_dagster.domain.local_models import LocalModels
 from vidpipe_dagster.settings import (
     DEFAULT_FACE_MODEL_PACK,
@@ -21,7 +20,7 @@ class LocalModelsResource(dg.ConfigurableResource):
     rembg_model: str = DEFAULT_REMBG_MODEL
     rembg_model_path: str | None = None
     models_dir: str | None = None
-    face_engine: Literal["auto", "insightface", "dlib", "none"] = "auto"
+    face_engine: FaceEngineChoice = "auto"  # auto: an insightface pack, else dlib, else none
     face_model_root: str = DEFAULT_FACE_MODEL_ROOT
     face_model_pack: str = DEFAULT_FACE_MODEL_PACK
 
