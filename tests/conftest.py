@@ -36,6 +36,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         # never reload a developer's running UI from the tests: nothing listens on port 9
         "VIDPIPE_DAGSTER_WEBSERVER": "http://127.0.0.1:9",
         "VIDPIPE_FACE_MODEL_ROOT": str(tmp_path / "no-face-models"),
+        # the set-up's weights (``make models``), wherever pytest is started from
+        "VIDPIPE_MODELS_DIR": str(Path(__file__).resolve().parents[1] / ".vidpipe-models"),
     }
     for name in list(os.environ):
         if name.startswith("VIDPIPE_") or name in ("GOOGLE_CLOUD_PROJECT", "DAGSTER_HOME"):

@@ -307,7 +307,7 @@ def tier3(client: Any, model: str, **kwargs: Any) -> Any:
             image_bytes=png((10, 20, 30)),
             mime_type="image/png",
             stored_embedding=None,
-            embedder=None,
+            face_engine=None,
             **kwargs,
         )
     )

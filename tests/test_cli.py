@@ -61,6 +61,7 @@ def test_materialize_tier3_clean_sheets_reaches_the_image_model(
     tmp_path: Path,
 ) -> None:
     monkeypatch.setenv("VIDPIPE_FACE_MODEL_ROOT", str(tmp_path / "no-face-models"))
+    monkeypatch.setenv("VIDPIPE_FACE_ENGINE", "none")  # "not validated" because no engine runs
     assert main(["import", str(write_spec(small_spec()))]) == 0
     with VertexEmulator() as emu:
         monkeypatch.setenv("VIDPIPE_VERTEX_EMULATOR_HOST", emu.address)

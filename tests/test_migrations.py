@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -85,3 +86,33 @@ def test_a_foreign_alembic_version_table_is_left_alone(tmp_path: Path) -> None:
     assert "projects" in inspect(get_engine(url)).get_table_names()
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     assert current_revision(url) == head
+
+
+def test_0002_tags_existing_embeddings_as_insightface_cosines(tmp_path: Path) -> None:
+    """Before 0002 insightface was the only engine: its embeddings keep working after upgrade,
+    and are never mistaken for another engine's."""
+    url = f"sqlite:///{tmp_path / 'before.db'}"
+    config = alembic_config(url)
+    command.upgrade(config, "0001")
+    with get_engine(url).begin() as connection:
+        connection.execute(text("INSERT INTO manifests (id, name) VALUES ('m1', 'cast')"))
+        for key, embedding in (("hero", b"\x00\x00\x80?"), ("ball", None)):
+            connection.execute(
+                text(
+                    "INSERT INTO assets (id, manifest_id, asset_key, manifest_tag, asset_type, "
+                    "is_face_crop, face_embedding) VALUES (:id, 'm1', :key, 'T', 'CHARACTER', 0, "
+                    ":embedding)"
+                ),
+                {"id": key, "key": key, "embedding": embedding},
+            )
+    command.upgrade(config, "0002")
+    assert current_revision(url) == "0002"
+    with get_engine(url).connect() as connection:
+        tagged = connection.execute(
+            text("SELECT asset_key, face_embedding_engine, face_embedding_metric FROM assets")
+        ).all()
+    assert sorted(tagged) == [("ball", None, None), ("hero", "insightface", "cosine")]
+    tables = set(inspect(get_engine(url)).get_table_names())
+    assert {"clean_sheet_face_scores", "clip_identity_scores"} <= tables
+    command.downgrade(config, "0001")
+    assert "clip_identity_scores" not in set(inspect(get_engine(url)).get_table_names())

@@ -90,3 +90,22 @@ def test_a_users_model_catalog_is_validated_at_start(tmp_path: Path) -> None:
     assert "video_models.veo-3.1-fast-generate-001.max_samples" in message and "\n" not in message
     with pytest.raises(SettingsError, match="cannot read it"):
         Settings.from_env({"VIDPIPE_MODEL_CATALOG": str(tmp_path / "missing.yaml")})
+
+
+def test_face_engine_and_models_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    default = Settings.from_env({})
+    assert default.face_engine == "auto"
+    assert default.models_dir == tmp_path.resolve() / ".vidpipe-models", "beside .vidpipe/"
+    assert default.rembg_model == "u2netp", "the model the set-up fetches"
+    chosen = Settings.from_env({"VIDPIPE_FACE_ENGINE": "DLIB", "VIDPIPE_MODELS_DIR": "w"})
+    assert (chosen.face_engine, chosen.models_dir) == ("dlib", tmp_path.resolve() / "w")
+
+
+def test_an_unknown_face_engine_names_the_variable() -> None:
+    with pytest.raises(SettingsError) as error:
+        Settings.from_env({"VIDPIPE_FACE_ENGINE": "arcface"})
+    assert str(error.value) == (
+        "VIDPIPE_FACE_ENGINE='arcface' is not a face engine; use one of auto, insightface, "
+        "dlib, none"
+    )

@@ -45,6 +45,8 @@ def default_resources(settings: Settings) -> dict[str, Any]:
         "models": LocalModelsResource(
             rembg_model=settings.rembg_model,
             rembg_model_path=settings.rembg_model_path,
+            models_dir=str(settings.models_dir) if settings.models_dir else None,
+            face_engine=settings.face_engine,
             face_model_root=settings.face_model_root,
             face_model_pack=settings.face_model_pack,
         ),

@@ -19,6 +19,7 @@ from vidpipe_dagster.domain.budget import DEFAULT_PER_RUN_USD as DEFAULT_BUDGET_
 from vidpipe_dagster.domain.catalog import CatalogError, ModelCatalog, catalog_at, packaged_catalog
 from vidpipe_dagster.domain.clean_sheets import DEFAULT_REMBG_MODEL
 from vidpipe_dagster.domain.faces import DEFAULT_FACE_MODEL_PACK, DEFAULT_FACE_MODEL_ROOT
+from vidpipe_dagster.domain.identity import FACE_ENGINE_CHOICES, FaceEngineChoice
 from vidpipe_dagster.domain.preview import VideoBackend
 
 DEFAULT_HOME = ".vidpipe"
@@ -26,6 +27,8 @@ DEFAULT_BACKFILL_CRON = "0 3 * * *"
 DEFAULT_WEBSERVER = "http://127.0.0.1:3000"
 DEFAULT_IMAGE_MODEL = "gemini-2.5-flash-image"
 DEFAULT_LOCATION = "us-central1"
+# where ``make models`` (``python -m vidpipe_dagster.fetch_models``) caches downloaded weights
+DEFAULT_MODELS_DIR = ".vidpipe-models"
 
 
 class SettingsError(ValueError):
@@ -53,6 +56,9 @@ class Settings:
     rembg_model_path: str | None = None
     face_model_root: str = DEFAULT_FACE_MODEL_ROOT
     face_model_pack: str = DEFAULT_FACE_MODEL_PACK
+    face_engine: FaceEngineChoice = "auto"
+    # the set-up's weights cache; None: look nowhere but rembg's own home
+    models_dir: Path | None = None
     backfill_cron: str = DEFAULT_BACKFILL_CRON
     backfill_schedule_on: bool = False
     webserver_url: str = DEFAULT_WEBSERVER
@@ -87,6 +93,12 @@ class Settings:
         catalog_path = get("VIDPIPE_MODEL_CATALOG")
         if catalog_path is not None:
             _read_model_catalog(catalog_path)  # a bad file stops here, with one line
+        face_engine = (get("VIDPIPE_FACE_ENGINE") or "auto").lower()
+        if face_engine not in FACE_ENGINE_CHOICES:
+            raise SettingsError(
+                f"VIDPIPE_FACE_ENGINE={face_engine!r} is not a face engine; use one of "
+                f"{', '.join(FACE_ENGINE_CHOICES)}"
+            )
         cron = get("VIDPIPE_BACKFILL_CRON") or DEFAULT_BACKFILL_CRON
         if len(cron.split()) != 5:
             raise SettingsError(
@@ -110,6 +122,10 @@ class Settings:
             rembg_model_path=get("VIDPIPE_REMBG_MODEL_PATH"),
             face_model_root=get("VIDPIPE_FACE_MODEL_ROOT") or DEFAULT_FACE_MODEL_ROOT,
             face_model_pack=get("VIDPIPE_FACE_MODEL_PACK") or DEFAULT_FACE_MODEL_PACK,
+            face_engine=cast(FaceEngineChoice, face_engine),
+            models_dir=_directory(
+                "VIDPIPE_MODELS_DIR", get("VIDPIPE_MODELS_DIR") or DEFAULT_MODELS_DIR
+            ),
             backfill_cron=cron,
             backfill_schedule_on=schedule in ("1", "on", "true"),
             webserver_url=(get("VIDPIPE_DAGSTER_WEBSERVER") or DEFAULT_WEBSERVER).rstrip("/"),

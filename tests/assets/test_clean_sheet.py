@@ -8,12 +8,18 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
+from skimage import data as skdata
 from sqlalchemy import select
 
 from tests.conftest import SpecWriter
 from tests.fixtures.onnx_models import build_u2net_like_model, write_face_pack
-from vidpipe_dagster.db.models import Asset, AssetCleanReference, GenerationLedger
+from vidpipe_dagster.db.models import (
+    Asset,
+    AssetCleanReference,
+    CleanSheetFaceScore,
+    GenerationLedger,
+)
 from vidpipe_dagster.db.session import session_scope
 from vidpipe_dagster.domain.media import png_bytes, sha256_file
 from vidpipe_dagster.runner import materialize_project
@@ -112,6 +118,14 @@ def latest_metadata(instance: dg.DagsterInstance, tag: str) -> dict:
     return record.asset_materialization.metadata
 
 
+def check_description(instance: dg.DagsterInstance, name: str) -> str:
+    check_key = dg.AssetCheckKey(KEY, name)
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check_key])[
+        check_key
+    ]
+    return record.event.dagster_event.event_specific_data.description or ""
+
+
 def check_status(instance: dg.DagsterInstance, name: str) -> tuple[str, str | None]:
     check_key = dg.AssetCheckKey(KEY, name)
     record = instance.event_log_storage.get_latest_asset_check_execution_by_key([check_key])[
@@ -121,10 +135,11 @@ def check_status(instance: dg.DagsterInstance, name: str) -> tuple[str, str | No
     return record.status.value, (evaluation.severity.value if not evaluation.passed else None)
 
 
-def test_tier2_default_uses_weight_free_engine_and_keeps_original(
+def test_tier2_without_weights_uses_the_weight_free_engine_and_keeps_original(
     settings: Settings, cast: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("U2NET_HOME", str(cast.parent / "no-weights-here"))
+    settings = settings.replace(models_dir=cast.parent / "no-models-here")
     with session_scope(settings.database_url) as session:
         ball = session.scalars(select(Asset).where(Asset.asset_key == "ball")).one()
         original_url, original_hash = ball.reference_image_url, ball.original_sha256
@@ -211,6 +226,8 @@ def test_corrupt_original_fails_clearly_and_leaves_no_file(
 
 @pytest.fixture
 def face_pack(tmp_path: Path) -> Path:
+    """The insightface engine's path through the stage (pack loading, routing, cosine
+    thresholds) on the tiny ONNX pack; real identity on real photos is tested with dlib below."""
     root = tmp_path / "insightface"
     write_face_pack(root, "tinypack")
     return root
@@ -309,11 +326,14 @@ def test_tier3_without_a_face_model_is_marked_not_validated(
     earlier_embedding: bool,
 ) -> None:
     """Never a silent pass: with or without an embedding from an earlier install, and on reuse."""
-    settings = settings.replace(face_model_root=str(tmp_path / "no-face-models"))
+    settings = settings.replace(
+        face_model_root=str(tmp_path / "no-face-models"), face_engine="none"
+    )
     if earlier_embedding:
         with session_scope(settings.database_url) as session:
             hero = session.scalars(select(Asset).where(Asset.asset_key == "hero")).one()
             hero.face_embedding = np.ones(32, np.float32).tobytes()
+            hero.face_embedding_engine, hero.face_embedding_metric = "insightface", "cosine"
     with VertexEmulator(image_responder=lambda prompt, image: face_png()) as emu:
         settings = settings.replace(vertex_emulator_host=emu.address)
         for _ in range(2):  # the second run reuses the sheet and must say the same
@@ -321,6 +341,9 @@ def test_tier3_without_a_face_model_is_marked_not_validated(
             assert check_status(instance, "face_identity_validated") == ("FAILED", "WARN")
             validation = latest_metadata(instance, "CHAR_01")["face_validation"].value
             assert validation["hero"] == "unavailable"
+            description = check_description(instance, "face_identity_validated")
+            assert "NOT validated for ['hero']" in description
+            assert "face engine 'none' is configured" in description
         assert emu.generate_content_count == 1
     [sheet] = sheets(settings, "hero")
     assert sheet.tier == "tier3_gemini" and sheet.face_similarity_score is None
@@ -373,3 +396,166 @@ def test_tier3_over_budget_stops_before_any_paid_call(
     assert "over budget, nothing was generated" in error
     assert "estimated 0.12 USD" in error and "0.10 USD per run" in error
     assert sheets(settings, "ball") == [] and ledger_rows(settings) == []
+
+
+# --- the set-up's real models: u2netp for Tier 2, dlib for faces --------------------------------
+
+
+@pytest.fixture
+def u2netp(settings: Settings) -> Path:
+    """The set-up's u2netp weights (``make models``); their absence is a failure, not a skip."""
+    assert settings.models_dir is not None
+    weights = settings.models_dir / "u2netp.onnx"
+    if not weights.is_file():
+        pytest.fail(f"rembg's u2netp is not set up ({weights} is absent): run `make models`")
+    return weights
+
+
+def test_tier2_default_uses_the_real_u2netp_from_the_models_folder(
+    settings: Settings, cast: Path, instance: dg.DagsterInstance, u2netp: Path
+) -> None:
+    assert run(settings, instance, ["PROP_01"]).succeeded == ["PROP_01"]
+    [sheet] = sheets(settings, "ball")
+    assert sheet.tier == "tier2_rembg"
+    assert latest_metadata(instance, "PROP_01")["background_removal"].value == (
+        f"rembg u2netp ({u2netp})"
+    )
+    png = (settings.media_root / sheet.clean_image_url).read_bytes()
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    assert gray_border_fraction(png) > 0.95
+    assert np.abs(img[100, 100] - 250).max() <= 12, "the white ball survives"
+
+
+def test_a_rembg_model_file_that_is_not_onnx_fails_once_naming_the_file(
+    settings: Settings, cast: Path, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    """Issue 16: a configuration error, not a transient one: no Dagster retry, one line naming
+    the file, nothing written (not even the character's face embedding)."""
+    bad = tmp_path / "downloads" / "u2net.onnx"
+    bad.parent.mkdir()
+    bad.write_text("<html>this download went wrong</html>")
+    settings = settings.replace(rembg_model_path=str(bad))
+    report = run(settings, instance, ["PROP_01", "CHAR_01"])
+    assert report.succeeded == []
+    for tag in ("PROP_01", "CHAR_01"):
+        message = report.failed[tag]
+        assert f"rembg model file {bad.resolve()} cannot be loaded as an ONNX model" in message
+        assert "\n" not in message
+    runs = instance.get_runs()
+    assert len(runs) == 2, "one run per tag"
+    retries = [
+        event
+        for r in runs
+        for event in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    ]
+    assert retries == [], "a model that cannot load is never retried"
+    assert sheets(settings, "ball") == [] and sheets(settings, "hero") == []
+    assert not list(settings.media_root.glob("clean_sheets/*")), "no file written"
+    with session_scope(settings.database_url) as session:
+        hero = session.scalars(select(Asset).where(Asset.asset_key == "hero")).one()
+        assert hero.face_embedding is None
+
+
+def test_a_flat_photo_keeps_its_original_without_running_grabcut(
+    settings: Settings,
+    cast: Path,
+    instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16: GrabCut stalls on a single-colour photo (minutes); it must never see one."""
+    import cv2
+
+    def stalled(*args: object) -> None:
+        raise AssertionError("GrabCut ran on a photo with nothing to separate")
+
+    monkeypatch.setattr(cv2, "grabCut", stalled)
+    settings = settings.replace(models_dir=cast.parent / "no-models-here")  # GrabCut engine
+    with session_scope(settings.database_url) as session:
+        ball = session.scalars(select(Asset).where(Asset.asset_key == "ball")).one()
+        Image.new("RGB", (320, 180), (40, 120, 200)).save(
+            settings.media_root / ball.reference_image_url
+        )
+    assert run(settings, instance, ["PROP_01"]).succeeded == ["PROP_01"]
+    assert sheets(settings, "ball") == []
+    [note] = latest_metadata(instance, "PROP_01")["notes"].value["ball"]
+    assert "nothing to separate, 100.0% of the image is one flat colour #2878c8" in note
+    assert "no engine ran; the original photo stays the reference" in note
+
+
+@pytest.fixture
+def astronaut_cast(settings: Settings, write_spec: SpecWriter) -> Path:
+    """The cast with scikit-image's public-domain astronaut photo as the hero."""
+    path = write_spec(cast_spec("astronaut, orange flight suit"), folder="astro", images=False)
+    (path.parent / "img").mkdir()
+    Image.fromarray(skdata.astronaut()).save(path.parent / "img/hero.png")
+    Image.new("RGB", (64, 64), (30, 90, 30)).save(path.parent / "img/ball.png")
+    Image.new("RGB", (64, 64), (90, 160, 60)).save(path.parent / "img/park.png")
+    with session_scope(settings.database_url) as session:
+        import_project(session, path, settings.media_root)
+    return path
+
+
+def _gray_composite_of_the_astronaut() -> bytes:
+    """What a good clean sheet looks like: her, over #808080, at another size."""
+    photo = Image.fromarray(skdata.astronaut()).resize((384, 384))
+    gray = Image.new("RGB", photo.size, (128, 128, 128))
+    mask = Image.new("L", photo.size, 0)
+    ImageDraw.Draw(mask).ellipse((40, 0, 300, 384), fill=255)
+    gray.paste(photo, (0, 0), mask)
+    return png_bytes(gray)
+
+
+@pytest.mark.slow
+def test_tier3_is_validated_by_dlib_on_a_real_face(
+    settings: Settings, astronaut_cast: Path, instance: dg.DagsterInstance
+) -> None:
+    assert settings.face_engine == "auto"  # no insightface pack here: auto picks dlib
+    with VertexEmulator(
+        image_responder=lambda prompt, image: _gray_composite_of_the_astronaut()
+    ) as emu:
+        settings = settings.replace(vertex_emulator_host=emu.address)
+        assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
+        assert emu.generate_content_count == 1
+    with session_scope(settings.database_url) as session:
+        hero = session.scalars(select(Asset).where(Asset.asset_key == "hero")).one()
+        assert (hero.face_embedding_engine, hero.face_embedding_metric) == ("dlib", "euclidean")
+        assert hero.face_embedding is not None and len(hero.face_embedding) == 128 * 4
+        [sheet] = list(hero.clean_references)
+        [score] = session.scalars(
+            select(CleanSheetFaceScore).where(CleanSheetFaceScore.clean_reference_id == sheet.id)
+        ).all()
+    assert sheet.tier == "tier3_gemini"
+    assert (score.engine, score.metric, score.threshold, score.passed) == (
+        "dlib",
+        "euclidean",
+        0.6,
+        True,
+    )
+    assert sheet.face_similarity_score == pytest.approx(score.score)
+    assert score.score < 0.3, "the same photo over gray is very close on dlib's scale"
+    assert check_status(instance, "face_identity_validated") == ("SUCCEEDED", None)
+    assert f"hero validated by dlib (distance {score.score:.2f} ≤ 0.60)" in check_description(
+        instance, "face_identity_validated"
+    )
+
+
+@pytest.mark.slow
+def test_tier3_of_another_person_is_rejected_by_dlib_and_falls_back(
+    settings: Settings, astronaut_cast: Path, instance: dg.DagsterInstance
+) -> None:
+    camera_man = png_bytes(Image.fromarray(skdata.camera()).convert("RGB"))
+    with VertexEmulator(image_responder=lambda prompt, image: camera_man) as emu:
+        settings = settings.replace(vertex_emulator_host=emu.address)
+        assert run(settings, instance, ["CHAR_01"], tier="tier3").succeeded == ["CHAR_01"]
+        assert emu.generate_content_count == 3
+    [sheet] = sheets(settings, "hero")
+    assert sheet.tier.startswith("tier2") and sheet.face_similarity_score is None
+    tries = latest_metadata(instance, "CHAR_01")["tier3_tries"].value["hero"]
+    assert [(t["engine"], t["metric"], t["threshold"]) for t in tries] == [
+        ("dlib", "euclidean", 0.6),
+        ("dlib", "euclidean", 0.6),
+        ("dlib", "euclidean", 0.62),
+    ]
+    assert all(t["outcome"] == "below_threshold" and t["score"] > 0.62 for t in tries)
+    assert check_status(instance, "face_identity_validated") == ("FAILED", "ERROR")
+    assert "rejected by dlib (distance" in check_description(instance, "face_identity_validated")

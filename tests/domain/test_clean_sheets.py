@@ -24,17 +24,21 @@ from vidpipe_dagster.domain import clean_sheets
 from vidpipe_dagster.domain.clean_sheets import (
     TIER2_GRABCUT,
     TIER2_REMBG,
+    BackgroundModelError,
     CleanSheetError,
     GrabCutRemover,
+    NothingToSeparate,
     RembgRemover,
     Tier3Outcome,
     build_conditioning_prompt,
     choose_background_remover,
     composite_on_gray,
+    flat_colour_share,
     make_tier2_clean_sheet,
     threshold_for_try,
 )
 from vidpipe_dagster.domain.faces import load_face_analyzer
+from vidpipe_dagster.domain.identity import FaceEmbedding
 from vidpipe_dagster.domain.media import MediaError, read_image_bytes
 from vidpipe_dagster.generation.client import GenerationApiError
 from vidpipe_dagster.generation.tier3 import generate_tier3_clean_sheet
@@ -203,16 +207,37 @@ def test_without_rembg_weights_the_weight_free_engine_is_chosen_and_said(
 
 
 def test_local_model_file_anywhere_is_used_from_the_environment(
-    rembg_home: Path, u2net_file: Path
+    rembg_home: Path, u2net_file: Path, tmp_path: Path
 ) -> None:
     configured = Settings.from_env({"VIDPIPE_REMBG_MODEL_PATH": str(u2net_file)})
-    remover, note = choose_background_remover(configured.rembg_model, configured.rembg_model_path)
+    remover, note = choose_background_remover(
+        configured.rembg_model, configured.rembg_model_path, configured.models_dir
+    )
     assert isinstance(remover, RembgRemover)
     assert remover.model == "u2net_custom:u2net_tiny.onnx"
     assert str(u2net_file) in note
-    default = Settings.from_env({})
-    remover, _ = choose_background_remover(default.rembg_model, default.rembg_model_path)
-    assert isinstance(remover, GrabCutRemover), "default u2net weights are absent here"
+    empty = Settings.from_env({"VIDPIPE_MODELS_DIR": str(tmp_path / "no-models")})
+    remover, note = choose_background_remover(
+        empty.rembg_model, empty.rembg_model_path, empty.models_dir
+    )
+    assert isinstance(remover, GrabCutRemover), "no u2netp in the models folder or rembg's home"
+    assert str(tmp_path / "no-models" / "u2netp.onnx") in note
+
+
+def test_the_models_folder_is_where_a_named_model_is_found_first(
+    rembg_home: Path, u2net_file: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "u2netp.onnx").write_bytes(u2net_file.read_bytes())
+    settings = Settings.from_env({"VIDPIPE_MODELS_DIR": str(folder)})
+    assert (settings.rembg_model, settings.models_dir) == ("u2netp", folder.resolve())
+    remover, note = choose_background_remover(
+        settings.rembg_model, settings.rembg_model_path, settings.models_dir
+    )
+    assert isinstance(remover, RembgRemover)
+    assert (remover.model, remover.model_file) == ("u2netp", (folder / "u2netp.onnx").resolve())
+    assert f"rembg u2netp ({folder.resolve() / 'u2netp.onnx'})" == note
 
 
 # --- Tier 2: the weight-free GrabCut engine ------------------------------------------------------
@@ -268,6 +293,81 @@ def test_grabcut_work_is_bounded_on_large_images(monkeypatch: pytest.MonkeyPatch
     assert np.abs(border(out, 20) - GRAY).max() == 0
 
 
+def flat_photos() -> dict[str, bytes]:
+    """Single-colour photos as a careless user would supply them (issue 16's 320x180 case)."""
+    colour = (40, 120, 200)
+    flat = np.full((180, 320, 3), colour, np.uint8)
+    noise = np.random.default_rng(3).integers(-2, 3, flat.shape)
+    return {
+        "png": encode(flat),
+        "jpeg": encode(flat, "JPEG", quality=80),
+        "sensor-noise": encode(np.clip(flat.astype(int) + noise, 0, 255)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg", "sensor-noise"])
+def test_a_flat_photo_is_refused_before_grabcut_runs(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: GrabCut stalls for minutes on one colour; it must not even be called."""
+    import cv2
+
+    def stalled(*args: object) -> None:
+        raise AssertionError("cv2.grabCut was called on a photo with nothing to separate")
+
+    monkeypatch.setattr(cv2, "grabCut", stalled)
+    data = flat_photos()[kind]
+    with pytest.raises(NothingToSeparate, match=r"img/wall\.png: nothing to separate, 100\.0%"):
+        make_tier2_clean_sheet(data, GrabCutRemover(), label="img/wall.png")
+    with pytest.raises(NothingToSeparate):  # the engine guards itself too
+        GrabCutRemover().mask(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+def test_a_small_subject_on_a_flat_background_still_reaches_the_engine() -> None:
+    image = np.full((180, 320, 3), (40, 120, 200), np.uint8)
+    image[70:110, 140:180] = (250, 240, 220)  # about 3% of the photo
+    result = make_tier2_clean_sheet(encode(image), GrabCutRemover())
+    assert 0.01 < result.subject_fraction < 0.08
+    assert flat_colour_share(image)[0] == pytest.approx(1 - 1600 / (180 * 320), abs=0.01)
+
+
+def test_grabcut_work_is_bounded_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: the default engine's input size and rounds are bounded, whatever the photo."""
+    import cv2
+
+    calls: list[tuple[tuple[int, ...], int]] = []
+    real_grabcut = cv2.grabCut
+
+    def recording_grabcut(image: np.ndarray, *args: object) -> object:
+        rounds = args[4]  # mask, rect, bgd_model, fgd_model, iterCount, mode
+        assert isinstance(rounds, int)
+        calls.append((image.shape, rounds))
+        return real_grabcut(image, *args)
+
+    monkeypatch.setattr(cv2, "grabCut", recording_grabcut)
+    big = np.asarray(Image.fromarray(subject_on_texture()).resize((1920, 1600)))
+    make_tier2_clean_sheet(encode(big, "JPEG", quality=90), GrabCutRemover())
+    [(shape, rounds)] = calls
+    assert max(shape[:2]) <= 384 and rounds <= 4
+
+
+def test_a_model_file_that_is_not_onnx_is_a_configuration_error(tmp_path: Path) -> None:
+    """Issue 16: a distinct error naming the file, raised when the model is loaded (the stage
+    turns it into a failure Dagster does not retry)."""
+    bad = tmp_path / "u2net.onnx"
+    bad.write_text("<html>not a model</html>")
+    remover, note = choose_background_remover("u2net", bad)
+    assert isinstance(remover, RembgRemover) and str(bad) in note
+    with pytest.raises(BackgroundModelError) as error:
+        remover.load()
+    message = str(error.value)
+    assert f"rembg model file {bad.resolve()} cannot be loaded as an ONNX model" in message
+    assert "\n" not in message
+    assert not isinstance(error.value, CleanSheetError), "never mistaken for a bad photo"
+    with pytest.raises(BackgroundModelError):
+        make_tier2_clean_sheet(encode(subject_on_texture()), remover)
+
+
 def test_exif_rotation_is_applied_before_removal() -> None:
     original = Image.fromarray(subject_on_texture())  # 240 x 200
     exif = Image.Exif()
@@ -276,13 +376,26 @@ def test_exif_rotation_is_applied_before_removal() -> None:
     assert Image.open(io.BytesIO(result.png_bytes)).size == (200, 240)
 
 
+class TransparentRemover:
+    """An engine that keeps nothing (what a model does when it sees no subject)."""
+
+    name, model, tier_label = "rembg", "none", TIER2_REMBG
+
+    def load(self) -> None:
+        pass
+
+    def remove(self, image_bytes: bytes) -> Image.Image:
+        return Image.new("RGBA", Image.open(io.BytesIO(image_bytes)).size, (0, 0, 0, 0))
+
+
 def test_a_blank_result_is_refused_not_stored() -> None:
-    with pytest.raises(CleanSheetError, match=r"img/wall\.png: grabcut separated no subject"):
+    with pytest.raises(CleanSheetError, match=r"img/mia\.png: rembg separated no subject"):
         make_tier2_clean_sheet(
-            encode(np.full((64, 64, 3), 90)), GrabCutRemover(), label="img/wall.png"
+            encode(subject_on_texture()), TransparentRemover(), label="img/mia.png"
         )
+    checkers = (np.indices((4, 4)).sum(axis=0) % 2 * 200)[:, :, None].repeat(3, axis=2)
     with pytest.raises(CleanSheetError, match="too small"):
-        make_tier2_clean_sheet(encode(np.full((4, 4, 3), 90)), GrabCutRemover())
+        make_tier2_clean_sheet(encode(checkers), GrabCutRemover())
 
 
 @pytest.mark.parametrize(
@@ -304,10 +417,14 @@ def test_missing_input_file_raises_media_error_naming_it(tmp_path: Path) -> None
 # --- Tier 3: prompt and thresholds ---------------------------------------------------------------
 
 
-def test_threshold_table() -> None:
+def test_threshold_table_belongs_to_the_engine() -> None:
     assert [threshold_for_try(n) for n in (1, 2, 3)] == [0.6, 0.6, 0.5]
+    assert [threshold_for_try(n, "insightface") for n in (1, 2, 3, 4)] == [0.6, 0.6, 0.5, 0.5]
+    assert [threshold_for_try(n, "dlib") for n in (1, 2, 3)] == [0.6, 0.6, 0.62]
     with pytest.raises(ValueError):
         threshold_for_try(0)
+    with pytest.raises(ValueError, match="no thresholds"):
+        threshold_for_try(1, "arcface-somewhere")
 
 
 def test_conditioning_prompt_carries_the_plan_directives() -> None:
@@ -341,24 +458,31 @@ def unit(score: float) -> np.ndarray:
     return np.array([score, np.sqrt(1.0 - score**2)], dtype=np.float32)
 
 
-STORED = np.array([1.0, 0.0], dtype=np.float32)
+STORED = FaceEmbedding(np.array([1.0, 0.0], dtype=np.float32), "insightface", "cosine")
 INPUT = solid((10, 20, 30))
 
 
 class ColourEmbedder:
-    """Deterministic stand-in for a face model: the image's colour decides the 'face'."""
+    """Deterministic stand-in for an insightface engine: the image's colour decides the 'face'
+    (the loop's rules are under test here; real engines run in test_identity.py)."""
+
+    name = "insightface"
+    metric = "cosine"
 
     def __init__(self, faces: dict[tuple[int, int, int], float | None]) -> None:
         self.faces = faces
         self.seen: list[tuple[int, int, int]] = []
 
-    def embed_largest_face(self, image_bytes: bytes) -> np.ndarray | None:
+    def detect(self, rgb: np.ndarray) -> list:
+        raise AssertionError("the Tier 3 loop embeds whole images")
+
+    def embed_face(self, image_bytes: bytes) -> FaceEmbedding | None:
         image = Image.open(io.BytesIO(image_bytes))
         assert image.format == "PNG" and image.mode == "RGB", "validated on the re-encoded PNG"
         colour = image.getpixel((0, 0))
         self.seen.append(colour)
         score = self.faces[colour]
-        return None if score is None else unit(score)
+        return None if score is None else FaceEmbedding(unit(score), "insightface", "cosine")
 
 
 class ScriptedImageClient:
@@ -389,7 +513,7 @@ def run_tier3(
     script: Sequence[bytes | GenerationApiError],
     *,
     embedder: ColourEmbedder | None = None,
-    stored: np.ndarray | None = STORED,
+    stored: FaceEmbedding | None = STORED,
     sleeps: list[float] | None = None,
     **kwargs: object,
 ) -> tuple[Tier3Outcome, ScriptedImageClient]:
@@ -407,7 +531,7 @@ def run_tier3(
             image_bytes=INPUT,
             mime_type="image/png",
             stored_embedding=stored,
-            embedder=embedder,
+            face_engine=embedder,
             sleep=record_sleep,
             rng=random.Random(7),
             **{"price_per_image": 0.039, **kwargs},  # type: ignore[arg-type]  # not in the catalog
@@ -449,7 +573,7 @@ def test_passes_on_the_third_try_at_the_loosened_threshold() -> None:
     assert decode(outcome.image_png or b"")[0, 0].tolist() == list(BLUE)
 
 
-def test_three_failures_are_not_accepted_and_no_face_scores_zero() -> None:
+def test_three_failures_are_not_accepted_and_no_face_has_no_score() -> None:
     embedder = ColourEmbedder({RED: 0.2, NOFACE: None, BLUE: 0.45})
     outcome, client = run_tier3(
         [solid(RED), solid(NOFACE), solid(BLUE), solid(GREEN)], embedder=embedder
@@ -457,7 +581,7 @@ def test_three_failures_are_not_accepted_and_no_face_scores_zero() -> None:
     assert not outcome.accepted and outcome.image_png is None
     assert outcome.validation == "failed" and not outcome.validated
     assert [t.outcome for t in outcome.tries] == ["below_threshold", "no_face", "below_threshold"]
-    assert outcome.tries[1].score == 0.0
+    assert outcome.tries[1].score is None, "no face: no score on any engine's scale"
     assert outcome.score == pytest.approx(0.45, abs=1e-6), "best score seen, for the record"
     assert len(client.requests) == 3, "never a fourth paid request"
     assert outcome.total_cost_usd == pytest.approx(3 * 0.039)
@@ -478,7 +602,7 @@ def test_content_policy_block_stops_without_resending_the_prompt() -> None:
 
 def test_without_a_face_model_the_first_image_is_accepted_but_not_validated() -> None:
     outcome, _ = run_tier3(
-        [solid(RED)], embedder=None, no_embedder_reason="face model pack 'buffalo_l' is absent"
+        [solid(RED)], embedder=None, no_engine_reason="face model pack 'buffalo_l' is absent"
     )
     assert outcome.accepted and not outcome.validated
     assert outcome.validation == "unavailable" and outcome.score is None
@@ -494,12 +618,22 @@ def test_assets_without_a_stored_embedding_are_not_validated() -> None:
     assert embedder.seen == [], "no face model work for props and environments"
 
 
-def test_an_embedding_from_another_face_model_is_reported_not_silently_passed() -> None:
-    outcome, _ = run_tier3(
-        [solid(RED)], embedder=ColourEmbedder({RED: 0.9}), stored=np.ones(512, np.float32)
-    )
+@pytest.mark.parametrize(
+    "stored",
+    [
+        FaceEmbedding(np.ones(128, np.float32), "dlib", "euclidean"),
+        FaceEmbedding(np.ones(512, np.float32), "insightface", "cosine"),  # another pack's size
+    ],
+    ids=["another-engine", "another-pack"],
+)
+def test_an_embedding_from_another_face_model_is_reported_not_silently_passed(
+    stored: FaceEmbedding,
+) -> None:
+    outcome, _ = run_tier3([solid(RED)], embedder=ColourEmbedder({RED: 0.9}), stored=stored)
     assert outcome.accepted and outcome.validation == "unavailable"
-    assert outcome.reason.startswith("not validated: stored embedding does not match")
+    assert outcome.reason.startswith("not validated: ")
+    assert ("cannot be compared" in outcome.reason) or ("differ in size" in outcome.reason)
+    assert outcome.face_score is None and outcome.score is None
 
 
 def test_transient_errors_back_off_without_using_a_try() -> None:
@@ -563,7 +697,7 @@ def test_a_broken_input_image_is_refused_before_paying() -> None:
                 image_bytes=b"garbage",
                 mime_type="image/png",
                 stored_embedding=None,
-                embedder=None,
+                face_engine=None,
                 label="CHAR_01 reference",
             )
         )
@@ -572,7 +706,8 @@ def test_a_broken_input_image_is_refused_before_paying() -> None:
 
 @pytest.mark.filterwarnings("ignore:`estimate` is deprecated:FutureWarning")
 def test_tier3_with_the_real_face_analyzer(tmp_path: Path) -> None:
-    """End to end through insightface's FaceAnalysis on the tiny pack: wrong face, then right."""
+    """insightface's loading and FaceAnalysis code on the tiny pack (no real pack exists
+    offline): wrong 'face', then right. Real photos: test_face_engines.py (dlib)."""
     write_face_pack(tmp_path, "tiny_pack")
     analyzer = load_face_analyzer(tmp_path, "tiny_pack")
     assert analyzer is not None
@@ -580,7 +715,7 @@ def test_tier3_with_the_real_face_analyzer(tmp_path: Path) -> None:
     face[64:192, 64:192] = (255, 0, 0)
     other = face.copy()
     other[64:192, 64:192][(np.indices((128, 128)).sum(axis=0) // 16) % 2 == 0] = (255, 255, 0)
-    stored = analyzer.embed_largest_face(encode(face))
+    stored = analyzer.embed_face(encode(face))
     assert stored is not None
 
     client = ScriptedImageClient([encode(other), encode(face)])
@@ -592,7 +727,7 @@ def test_tier3_with_the_real_face_analyzer(tmp_path: Path) -> None:
             image_bytes=encode(face),
             mime_type="image/png",
             stored_embedding=stored,
-            embedder=analyzer,
+            face_engine=analyzer,
             price_per_image=0.039,  # model "m" is not in the catalog
         )
     )
@@ -618,7 +753,7 @@ def test_passes_on_the_third_try_at_0_5_through_the_real_client_and_emulator() -
                     image_bytes=INPUT,
                     mime_type="image/png",
                     stored_embedding=STORED,
-                    embedder=ColourEmbedder({RED: 0.55, BLUE: 0.59, GREEN: 0.55}),
+                    face_engine=ColourEmbedder({RED: 0.55, BLUE: 0.59, GREEN: 0.55}),
                 )
             finally:
                 await client.aio.aclose()

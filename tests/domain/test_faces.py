@@ -155,22 +155,25 @@ def test_pack_loads_once_per_process(analyzer: FaceAnalyzer) -> None:
     assert load_face_analyzer(str(root), "tiny_pack") is analyzer, "same folder, same cache entry"
 
 
-def test_largest_face_embedding_is_unit_length_and_deterministic(analyzer: FaceAnalyzer) -> None:
-    first = analyzer.embed_largest_face(scene(RED_FACE))
-    second = analyzer.embed_largest_face(scene(RED_FACE))
+def test_face_embedding_is_unit_length_deterministic_and_tagged(analyzer: FaceAnalyzer) -> None:
+    first = analyzer.embed_face(scene(RED_FACE))
+    second = analyzer.embed_face(scene(RED_FACE))
     assert first is not None and second is not None
-    assert first.dtype == np.float32
-    assert float(np.linalg.norm(first)) == pytest.approx(1.0, abs=1e-5)
-    assert cosine_similarity(first, second) == pytest.approx(1.0, abs=1e-6)
+    assert (first.engine, first.metric) == ("insightface", "cosine")
+    assert first.vector.dtype == np.float32
+    assert float(np.linalg.norm(first.vector)) == pytest.approx(1.0, abs=1e-5)
+    assert cosine_similarity(first.vector, second.vector) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_the_largest_face_is_the_one_embedded(analyzer: FaceAnalyzer) -> None:
-    large = analyzer.embed_largest_face(scene(RED_FACE))
-    small = analyzer.embed_largest_face(scene(GREEN_FACE))
-    both = analyzer.embed_largest_face(scene(RED_FACE, GREEN_FACE))
-    assert large is not None and small is not None and both is not None
-    assert cosine_similarity(both, large) == pytest.approx(1.0, abs=1e-5)
-    assert cosine_similarity(both, small) < 0.95
+def test_the_confident_central_face_is_the_one_embedded(analyzer: FaceAnalyzer) -> None:
+    central = analyzer.embed_face(scene(RED_FACE))
+    corner = analyzer.embed_face(scene(GREEN_FACE))
+    both = analyzer.embed_face(scene(RED_FACE, GREEN_FACE))
+    assert central is not None and corner is not None and both is not None
+    assert cosine_similarity(both.vector, central.vector) == pytest.approx(1.0, abs=1e-5)
+    assert cosine_similarity(both.vector, corner.vector) < 0.95
+    found = analyzer.detect(np.asarray(Image.open(io.BytesIO(scene(RED_FACE, GREEN_FACE)))))
+    assert len(found) >= 2, "more than one face: the choice mattered"
 
 
 def checkered_face() -> bytes:
@@ -183,20 +186,20 @@ def checkered_face() -> bytes:
 
 
 def test_different_faces_score_lower_than_the_same_face(analyzer: FaceAnalyzer) -> None:
-    plain = analyzer.embed_largest_face(scene(RED_FACE))
-    other = analyzer.embed_largest_face(checkered_face())
+    plain = analyzer.embed_face(scene(RED_FACE))
+    other = analyzer.embed_face(checkered_face())
     assert plain is not None and other is not None
-    assert cosine_similarity(plain, other) < 0.5
+    assert cosine_similarity(plain.vector, other.vector) < 0.5
 
 
 def test_no_face_gives_none(analyzer: FaceAnalyzer) -> None:
-    assert analyzer.embed_largest_face(scene()) is None
-    assert analyzer.embed_largest_face(scene((10, 10, 60, (0, 0, 255)))) is None
+    assert analyzer.embed_face(scene()) is None
+    assert analyzer.embed_face(scene((10, 10, 60, (0, 0, 255)))) is None
 
 
 def test_corrupt_image_raises_media_error(analyzer: FaceAnalyzer) -> None:
     with pytest.raises(MediaError, match="not a decodable image"):
-        analyzer.embed_largest_face(b"\x89PNG\r\n\x1a\n broken")
+        analyzer.embed_face(b"\x89PNG\r\n\x1a\n broken")
 
 
 # --- recognition on aligned crops ----------------------------------------------------------------

@@ -34,8 +34,9 @@ CHECK_DESCRIPTIONS = {
     stage.CHECK_GRAY: "Tier 2 sheets: at least half the border is #808080 (±12).",
     stage.CHECK_ONE_PRIMARY: "Each asset with a clean sheet has exactly one primary, its newest "
     "(assets that keep their original photo have none).",
-    stage.CHECK_FACES: "Tier 3 characters: face similarity passed; warns when not validated "
-    "(no face model), errors when the face did not match (Tier 2 used instead).",
+    stage.CHECK_FACES: "Tier 3 characters: the face matched on the face engine's own scale "
+    "(insightface similarity or dlib distance); warns when not validated (no face engine), errors "
+    "when the face did not match (Tier 2 used instead).",
 }
 
 
@@ -110,12 +111,16 @@ def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions, owners: lis
 
 def _metadata(run: stage.CleanSheetRun) -> dict[str, Any]:
     rows = [
-        "| asset | tier | status | engine / model | similarity | tries | cost (USD) |",
+        "| asset | tier | status | engine / model | face | tries | cost (USD) |",
         "|---|---|---|---|---|---|---|",
     ]
     pictures: list[tuple[str, bytes]] = []
     for r in run.results:
-        sim = "-" if r.similarity is None else f"{r.similarity:.3f}"
+        sim = (
+            r.face_score.describe()
+            if r.face_score is not None
+            else ("-" if r.similarity is None else f"{r.similarity:.3f}")
+        )
         rows.append(
             f"| {r.asset.key} | {r.tier or 'original (no sheet)'} | {r.status} | "
             f"{r.engine or '-'} / {r.model or '-'} | {sim} ({r.validation}) | {len(r.tries)} | "
@@ -131,7 +136,7 @@ def _metadata(run: stage.CleanSheetRun) -> dict[str, Any]:
         "summary": dg.MetadataValue.md("\n".join(rows)),
         "before_after": md.gallery(pictures),
         "background_removal": run.remover_note,
-        "face_model": run.face_problem or "installed",
+        "face_model": run.face_engine_note or run.face_problem or "-",
         "face_validation": dg.MetadataValue.json({r.asset.key: r.validation for r in results}),
         "total_cost_usd": round(sum(r.cost_usd for r in results), 4),
         "tier3_tries": dg.MetadataValue.json({r.asset.key: r.tries for r in results if r.tries}),

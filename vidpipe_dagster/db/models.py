@@ -130,6 +130,10 @@ class Asset(Base):
         ForeignKey("assets.id"), nullable=True
     )
     face_embedding: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
+    # which face engine made ``face_embedding`` and on which scale it compares; embeddings of
+    # different engines are never compared (``domain.identity``)
+    face_embedding_engine: Mapped[Optional[str]] = mapped_column(String(20), nullable=True)
+    face_embedding_metric: Mapped[Optional[str]] = mapped_column(String(20), nullable=True)
 
     manifest: Mapped[Manifest] = relationship(back_populates="assets")
     clean_references: Mapped[list[AssetCleanReference]] = relationship(
@@ -223,6 +227,63 @@ class GenerationLedger(Base):
     takes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     details: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
     error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime, server_default=func.now(), onupdate=func.now()
+    )
+
+
+class CleanSheetFaceScore(Base):
+    """The face score that validated a Tier 3 clean sheet, with its engine, metric and bar.
+
+    ``AssetCleanReference.face_similarity_score`` holds the same value (the plan's ten columns);
+    this row says which engine's scale it is on: insightface similarity or dlib distance.
+    """
+
+    __tablename__ = "clean_sheet_face_scores"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    clean_reference_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("asset_clean_references.id", ondelete="CASCADE"), unique=True
+    )
+    engine: Mapped[str] = mapped_column(String(20))  # "insightface" | "dlib"
+    metric: Mapped[str] = mapped_column(String(20))  # "cosine" | "euclidean"
+    score: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    try_number: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
+
+
+class ClipIdentityScore(Base):
+    """How recognisable one placed character is in a scene's clip (``domain.clip_identity``).
+
+    Recomputed when the clip changes: ``clip_fingerprint`` is the clip's fingerprint it was
+    computed from. ``status`` is passed, failed or not_scored (then ``reason`` says why).
+    """
+
+    __tablename__ = "clip_identity_scores"
+    __table_args__ = (UniqueConstraint("video_clip_id", "character_tag"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    video_clip_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("video_clips.id", ondelete="CASCADE"), index=True
+    )
+    character_tag: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    engine: Mapped[Optional[str]] = mapped_column(String(20), nullable=True)
+    metric: Mapped[Optional[str]] = mapped_column(String(20), nullable=True)
+    best_score: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    median_score: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    threshold: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    passed: Mapped[Optional[bool]] = mapped_column(Boolean, nullable=True)
+    frames_found: Mapped[int] = mapped_column(Integer, default=0)
+    frames_matched: Mapped[int] = mapped_column(Integer, default=0)
+    frames_sampled: Mapped[int] = mapped_column(Integer, default=0)
+    best_frame_time: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    best_frame_url: Mapped[Optional[str]] = mapped_column(String(500), nullable=True)
+    clip_fingerprint: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, server_default=func.now(), onupdate=func.now()

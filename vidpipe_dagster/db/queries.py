@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -13,12 +14,17 @@ from sqlalchemy.orm import Session
 from vidpipe_dagster.db.models import (
     Asset,
     AssetCleanReference,
+    CleanSheetFaceScore,
+    ClipIdentityScore,
     GenerationLedger,
     Project,
     Scene,
     SceneManifest,
     VideoClip,
 )
+from vidpipe_dagster.domain.clip_identity import CharacterIdentity
+from vidpipe_dagster.domain.faces import embedding_from_bytes, embedding_to_bytes
+from vidpipe_dagster.domain.identity import FaceEmbedding, FaceScore, Metric
 from vidpipe_dagster.domain.reference_selection import ChosenReference, select_references_for_scene
 
 
@@ -167,3 +173,165 @@ def latest_image_model(session: Session, slug: str, asset_key: str) -> str | Non
 
 def project_slugs(session: Session) -> list[str]:
     return list(session.scalars(select(Project.slug).order_by(Project.slug)))
+
+
+# --- face identity: engine-tagged embeddings, Tier 3 face scores, clip identity ----------------
+
+
+def stored_face_embedding(asset: Asset) -> FaceEmbedding | None:
+    """The asset's stored embedding with its engine and metric (None: none stored)."""
+    if asset.face_embedding is None or not asset.face_embedding_engine:
+        return None
+    return FaceEmbedding(
+        embedding_from_bytes(asset.face_embedding),
+        asset.face_embedding_engine,
+        cast(Metric, asset.face_embedding_metric or "cosine"),
+    )
+
+
+def set_face_embedding(session: Session, asset_id: uuid.UUID, embedding: FaceEmbedding) -> None:
+    """Store an asset's embedding together with the engine and metric that made it."""
+    asset = session.get(Asset, asset_id)
+    if asset is None:
+        raise NotFound(f"no asset with id {asset_id}")
+    asset.face_embedding = embedding_to_bytes(embedding.vector)
+    asset.face_embedding_engine = embedding.engine
+    asset.face_embedding_metric = embedding.metric
+
+
+def record_clean_sheet_face_score(
+    session: Session, clean_reference_id: uuid.UUID, score: FaceScore, try_number: int | None
+) -> None:
+    """The score that validated a Tier 3 sheet, on its engine's scale (one row per sheet)."""
+    session.add(
+        CleanSheetFaceScore(
+            clean_reference_id=clean_reference_id,
+            engine=score.engine,
+            metric=score.metric,
+            score=score.value,
+            threshold=score.threshold,
+            passed=score.passed,
+            try_number=try_number,
+        )
+    )
+
+
+def clean_sheet_face_scores(
+    session: Session, clean_reference_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, FaceScore]:
+    """The face score of each of these clean sheets that has one (Tier 3, validated)."""
+    if not clean_reference_ids:
+        return {}
+    rows = session.scalars(
+        select(CleanSheetFaceScore).where(
+            CleanSheetFaceScore.clean_reference_id.in_(list(clean_reference_ids))
+        )
+    )
+    return {
+        row.clean_reference_id: FaceScore(
+            row.engine, cast(Metric, row.metric), row.score, row.threshold, row.passed
+        )
+        for row in rows
+    }
+
+
+def character_reference_assets(session: Session, project: Project, tag: str) -> list[Asset]:
+    """A character's assets to recognise it by: face crops first, then full bodies (the face
+    crop shows the face largest). Empty for a tag that is not a CHARACTER."""
+    return [
+        a
+        for a in sorted(
+            assets_of_tag(session, project, tag), key=lambda a: (not a.is_face_crop, a.asset_key)
+        )
+        if a.asset_type == "CHARACTER"
+    ]
+
+
+def save_clip_identity(
+    session: Session,
+    clip_id: uuid.UUID,
+    character: CharacterIdentity,
+    *,
+    clip_fingerprint: str | None,
+    best_frame_url: str | None,
+) -> ClipIdentityScore:
+    """Insert or update the (clip, character) identity row."""
+    row = session.scalars(
+        select(ClipIdentityScore).where(
+            ClipIdentityScore.video_clip_id == clip_id,
+            ClipIdentityScore.character_tag == character.tag,
+        )
+    ).one_or_none()
+    if row is None:
+        row = ClipIdentityScore(video_clip_id=clip_id, character_tag=character.tag)
+        session.add(row)
+    row.status = character.status
+    row.reason = character.reason
+    row.engine = character.engine
+    row.metric = character.metric
+    row.best_score = character.best
+    row.median_score = character.median
+    row.threshold = character.threshold
+    row.passed = character.passed
+    row.frames_found = character.frames_found
+    row.frames_matched = character.frames_matched
+    row.frames_sampled = character.frames_sampled
+    row.best_frame_time = character.best_frame_time
+    row.best_frame_url = best_frame_url
+    row.clip_fingerprint = clip_fingerprint
+    return row
+
+
+def delete_clip_identities_except(
+    session: Session, clip_id: uuid.UUID, keep_tags: Sequence[str]
+) -> None:
+    """Drop identity rows of characters no longer placed in the scene."""
+    for row in session.scalars(
+        select(ClipIdentityScore).where(ClipIdentityScore.video_clip_id == clip_id)
+    ):
+        if row.character_tag not in keep_tags:
+            session.delete(row)
+
+
+def clip_identity_rows(session: Session, clip_id: uuid.UUID) -> list[ClipIdentityScore]:
+    return list(
+        session.scalars(
+            select(ClipIdentityScore)
+            .where(ClipIdentityScore.video_clip_id == clip_id)
+            .order_by(ClipIdentityScore.character_tag)
+        )
+    )
+
+
+def identity_of_row(row: ClipIdentityScore) -> CharacterIdentity:
+    """A stored row as the domain value (without the crop's bytes: ``best_frame_url`` has it)."""
+    return CharacterIdentity(
+        tag=row.character_tag,
+        status=cast(Any, row.status),
+        reason=row.reason or "",
+        engine=row.engine,
+        metric=cast(Metric | None, row.metric),
+        threshold=row.threshold,
+        best=row.best_score,
+        median=row.median_score,
+        frames_found=row.frames_found,
+        frames_matched=row.frames_matched,
+        frames_sampled=row.frames_sampled,
+        best_frame_time=row.best_frame_time,
+    )
+
+
+def project_clip_identities(
+    session: Session, project_id: uuid.UUID
+) -> list[tuple[int, ClipIdentityScore]]:
+    """Every stored (scene index, identity row) of a project's clips, in scene then tag order."""
+    return [
+        (index, row)
+        for index, row in session.execute(
+            select(Scene.scene_index, ClipIdentityScore)
+            .join(VideoClip, VideoClip.scene_id == Scene.id)
+            .join(ClipIdentityScore, ClipIdentityScore.video_clip_id == VideoClip.id)
+            .where(Scene.project_id == project_id)
+            .order_by(Scene.scene_index, ClipIdentityScore.character_tag)
+        ).all()
+    ]

@@ -386,6 +386,30 @@ def _label_band(width: int, height: int) -> np.ndarray:
     return np.asarray(band)
 
 
+def _strip_geometry(count: int, width: int, height: int) -> tuple[int, int, int]:
+    """(thumbnail side, gap, caption height) of the reference strip for ``count`` references."""
+    gap = 4
+    side = round(min(width, height) * 0.2)
+    side = max(16, min(side, (round(width * 0.9) - gap * (count - 1)) // count))
+    return side, gap, round(max(8, side // 6) * 1.4)
+
+
+def animatic_reference_strip_box(
+    aspect_ratio: str, reference_count: int, height: int = 360
+) -> tuple[float, float, float, float] | None:
+    """Where ``render_animatic`` burns in its reference thumbnails, as (x1, y1, x2, y2) in 0-1
+    frame coordinates; None without references. Identity scoring ignores faces there: they are
+    the references themselves, not the clip's characters."""
+    if reference_count < 1:
+        return None
+    width, out_h = frame_size(aspect_ratio, height)
+    margin = max(2, round(min(width, out_h) * 0.04))
+    side, gap, caption_h = _strip_geometry(reference_count, width, out_h)
+    strip_w = reference_count * side + gap * (reference_count - 1)
+    top = out_h - margin - (side + caption_h)
+    return (margin / width, top / out_h, (margin + strip_w) / width, (out_h - margin) / out_h)
+
+
 def _reference_strip(
     references: Sequence[tuple[str, bytes]], width: int, height: int
 ) -> np.ndarray | None:
@@ -393,12 +417,8 @@ def _reference_strip(
     if not references:
         return None
     count = len(references)
-    side = round(min(width, height) * 0.2)
-    gap = 4
-    side = min(side, (round(width * 0.9) - gap * (count - 1)) // count)
-    side = max(16, side)
+    side, gap, caption_h = _strip_geometry(count, width, height)
     font = _font(max(8, side // 6))
-    caption_h = round(max(8, side // 6) * 1.4)
     strip = Image.new("RGB", (count * side + gap * (count - 1), side + caption_h), _BAND_COLOR)
     draw = ImageDraw.Draw(strip)
     for index, (tag, data) in enumerate(references):

@@ -1,10 +1,11 @@
 """Tier 3 clean sheets: ask an image model for an idealised reference, validated by face.
 
 Up to three tries, each a paid request (``generation.images`` ledgers each one); a character with
-a stored face embedding is accepted only when the face still matches (thresholds in
-``domain.clean_sheets.threshold_for_try``). Transient errors are retried inside a try with
-full-jitter backoff and do not use a try up; content policy, rejections and failures stop.
-The image model is the caller's choice; its price and input limit come from the model catalog.
+a stored face embedding is accepted only when the face still matches, on the face engine's own
+scale and thresholds (``domain.identity``: insightface similarity 0.6/0.6/0.5, dlib distance
+0.6/0.6/relaxed). Transient errors are retried inside a try with full-jitter backoff and do not
+use a try up; content policy, rejections and failures stop. The image model is the caller's
+choice; its price and input limit come from the model catalog.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from vidpipe_dagster.domain.catalog import ModelCatalog, ModelChoiceError, packaged_catalog
 from vidpipe_dagster.domain.clean_sheets import (
     TIER3_MAX_TRIES,
@@ -26,7 +25,14 @@ from vidpipe_dagster.domain.clean_sheets import (
     normalize_generated_image,
     threshold_for_try,
 )
-from vidpipe_dagster.domain.faces import FaceEmbedder, cosine_similarity
+from vidpipe_dagster.domain.identity import (
+    EngineMismatch,
+    FaceEmbedding,
+    FaceEngine,
+    FaceScore,
+    better,
+    compare,
+)
 from vidpipe_dagster.domain.media import MediaError, decode_image
 from vidpipe_dagster.generation.client import GenerationApiError, ImageClient
 
@@ -85,11 +91,11 @@ async def generate_tier3_clean_sheet(
     prompt: str,
     image_bytes: bytes,
     mime_type: str,
-    stored_embedding: np.ndarray | None,
-    embedder: FaceEmbedder | None,
+    stored_embedding: FaceEmbedding | None,
+    face_engine: FaceEngine | None,
     price_per_image: float | None = None,
     max_tries: int = TIER3_MAX_TRIES,
-    no_embedder_reason: str = "no face model installed",
+    no_engine_reason: str = "no face engine installed",
     is_character: bool = False,
     label: str = "reference image",
     transient_retries: int = 3,
@@ -102,9 +108,10 @@ async def generate_tier3_clean_sheet(
 ) -> Tier3Outcome:
     """Up to ``max_tries`` generations, validated against ``stored_embedding`` when given.
 
-    Validation applies when the caller passes a stored embedding (characters that have one). A
-    character without a face model is ``unavailable`` (not validated), never ``not_applicable``:
-    its embedding is missing only because there was no model to compute it.
+    Validation applies when the caller passes a stored embedding (characters that have one),
+    made by ``face_engine``; each try is held to that engine's threshold for the try. A
+    character without a face engine is ``unavailable`` (not validated), never
+    ``not_applicable``: its embedding is missing only because there was no engine to compute it.
     Errors: content_policy stops (same prompt is not resent, cost 0); rejected / failed /
     not_found stop; transient errors are retried with backoff inside a try and stop only when
     the retries run out (``stopped_by="transient"``, so a caller can let Dagster retry later).
@@ -118,30 +125,31 @@ async def generate_tier3_clean_sheet(
         catalog or packaged_catalog(), model, price_per_image, extra_images
     )
     rng = rng or random.Random()
-    if embedder is None and (stored_embedding is not None or is_character):
+    if face_engine is None and (stored_embedding is not None or is_character):
         validation: Validation = "unavailable"
-        skip_reason = f"not validated: {no_embedder_reason}"
+        skip_reason = f"not validated: {no_engine_reason}"
     elif stored_embedding is None:
         validation = "not_applicable"
         skip_reason = "validation not applicable (no stored face embedding)"
     else:
         validation, skip_reason = "not_run", ""
     tries: list[Tier3Try] = []
-    best: float | None = None
+    best: FaceScore | None = None
 
     def finish(
         accepted: bool,
         reason: str,
         *,
         image_png: bytes | None = None,
-        score: float | None = None,
+        score: FaceScore | None = None,
         final: Validation | None = None,
         stopped_by: str | None = None,
     ) -> Tier3Outcome:
+        face_score = score if accepted else best
         return Tier3Outcome(
             accepted=accepted,
             image_png=image_png,
-            score=score if accepted else best,
+            score=None if face_score is None else face_score.value,
             validation=final or validation,
             tries=tuple(tries),
             total_cost_usd=round(sum(t.cost_usd for t in tries), 6),
@@ -149,6 +157,7 @@ async def generate_tier3_clean_sheet(
             model=model,
             reason=reason + input_note,
             stopped_by=stopped_by,
+            face_score=face_score,
         )
 
     for number in range(1, max_tries + 1):
@@ -180,36 +189,48 @@ async def generate_tier3_clean_sheet(
         except MediaError as exc:
             tries.append(Tier3Try(number, None, None, cost, "invalid_image", str(exc), retried))
             continue
-        if embedder is None or stored_embedding is None:
+        if face_engine is None or stored_embedding is None:
             tries.append(
                 Tier3Try(number, None, None, cost, "accepted_unvalidated", skip_reason, retried)
             )
             return finish(True, skip_reason, image_png=png)
-        embedding = await asyncio.to_thread(embedder.embed_largest_face, png)
-        threshold = threshold_for_try(number)
+        embedding = await asyncio.to_thread(face_engine.embed_face, png)
+        threshold = threshold_for_try(number, face_engine.name)
+        engine_fields = {"engine": face_engine.name, "metric": face_engine.metric}
         if embedding is None:
-            score, outcome, why = 0.0, "no_face", "no face found in the generated image"
+            # no face where one must be: the worst score on this engine's scale
+            worst = 0.0 if face_engine.metric == "cosine" else float("inf")
+            score = FaceScore(face_engine.name, face_engine.metric, worst, threshold, False)
+            outcome, why = "no_face", "no face found in the generated image"
         else:
             try:
-                score = cosine_similarity(stored_embedding, embedding)
-            except ValueError as exc:  # stored with another face model: cannot compare
-                reason = f"not validated: stored embedding does not match the face model ({exc})"
+                score = compare(stored_embedding, embedding, threshold)
+            except EngineMismatch as exc:  # stored by another engine: cannot compare
+                reason = f"not validated: {exc}"
                 tries.append(
                     Tier3Try(number, None, None, cost, "accepted_unvalidated", reason, retried)
                 )
                 return finish(True, reason, image_png=png, final="unavailable")
-            outcome, why = "below_threshold", f"face similarity {score:.3f} < {threshold}"
-        best = score if best is None else max(best, score)
+            outcome, why = "below_threshold", score.describe()
+        value = None if embedding is None else score.value
+        if embedding is not None and (
+            best is None or better(score.metric, score.value, best.value)
+        ):
+            best = score
         validation = "failed"
-        if score >= threshold:
-            reason = f"face similarity {score:.3f} >= {threshold} on try {number}"
-            tries.append(Tier3Try(number, score, threshold, cost, "accepted", reason, retried))
+        if score.passed:
+            reason = f"{score.describe()} on try {number}"
+            tries.append(
+                Tier3Try(
+                    number, value, threshold, cost, "accepted", reason, retried, **engine_fields
+                )
+            )
             return finish(True, reason, image_png=png, score=score, final="passed")
-        tries.append(Tier3Try(number, score, threshold, cost, outcome, why, retried))
-    best_text = "none" if best is None else f"{best:.3f}"
-    return finish(
-        False, f"no acceptable image in {max_tries} tries (best face similarity {best_text})"
-    )
+        tries.append(
+            Tier3Try(number, value, threshold, cost, outcome, why, retried, **engine_fields)
+        )
+    best_text = "no face found" if best is None else best.comparison()
+    return finish(False, f"no acceptable image in {max_tries} tries (best: {best_text})")
 
 
 def _catalog_terms(

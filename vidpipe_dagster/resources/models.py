@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from vidpipe_dagster.domain.identity import FaceEngineChoice
 from vidpipe_dagster.domain.local_models import LocalModels
 from vidpipe_dagster.settings import (
     DEFAULT_FACE_MODEL_PACK,
@@ -18,6 +19,8 @@ class LocalModelsResource(dg.ConfigurableResource):
 
     rembg_model: str = DEFAULT_REMBG_MODEL
     rembg_model_path: str | None = None
+    models_dir: str | None = None
+    face_engine: FaceEngineChoice = "auto"  # auto: an insightface pack, else dlib, else none
     face_model_root: str = DEFAULT_FACE_MODEL_ROOT
     face_model_pack: str = DEFAULT_FACE_MODEL_PACK
 
@@ -25,6 +28,8 @@ class LocalModelsResource(dg.ConfigurableResource):
         return LocalModels(
             rembg_model=self.rembg_model,
             rembg_model_path=self.rembg_model_path,
+            models_dir=self.models_dir,
+            face_engine_choice=self.face_engine,
             face_model_root=self.face_model_root,
             face_model_pack=self.face_model_pack,
         )

@@ -18,18 +18,20 @@ import numpy as np
 from PIL import Image
 
 from vidpipe_dagster.db import queries
-from vidpipe_dagster.db.models import Asset, AssetCleanReference
+from vidpipe_dagster.db.models import AssetCleanReference
 from vidpipe_dagster.domain.budget import start_of_today_utc
 from vidpipe_dagster.domain.catalog import ModelChoiceError
 from vidpipe_dagster.domain.clean_sheets import (
     TIER3_GEMINI,
+    BackgroundModelError,
     BackgroundRemover,
     CleanSheetError,
+    NothingToSeparate,
     Validation,
     build_conditioning_prompt,
     make_tier2_clean_sheet,
 )
-from vidpipe_dagster.domain.faces import FaceEmbedder, embedding_from_bytes, embedding_to_bytes
+from vidpipe_dagster.domain.identity import FaceEmbedding, FaceEngine, FaceScore
 from vidpipe_dagster.domain.media import MediaError, image_mime_type, read_image_bytes, sha256_bytes
 from vidpipe_dagster.generation.budgets import plan_tier3_spend
 from vidpipe_dagster.generation.images import LedgeredImageClient
@@ -65,7 +67,7 @@ class AssetInput:
     image_url: str
     original_sha256: str | None
     reverse_prompt: str | None
-    face_embedding: bytes | None
+    face_embedding: FaceEmbedding | None  # with the engine that made it
     is_face_crop: bool
 
 
@@ -78,9 +80,11 @@ class AssetResult:
     clean_png: bytes | None = None
     clean_url: str | None = None
     status: str = "new"  # new | unchanged | cached | original
-    engine: str = ""
+    engine: str = ""  # what made the sheet: rembg, grabcut or gemini
     model: str = ""
-    similarity: float | None = None
+    similarity: float | None = None  # on ``face_score``'s engine scale (similarity or distance)
+    face_score: FaceScore | None = None
+    try_number: int | None = None  # the Tier 3 try whose image was accepted
     validation: Validation = "not_applicable"
     cost_usd: float = 0.0
     tries: list[dict[str, Any]] = field(default_factory=list)
@@ -95,6 +99,7 @@ class CleanSheetRun:
     results: list[AssetResult]
     remover_note: str
     face_problem: str | None
+    face_engine_note: str = ""  # which face engine ran and why (or why none)
 
     @property
     def data_version(self) -> str:
@@ -116,10 +121,16 @@ def make_clean_sheets(
     except MediaError as exc:
         raise StageError(f"{exc}; nothing was generated") from exc
     remover, remover_note = ctx.models.background_remover()
-    embedder, face_problem = ctx.models.face_embedder()
+    if any(i.asset_type != "ENVIRONMENT" for i in inputs):
+        _load_remover(remover)  # a model that cannot load fails now: nothing written, no retry
+    faces = ctx.models.face_engine()
+    engine, face_problem = faces.engine, faces.problem
     ctx.log.info(f"{tag}: background removal: {remover_note}")
-    if face_problem and any(i.asset_type == "CHARACTER" for i in inputs):
-        ctx.log.warning(f"{tag}: face embeddings unavailable: {face_problem}")
+    if any(i.asset_type == "CHARACTER" for i in inputs):
+        if face_problem:
+            ctx.log.warning(f"{tag}: faces NOT validated: {face_problem}")
+        else:
+            ctx.log.info(f"{tag}: face engine: {faces.note}")
     model = options.image_model or ctx.backends.image_model
     reusable: dict[uuid.UUID, AssetCleanReference | None] = {}
     if options.tier == "tier3":  # paid sheets that already exist, looked up once per asset
@@ -143,10 +154,10 @@ def make_clean_sheets(
     results = []
     for item in inputs:
         result = _read_original(ctx, item)
-        _ensure_face_embedding(ctx, result, embedder, face_problem)
+        _ensure_face_embedding(ctx, result, engine, face_problem)
         if options.tier == "tier3":
             _try_tier3(
-                ctx, slug, model, options, result, embedder, face_problem, reusable[item.id], run_id
+                ctx, slug, model, options, result, engine, face_problem, reusable[item.id], run_id
             )
         if result.tier is None:
             _make_tier2(remover, result)
@@ -159,7 +170,18 @@ def make_clean_sheets(
             + "; ".join(result.notes)
         )
         results.append(result)
-    return CleanSheetRun(tag, options.tier, results, remover_note, face_problem)
+    return CleanSheetRun(tag, options.tier, results, remover_note, face_problem, faces.note)
+
+
+def _load_remover(remover: BackgroundRemover) -> None:
+    """A background model that cannot load is a configuration error: no Dagster retry."""
+    try:
+        remover.load()
+    except BackgroundModelError as exc:
+        raise StageError(
+            f"{exc}. Nothing was written (VIDPIPE_REMBG_MODEL_PATH / VIDPIPE_REMBG_MODEL).",
+            retry=False,
+        ) from exc
 
 
 def _load_inputs(ctx: StageContext, slug: str, tag: str) -> list[AssetInput]:
@@ -177,7 +199,7 @@ def _load_inputs(ctx: StageContext, slug: str, tag: str) -> list[AssetInput]:
                 image_url=a.reference_image_url or "",
                 original_sha256=a.original_sha256,
                 reverse_prompt=a.reverse_prompt,
-                face_embedding=a.face_embedding,
+                face_embedding=queries.stored_face_embedding(a),
                 is_face_crop=a.is_face_crop,
             )
             for a in rows
@@ -198,27 +220,35 @@ def _read_original(ctx: StageContext, item: AssetInput) -> AssetResult:
 def _ensure_face_embedding(
     ctx: StageContext,
     result: AssetResult,
-    embedder: FaceEmbedder | None,
+    engine: FaceEngine | None,
     face_problem: str | None,
 ) -> None:
-    """Characters get a stored face embedding from their original photo, once."""
+    """Characters get a face embedding from their original photo, made by the engine in use.
+
+    An embedding made by another engine (e.g. insightface before its pack was removed) is
+    recomputed: scores of different engines are never compared.
+    """
     item = result.asset
-    if item.asset_type != "CHARACTER" or item.face_embedding is not None:
+    if item.asset_type != "CHARACTER":
         return
-    if embedder is None:
-        result.notes.append(f"no face embedding: {face_problem}")
+    if engine is None:
+        if item.face_embedding is None:
+            result.notes.append(f"no face embedding: {face_problem}")
         return
-    embedding = embedder.embed_largest_face(result.original)
+    stored = item.face_embedding
+    if stored is not None and (stored.engine, stored.metric) == (engine.name, engine.metric):
+        return
+    embedding = engine.embed_face(result.original)
     if embedding is None:
-        result.notes.append("no face found in the original: no face embedding")
+        result.notes.append(f"no face found in the original by {engine.name}: no face embedding")
+        if stored is not None:  # the other engine's embedding cannot be used by this one
+            result.asset = replace(item, face_embedding=None)
         return
-    data = embedding_to_bytes(embedding)
     with ctx.database.session() as session:
-        row = session.get(Asset, item.id)
-        if row is not None:
-            row.face_embedding = data
-    result.asset = replace(item, face_embedding=data)
-    result.notes.append("face embedding computed")
+        queries.set_face_embedding(session, item.id, embedding)
+    result.asset = replace(item, face_embedding=embedding)
+    was = f" (replacing a {stored.engine} one)" if stored is not None else ""
+    result.notes.append(f"face embedding computed by {engine.name}{was}")
 
 
 def _reusable_tier3(
@@ -246,7 +276,7 @@ def _try_tier3(
     model: str,
     options: CleanSheetOptions,
     result: AssetResult,
-    embedder: FaceEmbedder | None,
+    engine: FaceEngine | None,
     face_problem: str | None,
     primary: AssetCleanReference | None,
     run_id: str | None = None,
@@ -267,10 +297,14 @@ def _try_tier3(
             "gemini",
             model,
         )
+        with ctx.database.session() as session:
+            result.face_score = queries.clean_sheet_face_scores(session, [primary.id]).get(
+                primary.id
+            )
         result.validation = (
             "passed"
             if primary.face_similarity_score is not None
-            else _unscored_validation(item, embedder)
+            else _unscored_validation(item, engine)
         )
         result.notes.append("tier 3 sheet for this prompt and photo exists: reused (no API call)")
         return
@@ -280,11 +314,7 @@ def _try_tier3(
             "VIDPIPE_VERTEX_EMULATOR_HOST); fell back to tier 2"
         )
         return
-    stored = (
-        embedding_from_bytes(item.face_embedding)
-        if item.asset_type == "CHARACTER" and item.face_embedding
-        else None
-    )
+    stored = item.face_embedding if item.asset_type == "CHARACTER" else None
     client = LedgeredImageClient(
         ctx.backends.image_client(),
         ctx.ledger(),
@@ -303,10 +333,10 @@ def _try_tier3(
             image_bytes=result.original,
             mime_type=image_mime_type(result.original),
             stored_embedding=stored,
-            embedder=embedder,
+            face_engine=engine,
             price_per_image=options.price_per_image_usd,
             catalog=ctx.catalog,
-            no_embedder_reason=face_problem or "no face model installed",
+            no_engine_reason=face_problem or "no face engine installed",
             is_character=item.asset_type == "CHARACTER",
             label=f"asset {item.key!r}",
         )
@@ -314,7 +344,10 @@ def _try_tier3(
     result.tries = outcome.tries_as_dicts()
     result.cost_usd = outcome.total_cost_usd
     result.similarity = outcome.score
+    result.face_score = outcome.face_score
     result.validation = outcome.validation
+    accepted_try = [t.number for t in outcome.tries if t.outcome == "accepted"]
+    result.try_number = accepted_try[0] if accepted_try else None
     if outcome.stopped_by == "transient":
         raise StageError(
             f"asset {item.key!r}: tier 3 API kept failing transiently ({outcome.reason}); "
@@ -333,7 +366,7 @@ def _try_tier3(
         result.notes.append(f"tier 3 not accepted ({outcome.reason}); fell back to tier 2")
 
 
-def _unscored_validation(item: AssetInput, embedder: FaceEmbedder | None) -> Validation:
+def _unscored_validation(item: AssetInput, engine: FaceEngine | None) -> Validation:
     """Why a reused Tier 3 sheet has no similarity score.
 
     Characters are ``unavailable`` (never validated) unless their original photo has no face to
@@ -341,8 +374,8 @@ def _unscored_validation(item: AssetInput, embedder: FaceEmbedder | None) -> Val
     """
     if item.asset_type != "CHARACTER":
         return "not_applicable"
-    if embedder is not None and item.face_embedding is None:
-        return "not_applicable"  # the face model found no face in the original
+    if engine is not None and item.face_embedding is None:
+        return "not_applicable"  # the face engine found no face in the original
     return "unavailable"
 
 
@@ -356,6 +389,14 @@ def _make_tier2(remover: BackgroundRemover, result: AssetResult) -> None:
         tier2 = make_tier2_clean_sheet(
             result.original, remover, label=f"asset {item.key!r} ({item.image_url})"
         )
+    except NothingToSeparate as exc:
+        result.status = "original"
+        result.notes.append(
+            f"tier 2 skipped ({exc}): no engine ran; the original photo stays the reference"
+        )
+        return
+    except BackgroundModelError as exc:  # normally caught up front by ``_load_remover``
+        raise StageError(f"{exc}. Nothing more was written.", retry=False) from exc
     except CleanSheetError as exc:
         result.status = "original"
         result.notes.append(f"tier 2 failed ({exc}); the original photo stays the reference")
@@ -392,20 +433,24 @@ def _persist(ctx: StageContext, result: AssetResult) -> None:
         ):
             old.is_primary = False
         session.flush()
-        session.add(
-            AssetCleanReference(
-                asset_id=item.id,
-                tier=result.tier,
-                clean_image_url=rel,
-                generation_prompt=result.prompt,
-                face_similarity_score=result.similarity if result.tier == TIER3_GEMINI else None,
-                quality_score=None,
-                is_primary=True,
-                # what this sheet cost: a Tier 2 fallback is free even after paid Tier 3 tries
-                # (those stay in the ledger and in the run's metadata)
-                generation_cost=result.cost_usd if result.tier == TIER3_GEMINI else 0.0,
-            )
+        sheet = AssetCleanReference(
+            asset_id=item.id,
+            tier=result.tier,
+            clean_image_url=rel,
+            generation_prompt=result.prompt,
+            face_similarity_score=result.similarity if result.tier == TIER3_GEMINI else None,
+            quality_score=None,
+            is_primary=True,
+            # what this sheet cost: a Tier 2 fallback is free even after paid Tier 3 tries
+            # (those stay in the ledger and in the run's metadata)
+            generation_cost=result.cost_usd if result.tier == TIER3_GEMINI else 0.0,
         )
+        session.add(sheet)
+        if result.tier == TIER3_GEMINI and result.face_score is not None:
+            session.flush()  # the sheet's id, for its face score row
+            queries.record_clean_sheet_face_score(
+                session, sheet.id, result.face_score, result.try_number
+            )
 
 
 def gray_border_fraction(png: bytes) -> float:
@@ -439,38 +484,50 @@ def run_checks(run: CleanSheetRun) -> list[CheckOutcome]:
             severity="warn",
             metadata={"gray_border_fraction": gray},
         ),
-        _face_check(results),
+        _face_check(results, run.face_problem),
     ]
 
 
-def _face_check(results: list[AssetResult]) -> CheckOutcome:
+def _face_check(results: list[AssetResult], face_problem: str | None) -> CheckOutcome:
     faces = {r.asset.key: r.validation for r in results if r.tier == TIER3_GEMINI or r.tries}
+    scores = {
+        r.asset.key: r.face_score.describe()
+        for r in results
+        if r.asset.key in faces and r.face_score is not None
+    }
+    metadata: dict[str, Any] = {"validation": faces, "scores": scores}
     failed_faces = sorted(k for k, v in faces.items() if v == "failed")
     unvalidated = sorted(k for k, v in faces.items() if v == "unavailable")
     if failed_faces:
+        best = "; ".join(f"{k}: best {scores[k]}" for k in failed_faces if k in scores)
         return CheckOutcome(
             CHECK_FACES,
             passed=False,
             severity="error",
-            description=f"FAILED: face similarity below threshold for {failed_faces}; "
-            "the Tier 2 sheet (or the original) is used instead",
-            metadata={"validation": faces},
+            description=f"FAILED: face below the engine's threshold for {failed_faces}"
+            + (f" ({best})" if best else "")
+            + "; the Tier 2 sheet (or the original) is used instead",
+            metadata=metadata,
         )
     if unvalidated:
+        why = face_problem or "the stored face embedding is from another engine"
         return CheckOutcome(
             CHECK_FACES,
             passed=False,
             severity="warn",
-            description=f"NOT validated (no face model installed) for {unvalidated}: "
-            "install an insightface pack (VIDPIPE_FACE_MODEL_ROOT) to validate identity",
-            metadata={"validation": faces},
+            description=f"NOT validated for {unvalidated}: {why}. Set VIDPIPE_FACE_ENGINE "
+            "(auto, dlib, insightface) and install its models to validate identity",
+            metadata=metadata,
         )
+    passed = "; ".join(f"{k} {v}" for k, v in scores.items())
     return CheckOutcome(
         CHECK_FACES,
         passed=True,
         severity="warn",
-        description="passed" if faces else "not applicable: no Tier 3 sheet in this run",
-        metadata={"validation": faces},
+        description=(passed or "passed")
+        if faces
+        else "not applicable: no Tier 3 sheet in this run",
+        metadata=metadata,
     )
 
 

@@ -1,7 +1,7 @@
 """resolution and takes per project, a video model per scene, resolution and takes per ledger row
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-02 12:00:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision = '0003'
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 

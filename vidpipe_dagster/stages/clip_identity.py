@@ -1,0 +1,268 @@
+"""Clip identity for one scene, and the project's identity matrix (``domain.clip_identity``).
+
+Reads the scene's stored clip and its placed CHARACTER tags, recognises each in frames sampled
+across the clip with the configured face engine (references: each of the character's assets,
+face crop first, as the clip stage sends it: its primary clean sheet, else the original photo),
+saves one row per (clip, character) with the best-matching face crop under
+``identity/<slug>/``, and reuses the rows while the clip's fingerprint and the engine are
+unchanged. Local and free; a low score never regenerates anything (that is ``regenerate``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from vidpipe_dagster.db import queries
+from vidpipe_dagster.domain.clip_identity import (
+    DEFAULT_SAMPLE_FRAMES,
+    CharacterIdentity,
+    CharacterReference,
+    ClipIdentity,
+    reference_from_images,
+    score_clip_identity,
+)
+from vidpipe_dagster.domain.identity import Box
+from vidpipe_dagster.domain.identity_matrix import render_identity_matrix
+from vidpipe_dagster.domain.media import MediaError
+from vidpipe_dagster.domain.render import animatic_reference_strip_box, probe_mp4
+from vidpipe_dagster.stages.context import CheckOutcome, StageContext, StageError
+
+CHECK_RECOGNISABLE = "characters_recognisable"
+
+
+@dataclass(frozen=True)
+class SceneIdentity:
+    """One scene's clip identity: per character, with where its crop and reference live."""
+
+    slug: str
+    scene_index: int
+    characters: tuple[CharacterIdentity, ...]
+    engine_note: str
+    cached: bool  # rows reused: same clip fingerprint, same engine
+    clip_fingerprint: str | None = None
+    crops: dict[str, str] = field(default_factory=dict)  # tag -> media-relative PNG
+    references: dict[str, str] = field(default_factory=dict)  # tag -> image compared against
+    note: str = ""  # why nothing was scored (no clip, no characters), if so
+
+    def failed(self) -> list[str]:
+        return [c.tag for c in self.characters if c.status == "failed"]
+
+    def unscored(self) -> list[str]:
+        return [c.tag for c in self.characters if c.status == "not_scored"]
+
+
+def placed_characters(ctx: StageContext, slug: str, scene_index: int) -> list[str]:
+    """The scene's placed tags that name a CHARACTER in the manifest, in placement order."""
+    with ctx.database.session() as session:
+        project = queries.project_by_slug(session, slug)
+        sm = queries.scene_manifest(session, project.id, scene_index)
+        characters = {
+            a.manifest_tag
+            for a in (project.manifest.assets if project.manifest else [])
+            if a.asset_type == "CHARACTER"
+        }
+    placements = (sm.manifest_json or {}).get("placements", []) if sm else []
+    tags: list[str] = []
+    for placement in placements:
+        tag = placement.get("asset_tag")
+        if tag in characters and tag not in tags:
+            tags.append(tag)
+    return tags
+
+
+def score_scene_identity(
+    ctx: StageContext,
+    slug: str,
+    scene_index: int,
+    *,
+    frames: int = DEFAULT_SAMPLE_FRAMES,
+    force: bool = False,
+) -> SceneIdentity:
+    """Score (or reuse) the identity of every character placed in the scene's clip.
+
+    Raises ``StageError`` when the clip file is missing or unreadable. A scene without a done
+    clip or without placed characters returns an empty result with ``note`` saying so.
+    """
+    tags = placed_characters(ctx, slug, scene_index)
+    status = ctx.models.face_engine()
+    engine = status.engine
+    with ctx.database.session() as session:
+        project = queries.project_by_slug(session, slug)
+        scene = queries.scene_of(session, project, scene_index)
+        clip = scene.clip
+        if clip is None or clip.status != "done" or not clip.file_url:
+            return SceneIdentity(
+                slug, scene_index, (), status.note, False, note="the scene has no finished clip"
+            )
+        clip_id, fingerprint, file_url = clip.id, clip.fingerprint, clip.file_url
+        reference_count = len(clip.reference_tags or [])
+        aspect_ratio = project.aspect_ratio
+        rows = queries.clip_identity_rows(session, clip_id)
+        reference_images: dict[str, list[tuple[str, str]]] = {
+            tag: [
+                (a.asset_key, queries.chosen_reference(session, a).image_url or "")
+                for a in queries.character_reference_assets(session, project, tag)
+            ]
+            for tag in tags
+        }
+    if not tags:
+        with ctx.database.session() as session:
+            queries.delete_clip_identities_except(session, clip_id, [])
+        return SceneIdentity(
+            slug,
+            scene_index,
+            (),
+            status.note,
+            False,
+            fingerprint,
+            note="no CHARACTER is placed in this scene",
+        )
+    engine_name = engine.name if engine is not None else None
+    if (
+        not force
+        and rows
+        and sorted(r.character_tag for r in rows) == sorted(tags)
+        and all(r.clip_fingerprint == fingerprint and r.engine == engine_name for r in rows)
+    ):
+        by_tag = {r.character_tag: r for r in rows}
+        return SceneIdentity(
+            slug,
+            scene_index,
+            tuple(queries.identity_of_row(by_tag[t]) for t in tags),
+            status.note,
+            True,
+            fingerprint,
+            crops={t: r.best_frame_url for t, r in by_tag.items() if r.best_frame_url},
+            references={t: v[0][1] for t, v in reference_images.items() if v},
+        )
+
+    path = ctx.media.path(file_url)
+    if not path.is_file():
+        raise StageError(f"scene {scene_index}: clip file {file_url} is missing; run clips again")
+    references: list[CharacterReference] = []
+    if engine is not None:
+        for tag in tags:
+            images = []
+            for key, url in reference_images[tag]:
+                data = ctx.media.load(url) if url else None
+                if data is not None:
+                    images.append((key, data))
+            try:
+                references.append(reference_from_images(engine, tag, images))
+            except MediaError as exc:
+                references.append(CharacterReference(tag, (), f"unreadable reference: {exc}"))
+    else:
+        references = [CharacterReference(tag, ()) for tag in tags]
+    ignore: list[Box] = []
+    try:
+        if probe_mp4(path).is_animatic:  # its burned-in strip shows the references themselves
+            box = animatic_reference_strip_box(aspect_ratio, reference_count)
+            ignore = [box] if box else []
+        identity: ClipIdentity = score_clip_identity(
+            path,
+            references,
+            engine,
+            engine_problem=status.problem,
+            frames=frames,
+            ignore_regions=ignore,
+        )
+    except ValueError as exc:
+        raise StageError(f"scene {scene_index}: clip {file_url} is not readable: {exc}") from exc
+
+    crops: dict[str, str] = {}
+    for character in identity.characters:
+        if character.best_frame_crop_png is not None:
+            rel = f"identity/{slug}/scene_{scene_index}_{character.tag}.png"
+            ctx.media.write(rel, character.best_frame_crop_png)
+            crops[character.tag] = rel
+    with ctx.database.session() as session:
+        for character in identity.characters:
+            queries.save_clip_identity(
+                session,
+                clip_id,
+                character,
+                clip_fingerprint=fingerprint,
+                best_frame_url=crops.get(character.tag),
+            )
+        queries.delete_clip_identities_except(session, clip_id, tags)
+    for character in identity.characters:
+        ctx.log.info(f"scene {scene_index}: {character.describe()}")
+    return SceneIdentity(
+        slug,
+        scene_index,
+        identity.characters,
+        status.note,
+        False,
+        fingerprint,
+        crops=crops,
+        references={t: v[0][1] for t, v in reference_images.items() if v},
+    )
+
+
+def identity_check(result: SceneIdentity, *, blocking: bool = False) -> CheckOutcome:
+    """``characters_recognisable``: fails when a placed character is not recognised or cannot be
+    scored (never a silent pass); WARN by default, ERROR when the project makes it blocking."""
+    severity = "error" if blocking else "warn"
+    metadata = {
+        c.tag: {
+            "status": c.status,
+            "engine": c.engine,
+            "metric": c.metric,
+            "median": c.median,
+            "best": c.best,
+            "threshold": c.threshold,
+            "frames_found": c.frames_found,
+            "frames_sampled": c.frames_sampled,
+        }
+        for c in result.characters
+    }
+    if not result.characters:
+        return CheckOutcome(
+            CHECK_RECOGNISABLE,
+            passed=True,
+            severity=severity,
+            description=f"not applicable: {result.note}",
+        )
+    lines = [c.describe() for c in result.characters]
+    failed, unscored = result.failed(), result.unscored()
+    if failed or unscored:
+        problems = []
+        if failed:
+            problems.append(f"NOT recognised: {failed}")
+        if unscored:
+            problems.append(f"not scored: {unscored}")
+        return CheckOutcome(
+            CHECK_RECOGNISABLE,
+            passed=False,
+            severity=severity,
+            description="; ".join(problems) + ". " + "; ".join(lines),
+            metadata=metadata,
+        )
+    return CheckOutcome(
+        CHECK_RECOGNISABLE,
+        passed=True,
+        severity=severity,
+        description="; ".join(lines),
+        metadata=metadata,
+    )
+
+
+def project_identity_matrix(
+    ctx: StageContext, slug: str, scene_indexes: Sequence[int] | None = None
+) -> bytes | None:
+    """The identity matrix PNG over the project's stored clip identities (None: none stored)."""
+    with ctx.database.session() as session:
+        project = queries.project_by_slug(session, slug)
+        rows = queries.project_clip_identities(session, project.id)
+        scenes = [s.scene_index for s in project.scenes]
+    if scene_indexes is not None:
+        rows = [(i, r) for i, r in rows if i in scene_indexes]
+        scenes = [i for i in scenes if i in scene_indexes]
+    if not rows:
+        return None
+    characters = sorted({r.character_tag for _, r in rows})
+    cells = {(f"scene {i}", r.character_tag): queries.identity_of_row(r) for i, r in rows}
+    return render_identity_matrix(
+        [f"scene {i}" for i in scenes], characters, cells, title=f"Identity per scene: {slug}"
+    )
