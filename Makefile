@@ -36,11 +36,12 @@ demo: setup models  ## build, import and materialize the demo projects offline
 dev: setup models  ## the Dagster UI over $VIDPIPE_HOME (default ./.vidpipe)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.vidpipe/dagster} $(BIN)/dagster dev -w workspace.yaml
 
-bench: setup models  ## clips, definitions load, preview render, identity scoring and Tier 2
+bench: setup models  ## clips, definitions load, preview render, identity scoring and Tier 2, tick and status cost
 	$(BIN)/python bench/clips.py
 	$(BIN)/python bench/definitions_load.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/identity.py
+	$(BIN)/python bench/tick_status.py
 
 test-postgres: setup  ## local PostgreSQL (Debian package) + the postgres-marked tests
 	bash .ci/postgres.sh > .ci/pg.env && . .ci/pg.env && $(BIN)/pytest -q -m postgres

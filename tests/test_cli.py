@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import SpecWriter, small_spec
-from vidpipe_dagster.cli import main
+from vidpipe_dagster.cli import STAGE_CHOICES, build_parser, main
 from vidpipe_dagster.db.models import GenerationLedger
 from vidpipe_dagster.db.session import session_scope
-from vidpipe_dagster.runner import materialize_project
+from vidpipe_dagster.runner import STAGE_NAMES, materialize_project
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
@@ -204,3 +205,87 @@ def test_regenerate_lets_the_next_run_pay_once_more(
     assert states == ["done", "done", "result_lost"]
     assert main(["regenerate", "spring-ad", "--scene", "9"]) == 2
     assert "has no scene 9" in capsys.readouterr().err
+
+
+# -- help, unknown names, failure lines ------------------------------------------------------
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    [action] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(action.choices)
+
+
+def test_help_lists_every_command_and_every_option_has_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = build_parser()
+    commands = _subcommands(parser)
+    assert set(commands) == {
+        "init",
+        "import",
+        "materialize",
+        "regenerate",
+        "archive",
+        "unarchive",
+        "status",
+        "costs",
+        "runs",
+        "demo",
+        "emulator",
+    }
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    listing = capsys.readouterr().out
+    for name in commands:
+        assert f"\n    {name}" in listing, name  # listed with its one-line help
+    parsers = dict(commands)
+    parsers.update({f"runs {k}": v for k, v in _subcommands(commands["runs"]).items()})
+    for name, sub in parsers.items():
+        assert sub.description, name
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            assert action.help, f"{name}: {action.dest} has no help"
+    assert STAGE_CHOICES == STAGE_NAMES  # the parser's copy, kept free of the Dagster import
+
+
+def test_unknown_stage_partition_or_scene_names_the_valid_ones(
+    settings: Settings, write_spec: SpecWriter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["import", str(write_spec(small_spec()))]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(["materialize", "spring-ad", "--stage", "film"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1, err
+    assert "invalid choice: 'film'" in err and "'clean-sheets', 'references', 'clips'" in err
+
+    assert main(["materialize", "spring-ad", "--stage", "clips", "--partition", "99"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, (out, err)  # nothing ran, nothing "materialized"
+    assert "no partition 99" in err and "valid: scenes 0, 1" in err
+
+    assert main(["regenerate", "spring-ad", "--scene", "7"]) == 2
+    assert "has no scene 7 (scenes: 0, 1)" in capsys.readouterr().err
+
+
+def test_a_failed_scene_is_one_line_naming_the_asset_key(
+    settings: Settings, write_spec: SpecWriter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Clips before references: each scene fails with its reason said once (not "scene 0:
+    scene 0: ..."), the asset key to materialize, and the command that retries; no Dagster
+    stack trace on the terminal (the run's log keeps it)."""
+    assert main(["import", str(write_spec(small_spec()))]) == 0
+    capsys.readouterr()
+    assert main(["materialize", "spring-ad", "--stage", "clips"]) == 1
+    out, err = capsys.readouterr()
+    assert err == "", err
+    failures = [line for line in out.splitlines() if "FAILED" in line]
+    assert failures == [
+        f"spring-ad clips: FAILED spring_ad/scene_clip partition {k}: references were never "
+        "selected; materialize spring_ad/scene_references for this scene first"
+        for k in ("0", "1")
+    ]
+    assert "materialized [" not in out
+    assert "to retry: vidpipe-dagster materialize spring-ad --stage clips --partition 0 " in out

@@ -2,7 +2,9 @@
 
 One schedule per project; each tick launches at most one run for its project (``backfill_tick``):
 - while a run tagged with the project is unfinished (queued, starting, running, canceling), the tick
-  skips and names it, so a slow run is never doubled by the next tick;
+  skips and names it, so a slow run is never doubled by the next tick; a run whose process is
+  proven gone (``run_health``: killed while it ran, so Dagster never saw it end) is named as such,
+  with the command that clears it (``vidpipe-dagster runs clear-dead SLUG``);
 - a scene is requested when its clip is missing, failed, or stale: the request it would send now
   differs from the one that made the clip (an edited prompt, a new primary clean sheet of a
   referenced asset, an edited keyframe in frames mode). In references mode Veo is sent no keyframes
@@ -36,6 +38,7 @@ from vidpipe_dagster.resources.budget import BudgetResource
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
 from vidpipe_dagster.resources.vertex import VertexResource
+from vidpipe_dagster.run_health import CLEAR_COMMAND, assess_run
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.stages.context import StageContext
 from vidpipe_dagster.stages.scene_clip import ClipOptions
@@ -68,16 +71,10 @@ def backfill_tick(
     the reason there is none. Done scenes inside the range are reused at no cost; the run key is
     derived from what is requested, so a repeated tick is harmless."""
     unfinished = instance.get_runs(
-        filters=dg.RunsFilter(tags={PROJECT_TAG: graph.slug}, statuses=UNFINISHED_RUN_STATUSES),
-        limit=1,
+        filters=dg.RunsFilter(tags={PROJECT_TAG: graph.slug}, statuses=UNFINISHED_RUN_STATUSES)
     )
     if unfinished:
-        run = unfinished[0]
-        return dg.SkipReason(
-            f"{graph.slug}: run {run.run_id} of this project is {run.status.value.lower()}; "
-            "waiting for it to finish before requesting more (if its process is gone, terminate "
-            "it in the UI: Runs, then the run, then Terminate)"
-        )
+        return dg.SkipReason(_waiting_for(graph.slug, unfinished, instance))
     options = ClipOptions()
     ctx = StageContext(database=database, media=media, backends=backends, budget=budget)
     needs, blocked = scenes_needing_clips(
@@ -130,6 +127,31 @@ def backfill_tick(
         run_key=f"{graph.slug}:{first}-{last}:{digest}",
         asset_selection=[stage_key(graph, "scene_references"), stage_key(graph, "scene_clip")],
         tags=tags,
+    )
+
+
+def _waiting_for(slug: str, runs: Sequence[dg.DagsterRun], instance: dg.DagsterInstance) -> str:
+    """Why the tick waits: the run it waits for, or, when every unfinished run of the project is
+    proven dead, those runs and the one command that clears them (a person's say: clearing a run
+    whose requests may still be billed is not the schedule's to decide)."""
+    health = {run.run_id: assess_run(instance, run) for run in runs}
+    waiting = [run for run in runs if health[run.run_id].dead is not True]
+    if waiting:
+        run = waiting[0]
+        return (
+            f"{slug}: run {run.run_id} of this project is {run.status.value.lower()}; "
+            "waiting for it to finish before requesting more (if its process is gone, terminate "
+            "it in the UI: Runs, then the run, then Terminate)"
+        )
+    dead = "; ".join(
+        f"run {run.run_id} ({run.status.value.lower()}): {health[run.run_id].evidence}"
+        for run in runs
+    )
+    return (
+        f"{slug}: skipped, because Dagster still lists a run of this project as unfinished whose "
+        f"process is gone: {dead}. Clear it with `{CLEAR_COMMAND.format(slug=slug)}` (marks it "
+        "failed; its ledger rows stay and the next run resumes requests in flight); the next "
+        "tick then requests the project's scenes"
     )
 
 

@@ -1,15 +1,18 @@
-"""The ``vidpipe-dagster`` command: init, import, materialize, status, costs, demo, emulator.
+"""The ``vidpipe-dagster`` command line.
 
-Errors exit non-zero with one readable line; ``--debug`` shows the traceback.
+Errors exit non-zero with one readable line; ``--debug`` shows the traceback. ``status`` reads the
+database only: it starts without importing Dagster and never migrates.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from vidpipe_dagster.settings import Settings, SettingsError
 
@@ -125,24 +128,41 @@ def cmd_regenerate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_reports(slug: str, reports: Sequence[object]) -> bool:
+def _print_reports(slug: str, reports: Sequence[Any]) -> bool:
+    """One line per stage; each failed partition on its own line naming the asset key to
+    materialize again (what the UI shows), then the one command that retries them all."""
+    from vidpipe_dagster.db.project_graphs import graph_name
+
     ok = True
     for report in reports:
-        if report.skipped:  # type: ignore[attr-defined]
-            print(f"{slug} {report.stage}: skipped ({report.skipped})")  # type: ignore[attr-defined]
+        stage = report.stage
+        if report.skipped:
+            print(f"{slug} {stage}: skipped ({report.skipped})")
             continue
-        done = ", ".join(report.succeeded) or "-"  # type: ignore[attr-defined]
-        print(f"{slug} {report.stage}: materialized [{done}]")  # type: ignore[attr-defined]
-        for key, error in report.failed.items():  # type: ignore[attr-defined]
-            ok = False
-            print(f"{slug} {report.stage}: partition {key} FAILED: {error}")  # type: ignore[attr-defined]
+        if not report.succeeded and not report.failed:
+            print(f"{slug} {stage}: nothing to do (none of the chosen partitions belongs to it)")
+            continue
+        done = f"materialized [{', '.join(report.succeeded)}]" if report.succeeded else ""
+        failed = f"{len(report.failed)} failed" if report.failed else ""
+        print(f"{slug} {stage}: {', '.join(p for p in (done, failed) if p)}")
+        if not report.failed:
+            continue
+        ok = False
+        key = f"{graph_name(slug)}/{report.asset}"
+        for partition, reason in report.failed.items():
+            where = key if partition == "all" else f"{key} partition {partition}"
+            print(f"{slug} {stage}: FAILED {where}: {reason}")
+        retry = f"vidpipe-dagster materialize {slug} --stage {stage}"
+        retry += "".join(f" --partition {p}" for p in report.failed if p != "all")
+        runs = ", ".join(report.run_ids)
+        print(f"{slug} {stage}: to retry: {retry}" + (f" (run log: {runs})" if runs else ""))
     return ok
 
 
 def cmd_materialize(args: argparse.Namespace, settings: Settings) -> int:
-    from vidpipe_dagster.runner import STAGE_NAMES, RunnerError, materialize_project
+    from vidpipe_dagster.runner import RunnerError, materialize_project
 
-    stages = STAGE_NAMES if args.stage == "all" else (args.stage,)
+    stages = STAGE_CHOICES if args.stage == "all" else (args.stage,)
     try:
         reports = materialize_project(
             args.slug,
@@ -150,17 +170,44 @@ def cmd_materialize(args: argparse.Namespace, settings: Settings) -> int:
             partitions=args.partition,
             settings=settings,
             asset_config={"clean_sheet": {"tier": args.tier}},
+            # the CLI prints each failure as one line; the run's log keeps the detail (and the
+            # stack trace) in the Dagster instance; --debug shows it here as well
+            log_level="INFO" if args.debug else "CRITICAL",
         )
     except RunnerError as exc:
         raise CliError(str(exc)) from exc
     return 0 if _print_reports(args.slug, reports) else 1
 
 
+def _require_schema(settings: Settings) -> None:
+    """Readers never create or migrate a database: a missing or outdated one is one line."""
+    from alembic.script import ScriptDirectory
+    from sqlalchemy.engine import make_url
+
+    from vidpipe_dagster.db.session import MIGRATIONS_DIR, current_revision
+
+    url = make_url(settings.database_url)
+    on_disk = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if on_disk and not Path(str(url.database)).exists():
+        raise CliError(
+            f"no database at {url.database} yet: import a project first "
+            "(vidpipe-dagster import SPEC.yaml), or check VIDPIPE_HOME / VIDPIPE_DATABASE_URL"
+        )
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    current = current_revision(settings.database_url)
+    if current != head:
+        state = "has no vidpipe schema" if current is None else f"is at schema {current}"
+        raise CliError(
+            f"the database {url.render_as_string(hide_password=True)} {state}, this version "
+            f"reads schema {head}: run `vidpipe-dagster init` to create or upgrade it"
+        )
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from vidpipe_dagster.db.session import session_scope
     from vidpipe_dagster.stages.status import StatusError, project_status
 
-    _init(settings)
+    _require_schema(settings)
     try:
         with session_scope(settings.database_url) as session:
             status = project_status(session, args.slug, settings.media_root)
@@ -168,14 +215,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         raise CliError(str(exc)) from exc
     if args.json:
         print(json.dumps(status, indent=2))
-        return 0
-    print(f"{status['project']}: {status['name']} ({len(status['scenes'])} scenes)")
-    for scene in status["scenes"]:
-        clip = scene["clip"] or {}
-        print(
-            f"  scene {scene['index']}: references {scene['selected_reference_tags']}, "
-            f"clip {clip.get('status', 'none')} {clip.get('path') or ''}"
-        )
+    else:
+        for line in status_lines(status):
+            print(line)
     return 0
 
 
@@ -261,6 +303,117 @@ def cmd_costs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def status_lines(status: dict[str, Any]) -> list[str]:
+    """The human ``status``: a table with one row per scene (clip state, backend or preview label,
+    cost, identity, references), then each failed scene's reason and the command that retries it."""
+    from vidpipe_dagster.domain.preview import backend_label
+
+    slug, prefix = status["project"], status["asset_prefix"]
+    scenes = status["scenes"]
+    clips = [s["clip"] or {} for s in scenes]
+    states: dict[str, int] = {}
+    for clip in clips:
+        states[clip.get("status", "none")] = states.get(clip.get("status", "none"), 0) + 1
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    total = sum(float(c.get("cost_usd") or 0.0) for c in clips)
+    archived = " (archived)" if status["archived"] else ""
+    lines = [
+        f"{slug}: {status['name']}{archived}; {len(scenes)} scene(s), {status['video_model']}; "
+        f"clips: {counts or 'none'}; clip cost {total:.2f} USD"
+    ]
+    rows = [("scene", "clip", "backend", "cost", "identity", "references")]
+    notes: list[str] = []
+    for scene, clip in zip(scenes, clips, strict=True):
+        index = str(scene["index"])
+        state = clip.get("status", "none")
+        if clip.get("cached"):
+            state += " (cached)"
+        backend = backend_label(clip.get("backend")) if clip.get("backend") else "-"
+        cost = f"{float(clip['cost_usd']):.2f} USD" if clip.get("cost_usd") is not None else "-"
+        identity = "not scored" if clip.get("identity") is None else str(clip["identity"])
+        rows.append((index, state, backend, cost, identity, _references_cell(scene)))
+        if clip.get("status") == "failed":
+            notes.append(f"  scene {index} failed: {clip.get('error') or 'no reason recorded'}")
+            notes.append(
+                f"    retry: vidpipe-dagster materialize {slug} --stage clips --partition "
+                f"{index}   (asset {prefix}/scene_clip, partition {index})"
+            )
+        if scene["selection_current"] is False:
+            notes.append(
+                f"  scene {index}: the manifest changed since its references were selected; "
+                f"materialize {prefix}/scene_references partition {index} "
+                f"(vidpipe-dagster materialize {slug} --stage references --partition {index})"
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  " + "  ".join([*cells, row[-1]]).rstrip())
+    return lines + notes
+
+
+def _references_cell(scene: dict[str, Any]) -> str:
+    """The references the clip stage sends: tag, face crop or not, and the image's source."""
+    if scene["selected_references"]:
+        return ", ".join(
+            f"{r['tag']}{' face' if r['face_crop'] else ''} ({r['source']})"
+            for r in scene["selected_references"]
+        )
+    tags = scene["selected_reference_tags"]
+    if tags is None:
+        return "not selected yet"
+    if scene["selection_current"] is False:
+        return f"{', '.join(tags) or 'none'} (out of date)"
+    return "none"
+
+
+def cmd_runs_clear_dead(args: argparse.Namespace, settings: Settings) -> int:
+    """Mark the project's runs whose process is proven gone as failed, so its schedule resumes."""
+    import dagster as dg
+
+    from vidpipe_dagster.automation import UNFINISHED_RUN_STATUSES
+    from vidpipe_dagster.jobs import PROJECT_TAG
+    from vidpipe_dagster.run_health import assess_run, clear_dead_run
+    from vidpipe_dagster.runner import ensure_dagster_home
+
+    ensure_dagster_home(settings)
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(
+            filters=dg.RunsFilter(
+                tags={PROJECT_TAG: args.slug},
+                statuses=UNFINISHED_RUN_STATUSES,
+                run_ids=args.run or None,
+            )
+        )
+        if not runs:
+            which = f" among {', '.join(args.run)}" if args.run else ""
+            print(f"{args.slug}: no unfinished run{which}; nothing to clear")
+            return 0
+        left = 0
+        for run in runs:
+            health = assess_run(instance, run)
+            if health.dead is True:
+                if args.dry_run:
+                    print(
+                        f"run {run.run_id} ({health.status}): would mark failed: {health.evidence}"
+                    )
+                    continue
+                clear_dead_run(instance, run, health)
+                print(f"run {run.run_id} ({health.status}): marked failed: {health.evidence}")
+                continue
+            left += 1
+            why = "alive" if health.dead is False else "cannot tell from here"
+            print(
+                f"run {run.run_id} ({health.status}): left alone, {why}: {health.evidence}"
+                + (
+                    ""
+                    if health.dead is False
+                    else "; if you know it is gone, terminate it in the UI (Runs, the run, "
+                    "Terminate)"
+                )
+            )
+    return 0 if left == 0 else 1
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from vidpipe_dagster.demo import write_demo_projects
     from vidpipe_dagster.runner import ensure_dagster_home, materialize_project
@@ -287,22 +440,78 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from vidpipe_dagster.runner import STAGE_NAMES
+# The stages ``materialize --stage`` accepts, in run order: ``runner.STAGE_NAMES`` (a test keeps
+# them equal), spelled out here so that building the parser does not import Dagster.
+STAGE_CHOICES = ("clean-sheets", "references", "clips", "final-cut")
 
-    parser = argparse.ArgumentParser(prog="vidpipe-dagster", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("init", help="create or upgrade the database and folders").set_defaults(
+DESCRIPTION = """\
+Storyboards to identity-consistent video: import a project, materialize its stages (clean
+sheets -> references -> clips -> final cut) into the Dagster instance the UI shows, and read
+its state. Errors exit non-zero with one line (--debug shows the traceback)."""
+
+EPILOG = """\
+examples:
+  vidpipe-dagster import spring/project.yaml
+  vidpipe-dagster materialize spring-ad --stage clips --partition 3
+  vidpipe-dagster status spring-ad            # a table; --json for one JSON object
+  vidpipe-dagster runs clear-dead spring-ad   # after a killed run blocks the schedule
+
+Configuration is read from the environment (VIDPIPE_HOME, VIDPIPE_DATABASE_URL, DAGSTER_HOME, ...):
+see the README's Configuration table."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as the one line every other error is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vidpipe-dagster",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and run logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, **kwargs)
+
+    def slug_argument(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "slug",
+            help="the project's slug, e.g. spring-ad (an unknown one is an error naming "
+            "the projects there are)",
+        )
+
+    command("init", "create or upgrade the database (Alembic) and the folders").set_defaults(
         func=cmd_init
     )
-    p = sub.add_parser("import", help="import (or update) a project from a YAML spec")
+    p = command("import", "import a project from its YAML spec, or update it in place")
     p.add_argument("spec", help="path to the project's YAML file (image paths are relative to it)")
     p.set_defaults(func=cmd_import)
-    p = sub.add_parser("materialize", help="run a project's stages in-process")
-    p.add_argument("slug")
-    p.add_argument("--stage", choices=[*STAGE_NAMES, "all"], default="all")
-    p.add_argument("--partition", action="append", help="only this partition (repeatable)")
+    p = command(
+        "materialize",
+        "run a project's stages in-process through its Dagster jobs (listed in the UI's history)",
+    )
+    slug_argument(p)
+    p.add_argument(
+        "--stage",
+        choices=[*STAGE_CHOICES, "all"],
+        default="all",
+        help="which stage to run (default: all, in order: clean-sheets, references, clips, "
+        "final-cut)",
+    )
+    p.add_argument(
+        "--partition",
+        action="append",
+        metavar="KEY",
+        help="only this partition: a scene index for references and clips, a manifest tag for "
+        "clean sheets (repeatable; an unknown key is an error naming the valid ones)",
+    )
     p.add_argument(
         "--tier",
         choices=["tier2", "tier3"],
@@ -310,42 +519,71 @@ def build_parser() -> argparse.ArgumentParser:
         help="clean sheets: tier2 (local, free) or tier3 (Gemini image, paid; falls back to tier2)",
     )
     p.set_defaults(func=cmd_materialize)
-    p = sub.add_parser(
+    p = command(
         "regenerate",
-        help="stop reusing a scene's paid clip (broken video, download that keeps failing): "
+        "stop reusing a scene's paid clip (broken video, download that keeps failing): "
         "the next clips run submits and pays again",
     )
-    p.add_argument("slug")
-    p.add_argument("--scene", type=int, required=True, help="scene index")
-    p.add_argument("--reason", default="requested from the command line")
+    slug_argument(p)
+    p.add_argument("--scene", type=int, required=True, help="the scene index to generate again")
+    p.add_argument(
+        "--reason",
+        default="requested from the command line",
+        help="why, kept in the ledger and on the clip (default: %(default)r)",
+    )
     p.set_defaults(func=cmd_regenerate)
     for name, text in (
         ("archive", "hide a project from the graph (its rows, files and run history stay)"),
         ("unarchive", "show an archived project again"),
     ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("slug")
+        p = command(name, text)
+        slug_argument(p)
         p.set_defaults(func=cmd_archive)
-    p = sub.add_parser("status", help="show a project's references, clean sheets and clips")
-    p.add_argument("slug")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_status)
-    p = sub.add_parser(
-        "costs",
-        help="every paid request of a project with its billing labels and cost (to reconcile "
-        "the cloud bill)",
+    p = command(
+        "status",
+        "show a project's scenes: clip state, backend (or preview label), cost, identity, "
+        "references and failure reasons; reads the database only",
     )
-    p.add_argument("slug")
+    slug_argument(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (scenes, references, clips, clean sheets) instead of a table",
+    )
+    p.set_defaults(func=cmd_status)
+    p = command(
+        "costs",
+        "every paid request of a project with its billing labels and cost, to reconcile the "
+        "cloud bill line by line",
+    )
+    slug_argument(p)
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="print one JSON object")
     form.add_argument("--csv", action="store_true", help="print CSV, one column per label")
     p.set_defaults(func=cmd_costs)
-    sub.add_parser("demo", help="build, import and materialize the demo projects").set_defaults(
-        func=cmd_demo
+    p = command("runs", "look after a project's Dagster runs (clear-dead: clear killed runs)")
+    actions = p.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    q = actions.add_parser(
+        "clear-dead",
+        help="mark the project's runs whose process is gone as failed, so its schedule resumes",
+        description="A run killed while it ran (its process gone) stays STARTED in Dagster, and "
+        "the nightly schedule skips its project until it ends. This marks such runs failed, "
+        "with the evidence as the reason; only runs proven dead from this machine are touched, "
+        "and their ledger rows stay (the next run resumes requests in flight).",
     )
-    p = sub.add_parser(
+    slug_argument(q)
+    q.add_argument("--run", action="append", metavar="RUN_ID", help="only this run (repeatable)")
+    q.add_argument(
+        "--dry-run", action="store_true", help="say what would be cleared and change nothing"
+    )
+    q.set_defaults(func=cmd_runs_clear_dead)
+    command(
+        "demo", "build, import and materialize the demo projects offline (animatic previews)"
+    ).set_defaults(func=cmd_demo)
+    p = command(
         "emulator",
-        help="run the local Vertex emulator (a test double, not Google) on 127.0.0.1",
+        "run the local Vertex emulator (a test double, not Google) on 127.0.0.1; "
+        "`vidpipe-dagster emulator --help` lists its options",
         add_help=False,
     )
     p.add_argument("options", nargs="*", help="--port N, --latency S, ... (see emulator --help)")
@@ -353,7 +591,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run one command; a reader that stops reading (``status | head -1``) ends it quietly."""
+    try:
+        code = _run(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141  # what a process killed by SIGPIPE reports, without the traceback
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter's final flush must not fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] == ["emulator"]:  # its own options (--port, --latency, ...) pass straight through
         from vidpipe_dagster.testing.vertex_emulator import main as emulator_main
 
@@ -370,6 +628,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, SettingsError) as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise
     except Exception as exc:
         if args.debug:
             raise

@@ -13,9 +13,11 @@ from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
 from vidpipe_dagster.db.session import Database
 from vidpipe_dagster.definitions import build_definitions, default_resources
 from vidpipe_dagster.jobs import PROJECT_TAG
+from vidpipe_dagster.run_health import host_tags
 from vidpipe_dagster.sensors import observations
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.stages.sources import source_versions
+from vidpipe_dagster.stages.status import failure_reason
 
 
 @dataclass(frozen=True)
@@ -42,9 +44,11 @@ class RunnerError(RuntimeError):
 @dataclass
 class StageReport:
     stage: str
+    asset: str = ""  # the asset's name in the project's group (its key: <prefix>/<asset>)
     succeeded: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # partition -> reason, one line each
     skipped: str | None = None
+    run_ids: list[str] = field(default_factory=list)  # the runs whose log has the detail
 
 
 def ensure_dagster_home(settings: Settings) -> str:
@@ -133,7 +137,7 @@ def materialize_project(
     for stage in STAGES:
         if stage.name not in stages:
             continue
-        report = StageReport(stage.name)
+        report = StageReport(stage.name, stage.asset)
         reports.append(report)
         key = dg.AssetKey([graph.prefix, stage.asset])
         if key not in built:
@@ -166,21 +170,22 @@ def materialize_project(
                 instance=instance,
                 partition_key=partition_key,
                 asset_selection=[key],
-                tags={PROJECT_TAG: slug, "vidpipe/stage": stage.name, **tags},
+                # the host lets a later tick prove the run dead if this process is killed
+                tags={PROJECT_TAG: slug, "vidpipe/stage": stage.name, **host_tags(), **tags},
                 raise_on_error=False,
             )
 
         if stage.partitioned_by == "none":
-            _record(report, run(None, {}), ["all"])
+            _record(report, run(None, {}), ["all"], slug)
         elif stage.single_run and len(wanted) > 1 and _contiguous(wanted, all_keys):
             range_tags = {
                 "dagster/asset_partition_range_start": wanted[0],
                 "dagster/asset_partition_range_end": wanted[-1],
             }
-            _record(report, run(None, range_tags), wanted)
+            _record(report, run(None, range_tags), wanted, slug)
         else:
             for k in wanted:
-                _record(report, run(k, {}), [k])
+                _record(report, run(k, {}), [k], slug)
     return reports
 
 
@@ -240,13 +245,19 @@ def _per_partition_errors(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     return {}
 
 
-def _record(report: StageReport, result: dg.ExecuteInProcessResult, expected: list[str]) -> None:
-    """Partitions materialized by this run succeeded; the rest failed with their own reason."""
+def _record(
+    report: StageReport, result: dg.ExecuteInProcessResult, expected: list[str], slug: str
+) -> None:
+    """Partitions materialized by this run succeeded; the rest failed with their own reason (one
+    line, said once: without the ``scene k:`` prefixes the layers add, assets named by key)."""
     materialized = {event.partition or "all" for event in result.get_asset_materialization_events()}
     error = None if result.success else _first_error(result)
     reasons = _per_partition_errors(result)
+    if not result.success:
+        report.run_ids.append(result.run_id)
     for k in expected:
         if k in materialized:
             report.succeeded.append(k)
         else:
-            report.failed[k] = reasons.get(k) or error or "not materialized"
+            reason = reasons.get(k) or error or "not materialized"
+            report.failed[k] = failure_reason(reason, None if k == "all" else k, slug)

@@ -33,12 +33,21 @@ from tests.conftest import SpecWriter, small_spec
 from vidpipe_dagster.cli import main
 from vidpipe_dagster.db.project_graphs import graph_name
 from vidpipe_dagster.settings import Settings
-from vidpipe_dagster.webserver_reload import RELOAD_MUTATION, post_graphql, reload_code_location
+from vidpipe_dagster.webserver_reload import (
+    LOCATION_QUERY,
+    RELOAD_MUTATION,
+    post_graphql,
+    reload_code_location,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 LOCATION = "vidpipe"
-STARTUP_TIMEOUT_S = 120.0
-BACKFILL_TIMEOUT_S = 150.0  # the daemon looks at backfills every 30 s
+# Deadlines only for a test that is broken: every wait below ends as soon as its outcome shows,
+# and these are generous enough for a 2-core machine that other work keeps busy (the daemon looks
+# at backfills every 30 s, and each run starts a Python process that loads every project).
+STARTUP_TIMEOUT_S = 600.0
+BACKFILL_TIMEOUT_S = 900.0
+QUERY_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +157,7 @@ QUERIES = {
     "materializations": MATERIALIZATIONS_QUERY,
     "check executions": CHECK_EXECUTIONS_QUERY,
     "reload": RELOAD_MUTATION,
+    "code location status": LOCATION_QUERY,
 }
 
 
@@ -173,15 +183,38 @@ def test_reload_without_a_webserver_says_what_to_do() -> None:
     assert "Reload" in result.message and "dagster dev" in result.message
 
 
+@dataclass
+class Stub:
+    """A stand-in webserver on 127.0.0.1. Reload mutations get the next of ``reloads`` (or, for
+    ``HANG``, no answer until the test ends); location status queries the next of ``statuses``."""
+
+    url: str
+    reloads: list[Any] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    asked: list[str] = field(default_factory=list)
+
+
+HANG = "hang"
+
+
 @pytest.fixture
-def graphql_stub() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A stand-in webserver on 127.0.0.1: each POST /graphql gets the next queued reply."""
-    replies: list[dict[str, Any]] = []
+def graphql_stub() -> Iterator[Stub]:
+    released = threading.Event()
+    stub = Stub("")
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = json.dumps(replies.pop(0)).encode()
+            query = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))["query"]
+            if "reloadRepositoryLocation" in query:
+                stub.asked.append("reload")
+                reply = stub.reloads.pop(0)
+                if reply == HANG:  # a reload that takes longer than the client waits
+                    released.wait()
+                    return
+            else:
+                stub.asked.append("status")
+                reply = stub.statuses.pop(0) if len(stub.statuses) > 1 else stub.statuses[0]
+            body = json.dumps(reply).encode()
             self.send_response(200 if self.path == "/graphql" else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -192,11 +225,14 @@ def graphql_stub() -> Iterator[tuple[str, list[dict[str, Any]]]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", replies
+        yield stub
     finally:
+        released.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
@@ -207,14 +243,29 @@ def _entry(location: dict[str, Any]) -> dict[str, Any]:
     return {"data": {"reloadRepositoryLocation": {**entry, "locationOrLoadError": location}}}
 
 
+LOADED = {"__typename": "RepositoryLocation", "repositories": [{"name": "__repository__"}]}
+
+
+def _status(load_status: str, updated: float, location: dict[str, Any] | None = None) -> dict:
+    entry = {
+        "__typename": "WorkspaceLocationEntry",
+        "name": LOCATION,
+        "loadStatus": load_status,
+        "updatedTimestamp": updated,
+        "locationOrLoadError": location or LOADED,
+    }
+    return {"data": {"workspaceLocationEntryOrError": entry}}
+
+
 def test_reload_reads_each_answer_and_bypasses_proxies(
-    graphql_stub: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+    graphql_stub: Stub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, replies = graphql_stub
+    stub = graphql_stub
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_free_port()}")  # must not be used
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{_free_port()}")
-    replies += [
-        _entry({"__typename": "RepositoryLocation", "repositories": [{"name": "__repository__"}]}),
+    stub.statuses.append(_status("LOADED", 0.0))
+    stub.reloads += [
+        _entry(LOADED),
         _entry({"__typename": "PythonError", "message": "Traceback...\nKeyError: 'slug'\n"}),
         {
             "data": {
@@ -223,13 +274,57 @@ def test_reload_reads_each_answer_and_bypasses_proxies(
         },
         {"errors": [{"message": "Cannot query field"}]},
     ]
-    assert reload_code_location(url).reloaded
-    failed = reload_code_location(url)
+    assert reload_code_location(stub.url).reloaded
+    failed = reload_code_location(stub.url)
     assert not failed.reloaded and "KeyError: 'slug'" in failed.message
-    refused = reload_code_location(url)
+    refused = reload_code_location(stub.url)
     assert not refused.reloaded and "refused: no" in refused.message
-    broken = reload_code_location(url)
+    broken = reload_code_location(stub.url)
     assert not broken.reloaded and "Cannot query field" in broken.message
+    assert stub.asked == ["status", "reload"] * 4  # asked whether it is there, then reloaded
+
+
+def test_a_reload_slower_than_the_answer_is_followed_to_its_end(graphql_stub: Stub) -> None:
+    """The webserver keeps reloading after the client stops waiting for the mutation's answer
+    (what a loaded machine does): the location's own status says when it has reloaded."""
+    stub = graphql_stub
+    stub.reloads.append(HANG)
+    stub.statuses += [
+        _status("LOADED", 0.0),  # before: loaded long ago
+        _status("LOADING", 0.0),  # the reload under way
+        _status("LOADED", time.time() + 5.0),  # done after the request was sent
+    ]
+    result = reload_code_location(stub.url, timeout=1.0, clock=lambda: 0.0, sleep=lambda _s: None)
+    assert result.reloaded, result.message
+    assert result.message == f"reloaded code location {LOCATION!r} at {stub.url}"
+    assert stub.asked == ["status", "reload", "status", "status"]
+
+
+def test_a_reload_still_running_when_the_command_stops_waiting_says_so(
+    graphql_stub: Stub,
+) -> None:
+    stub = graphql_stub
+    stub.reloads.append(HANG)
+    stub.statuses += [_status("LOADED", 0.0), _status("LOADING", 0.0)]
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    result = reload_code_location(stub.url, timeout=1.0, clock=lambda: now[0], sleep=sleep)
+    assert not result.reloaded
+    assert "had not finished" in result.message and "load status LOADING" in result.message
+    assert "not reached" not in result.message  # it was reached: the message says what happened
+
+
+def test_a_reload_that_failed_to_load_while_polled_says_why(graphql_stub: Stub) -> None:
+    stub = graphql_stub
+    stub.reloads.append(HANG)
+    error = {"__typename": "PythonError", "message": "Traceback\nImportError: no module x\n"}
+    stub.statuses += [_status("LOADED", 0.0), _status("LOADED", time.time() + 5.0, error)]
+    result = reload_code_location(stub.url, timeout=1.0, sleep=lambda _s: None)
+    assert not result.reloaded
+    assert "failed to load: ImportError: no module x" in result.message
 
 
 def _tool(name: str) -> str:
@@ -305,7 +400,7 @@ class DagsterUI:
     processes: list[Process]
 
     def query(self, document: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        return post_graphql(self.url, document, variables, timeout=30)
+        return post_graphql(self.url, document, variables, timeout=QUERY_TIMEOUT_S)
 
     def asset_nodes(self, prefix: str) -> dict[str, dict[str, Any]]:
         nodes = self.query(ASSET_NODES_QUERY)["assetNodes"]
@@ -399,7 +494,7 @@ def _backfill_finished(ui: DagsterUI, backfill_id: str) -> dict[str, Any] | None
 
 @pytest.mark.slow
 @pytest.mark.webserver
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(2400)
 def test_backfill_all_scenes_then_reload(
     dagster_ui: DagsterUI,
     write_spec: SpecWriter,

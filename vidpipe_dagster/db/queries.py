@@ -1,5 +1,9 @@
 """The lookups every stage shares: a project by slug, a scene and its manifest, clean sheets,
 the reference a selected asset sends, a scene's clip row. Each takes the caller's session.
+
+The ``*_of_project`` / ``*_of_manifest`` forms read a whole project in one query each, for the
+readers that look at every scene at once (``status``, the schedule's tick): their cost must not
+grow with the number of scenes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from vidpipe_dagster.db.models import (
     CleanSheetFaceScore,
     ClipIdentityScore,
     GenerationLedger,
+    Keyframe,
     Project,
     Scene,
     SceneManifest,
@@ -101,7 +106,11 @@ def primary_counts(session: Session, asset_ids: Sequence[uuid.UUID]) -> dict[uui
 
 def chosen_reference(session: Session, asset: Asset) -> ChosenReference:
     """The image a selected asset sends: its primary clean sheet, else its original photo."""
-    clean = primary_clean_sheet(session, asset.id)
+    return reference_of(asset, primary_clean_sheet(session, asset.id))
+
+
+def reference_of(asset: Asset, clean: AssetCleanReference | None) -> ChosenReference:
+    """``chosen_reference`` from an already loaded primary clean sheet (or None)."""
     return ChosenReference(
         tag=asset.manifest_tag,
         asset_key=asset.asset_key,
@@ -335,3 +344,87 @@ def project_clip_identities(
             .order_by(Scene.scene_index, ClipIdentityScore.character_tag)
         ).all()
     ]
+
+
+def clean_sheets_of_manifest(
+    session: Session, manifest_id: uuid.UUID | None
+) -> dict[uuid.UUID, list[AssetCleanReference]]:
+    """Every clean sheet of a manifest's assets in one query, per asset, oldest first (the order of
+    ``Asset.clean_references``)."""
+    if manifest_id is None:
+        return {}
+    rows = session.scalars(
+        select(AssetCleanReference)
+        .join(Asset, Asset.id == AssetCleanReference.asset_id)
+        .where(Asset.manifest_id == manifest_id)
+        .order_by(AssetCleanReference.created_at)
+    )
+    sheets: dict[uuid.UUID, list[AssetCleanReference]] = {}
+    for row in rows:
+        sheets.setdefault(row.asset_id, []).append(row)
+    return sheets
+
+
+def primary_clean_sheets(
+    session: Session, manifest_id: uuid.UUID | None
+) -> dict[uuid.UUID, AssetCleanReference]:
+    """Each asset's primary clean sheet (as ``primary_clean_sheet``: the newest primary), for a
+    whole manifest in one query; assets without one are absent."""
+    if manifest_id is None:
+        return {}
+    rows = session.scalars(
+        select(AssetCleanReference)
+        .join(Asset, Asset.id == AssetCleanReference.asset_id)
+        .where(Asset.manifest_id == manifest_id, AssetCleanReference.is_primary.is_(True))
+        .order_by(AssetCleanReference.created_at.desc())
+    )
+    primaries: dict[uuid.UUID, AssetCleanReference] = {}
+    for row in rows:
+        primaries.setdefault(row.asset_id, row)
+    return primaries
+
+
+def scenes_with_clips(
+    session: Session, project_id: uuid.UUID
+) -> list[tuple[Scene, VideoClip | None]]:
+    """Every scene of a project with its clip row (None: never generated), in scene order."""
+    return [
+        (scene, clip)
+        for scene, clip in session.execute(
+            select(Scene, VideoClip)
+            .outerjoin(VideoClip, VideoClip.scene_id == Scene.id)
+            .where(Scene.project_id == project_id)
+            .order_by(Scene.scene_index)
+        ).all()
+    ]
+
+
+def keyframes_of_project(session: Session, project_id: uuid.UUID) -> dict[int, dict[str, Keyframe]]:
+    """Per scene index, its keyframes by position (``start``/``end``), in one query."""
+    frames: dict[int, dict[str, Keyframe]] = {}
+    for index, frame in session.execute(
+        select(Scene.scene_index, Keyframe)
+        .join(Keyframe, Keyframe.scene_id == Scene.id)
+        .where(Scene.project_id == project_id)
+    ).all():
+        frames.setdefault(index, {})[frame.position] = frame
+    return frames
+
+
+def current_selections(
+    session: Session, project: Project, indexes: Sequence[int]
+) -> dict[int, tuple[list[Asset] | None, SceneManifest | None]]:
+    """``current_selection`` for many scenes at once, with each scene's manifest row (whose
+    ``selected_reference_tags`` is the persisted selection): two queries whatever the count."""
+    rows = scene_manifests(session, project.id)
+    if project.manifest is None:
+        return {index: ([], rows.get(index)) for index in indexes}
+    assets = list(project.manifest.assets)
+    selections: dict[int, tuple[list[Asset] | None, SceneManifest | None]] = {}
+    for index in indexes:
+        row = rows.get(index)
+        picks = (
+            None if row is None else select_references_for_scene(row.manifest_json or {}, assets)
+        )
+        selections[index] = (picks, row)
+    return selections

@@ -298,18 +298,9 @@ def scene_inputs(ctx: StageContext, slug: str, key: str, options: ClipOptions) -
             offered = _references(ctx, session, project, index)
         except (MediaError, LookupError) as exc:
             return SceneInputs(key, scene.id, None, str(exc))
-        common: dict[str, Any] = {
-            "model": scene.video_model or project.video_model,
-            "prompt": scene.prompt,
-            "target_duration": project.target_clip_duration,
-            "aspect_ratio": project.aspect_ratio,
-            "first_frame": frames.get("start"),
-            "last_frame": frames.get("end"),
-            "generate_audio": options.generate_audio,
-            "resolution": project.resolution,
-            "takes": project.takes,
-            "catalog": ctx.catalog,
-        }
+        common = request_arguments(
+            ctx, project, scene, frames.get("start"), frames.get("end"), options
+        )
         try:
             request = build_video_request(
                 **common,
@@ -330,6 +321,30 @@ def scene_inputs(ctx: StageContext, slug: str, key: str, options: ClipOptions) -
             target_duration=project.target_clip_duration,
             references=tuple((image.sha256, chosen) for _, image, chosen in offered),
         )
+
+
+def request_arguments(
+    ctx: StageContext,
+    project: Project,
+    scene: Any,
+    first_frame: ImageInput | None,
+    last_frame: ImageInput | None,
+    options: ClipOptions,
+) -> dict[str, Any]:
+    """What ``build_video_request`` takes from a scene besides its references: the one place a
+    scene's rows become a request (the schedule shapes its comparison with it too)."""
+    return {
+        "model": scene.video_model or project.video_model,
+        "prompt": scene.prompt,
+        "target_duration": project.target_clip_duration,
+        "aspect_ratio": project.aspect_ratio,
+        "first_frame": first_frame,
+        "last_frame": last_frame,
+        "generate_audio": options.generate_audio,
+        "resolution": project.resolution,
+        "takes": project.takes,
+        "catalog": ctx.catalog,
+    }
 
 
 def _image(ctx: StageContext, rel: str | None, label: str) -> ImageInput:

@@ -1,4 +1,8 @@
-"""``vidpipe-dagster status``: one JSON object with a project's references, sheets and clips."""
+"""``vidpipe-dagster status``: one JSON object with a project's references, sheets and clips.
+
+Reads the whole project in a fixed number of queries (``db.queries``' project-wide lookups), so a
+500-scene project costs what a 2-scene one does; no Dagster and no media reads.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from vidpipe_dagster.db import queries
-from vidpipe_dagster.domain.preview import is_preview_backend
+from vidpipe_dagster.db.project_graphs import graph_name
+from vidpipe_dagster.domain.preview import backend_label, is_preview_backend
 from vidpipe_dagster.domain.reference_selection import ChosenReference
+
+# The assets a reason may tell a person to materialize (named by key: ``<prefix>/<asset>``).
+STAGE_ASSETS = ("clean_sheet", "scene_references", "scene_clip", "final_cut")
 
 
 class StatusError(LookupError):
@@ -37,19 +45,22 @@ def project_status(session: Session, slug: str, media_root: Path) -> dict[str, A
     except queries.NotFound as exc:
         raise StatusError(str(exc)) from exc
     assets = list(project.manifest.assets) if project.manifest else []
-    scene_manifests = queries.scene_manifests(session, project.id)
+    sheets = queries.clean_sheets_of_manifest(session, project.manifest_id)
+    primaries = queries.primary_clean_sheets(session, project.manifest_id)
+    rows = queries.scenes_with_clips(session, project.id)
+    selections = queries.current_selections(session, project, [s.scene_index for s, _ in rows])
     scenes = []
-    for scene in project.scenes:
-        sm = scene_manifests.get(scene.scene_index)
+    for scene, clip in rows:
+        picks, sm = selections[scene.scene_index]
         persisted = sm.selected_reference_tags if sm else None
         selected = []
         current = None  # None: nothing selected yet
         if sm and persisted is not None:
-            picks = queries.current_selection(session, project, scene.scene_index) or []
-            current = [a.manifest_tag for a in picks] == persisted
+            current = [a.manifest_tag for a in picks or []] == persisted
             if current:
                 selected = [
-                    _reference(queries.chosen_reference(session, a), media_root) for a in picks
+                    _reference(queries.reference_of(a, primaries.get(a.id)), media_root)
+                    for a in picks or []
                 ]
         scenes.append(
             {
@@ -59,12 +70,13 @@ def project_status(session: Session, slug: str, media_root: Path) -> dict[str, A
                 # False: the manifest changed since the selection; materialize references again
                 "selection_current": current,
                 "selected_references": selected,
-                "clip": _clip(scene.clip, media_root),
+                "clip": _clip(clip, media_root, slug, str(scene.scene_index)),
             }
         )
     return {
         "project": project.slug,
         "name": project.name,
+        "asset_prefix": graph_name(project.slug),
         "archived": project.archived,
         "video_model": project.video_model,
         "has_manifest": project.manifest is not None,
@@ -90,7 +102,7 @@ def project_status(session: Session, slug: str, media_root: Path) -> dict[str, A
                         "cost_usd": c.generation_cost,
                         "created_at": c.created_at.isoformat() if c.created_at else None,
                     }
-                    for c in a.clean_references
+                    for c in sheets.get(a.id, [])
                 ],
             }
             for a in assets
@@ -98,7 +110,7 @@ def project_status(session: Session, slug: str, media_root: Path) -> dict[str, A
     }
 
 
-def _clip(clip: Any, media_root: Path) -> dict[str, Any] | None:
+def _clip(clip: Any, media_root: Path, slug: str, scene_key: str) -> dict[str, Any] | None:
     if clip is None:
         return None
     return {
@@ -111,8 +123,25 @@ def _clip(clip: Any, media_root: Path) -> dict[str, Any] | None:
         "reference_tags": clip.reference_tags,
         "cost_usd": clip.cost_usd,
         "backend": clip.backend,
+        "backend_label": backend_label(clip.backend) if clip.backend else None,
         "preview": is_preview_backend(clip.backend),
         "cached": clip.cached,
         "attempts": clip.attempts,
-        "error": clip.error,
+        # identity of the clip against its references: not scored yet (no score is made up)
+        "identity": None,
+        "error": failure_reason(clip.error, scene_key, slug) if clip.error else None,
     }
+
+
+def failure_reason(error: str, scene_key: str | None, slug: str) -> str:
+    """An error as one reason a person reads beside its scene: on one line, without the
+    ``scene k:`` prefixes that each layer above the stage adds again, and naming the assets to
+    materialize by key (``spring_ad/scene_references``, what the UI shows), not by slug."""
+    text = " ".join(error.split())
+    if scene_key is not None:
+        prefix = f"scene {scene_key}: "
+        while text.startswith(prefix):
+            text = text[len(prefix) :]
+    for asset in STAGE_ASSETS:
+        text = text.replace(f"{slug}/{asset}", f"{graph_name(slug)}/{asset}")
+    return text

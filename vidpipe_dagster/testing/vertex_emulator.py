@@ -957,14 +957,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vertex-emulator", description="Loopback Vertex AI emulator (Veo + Gemini image)."
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8085)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8085, help="port to listen on")
     parser.add_argument("--latency", type=float, default=2.0, help="seconds until a video is done")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="fraction of submits/polls")
     parser.add_argument(
         "--fault-kind", action="append", choices=FAULT_KINDS, help="kinds to inject (repeatable)"
     )
-    parser.add_argument("--rai-substring", action="append", default=[])
+    parser.add_argument(
+        "--rai-substring",
+        action="append",
+        default=[],
+        help="filter the video of prompts containing this (RAI, unbilled; repeatable)",
+    )
     parser.add_argument(
         "--category-substring",
         action="append",
@@ -981,9 +986,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--serve-uri", action="store_true", help="return videos by URL")
     parser.add_argument("--no-auth", action="store_true", help="accept requests without a token")
-    parser.add_argument("--video-height", type=int, default=360)
-    parser.add_argument("--video-fps", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--video-height", type=int, default=360, help="height of the mp4s")
+    parser.add_argument("--video-fps", type=int, default=12, help="frame rate of the mp4s")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault injection")
     args = parser.parse_args(argv)
     categories = {}
     for item in args.category_substring:
