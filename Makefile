@@ -30,10 +30,11 @@ demo: setup  ## build, import and materialize the demo projects offline
 dev: setup  ## the Dagster UI over $VIDPIPE_HOME (default ./.vidpipe)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.vidpipe/dagster} $(BIN)/dagster dev -w workspace.yaml
 
-bench: setup  ## clip concurrency vs sequential, definitions load for 50 projects, preview render
+bench: setup  ## clip concurrency, definitions load for 50 projects, preview render, final cut
 	$(BIN)/python bench/clips.py
 	$(BIN)/python bench/definitions_load.py
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/final_cut.py
 
 test-postgres: setup  ## local PostgreSQL (Debian package) + the postgres-marked tests
 	bash .ci/postgres.sh > .ci/pg.env && . .ci/pg.env && $(BIN)/pytest -q -m postgres

@@ -12,6 +12,7 @@ metadata (``domain.preview.CONTAINER_TAG``).
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from collections.abc import Iterator, Sequence
@@ -42,6 +43,12 @@ CutMode = Literal["stream_copy", "reencode"]
 AUDIO_RATE = 48_000  # what a re-encoded cut's sound is resampled to (Veo's own rate)
 REENCODE_CRF = 18  # near-transparent H.264 for delivery; the animatic's 26 is for previews
 CHAPTER_TIME_BASE = Fraction(1, 1000)
+CONTACT_TILE_WIDTH = 320  # px per scene on the contact sheet written to disk
+# PyAV's open decodes a clip's first frames to fill in codec details (about 20 ms for a 720p
+# clip, far more than copying its packets). Telling that probe to skip every frame leaves only the
+# pixel format unknown, which H.264's configuration record (compared as ``extradata``) fixes
+# anyway. A remux takes its codec parameters from the first clip, opened in full.
+_PACKETS_ONLY = {"skip_frame": "all"}
 _PREVIEW_ACCENT = (255, 196, 0)  # the animatic's label colour
 
 
@@ -53,9 +60,8 @@ class VideoLayout:
     profile: str | None
     width: int
     height: int
-    pix_fmt: str | None
     rate: Fraction
-    extradata: bytes  # H.264's SPS/PPS: one set per mp4 track
+    extradata: bytes  # H.264's SPS/PPS (chroma format, bit depth...): one set per mp4 track
 
     def describe(self) -> str:
         return f"{self.codec} {self.width}x{self.height} {fps_text(self.rate)} fps"
@@ -126,9 +132,13 @@ def fps_text(rate: Fraction) -> str:
 
 
 def inspect_clip(path: Path) -> ClipMedia:
-    """Read a clip's layout and length from its headers; ValueError naming the file otherwise."""
+    """Read a clip's layout and length from its headers; ValueError naming the file otherwise.
+
+    Nothing is decoded (see ``_PACKETS_ONLY``): the layout comes from the mp4 header and the
+    codec's own configuration record, which is what a stream copy depends on.
+    """
     try:
-        with open_media(path) as container:
+        with av.open(str(path), options=_PACKETS_ONLY) as container:
             if "mp4" not in (container.format.name or ""):
                 raise ValueError(f"{path} is not an mp4 file (format {container.format.name})")
             if not container.streams.video:
@@ -149,7 +159,6 @@ def inspect_clip(path: Path) -> ClipMedia:
                 profile=context.profile,
                 width=context.width,
                 height=context.height,
-                pix_fmt=context.pix_fmt,
                 rate=Fraction(rate),
                 extradata=bytes(context.extradata or b""),
             )
@@ -275,7 +284,7 @@ def contact_sheet(
     tiles: Sequence[tuple[str, Image.Image, bool]],
     *,
     columns: int | None = None,
-    tile_width: int = 320,
+    tile_width: int = CONTACT_TILE_WIDTH,
 ) -> Image.Image:
     """One labelled frame per scene in a grid; ``(label, frame, preview)`` per tile.
 
@@ -332,7 +341,7 @@ def _first_difference(clips: Sequence[ClipMedia], names: Sequence[str]) -> str |
             return f"{name} is {b.width}x{b.height}, {base_name} {a.width}x{a.height}"
         if b.rate != a.rate:
             return f"{name} is {fps_text(b.rate)} fps, {base_name} {fps_text(a.rate)} fps"
-        if (b.profile, b.pix_fmt, b.extradata) != (a.profile, a.pix_fmt, a.extradata):
+        if (b.profile, b.extradata) != (a.profile, a.extradata):
             return f"{name}'s {b.codec} encoder settings differ from {base_name}'s"
         if (base.audio is None) != (clip.audio is None):
             return f"{name if clip.audio is None else base_name} has no sound"
@@ -387,7 +396,9 @@ def _write(
     )
 
 
-def _remux(out: av.container.OutputContainer, clips: Sequence[ClipMedia], starts: list) -> None:
+def _remux(
+    out: av.container.OutputContainer, clips: Sequence[ClipMedia], starts: Sequence[Fraction]
+) -> None:
     """Copy every packet, shifted to its scene's start: no decode, no encode.
 
     Sound is trimmed to the picture: an AAC clip carries a priming frame before its start and
@@ -401,32 +412,48 @@ def _remux(out: av.container.OutputContainer, clips: Sequence[ClipMedia], starts
         audio_out = (
             out.add_stream_from_template(first.streams.audio[0]) if first.streams.audio else None
         )
-    last_audio: Fraction | None = None
+    # Per packet only integer arithmetic: shifts and windows are worked out once per clip.
+    audio_floor: tuple[int, Fraction] | None = None  # last sound dts written, and its time base
     for index, (clip, start) in enumerate(zip(clips, starts, strict=True)):
-        with open_media(clip.path) as source:
+        with av.open(str(clip.path), options=_PACKETS_ONLY) as source:
             video_in = source.streams.video[0]
+            video_index = video_in.index
+            video_shift = round(start / video_in.time_base) - (video_in.start_time or 0)
             streams = [video_in]
+            audio_shift = audio_origin = audio_end = 0
+            floor: int | None = None
             if audio_out is not None:
-                streams.append(source.streams.audio[0])
+                audio_in = source.streams.audio[0]
+                streams.append(audio_in)
+                base = audio_in.time_base
+                audio_origin = audio_in.start_time or 0
+                audio_shift = round(start / base) - audio_origin
+                audio_end = audio_origin + math.ceil(clip.duration / base)
+                if audio_floor is not None:
+                    floor = math.floor(audio_floor[0] * audio_floor[1] / base)
             for packet in source.demux(streams):
-                if packet.dts is None or packet.pts is None:
+                dts = packet.dts
+                if dts is None:
                     continue  # the demuxer's end-of-stream marker
-                stream = packet.stream
-                base = stream.time_base
-                origin = stream.start_time or 0
-                if stream is not video_in:
-                    at = Fraction(packet.pts - origin) * base
-                    if (index and at < 0) or at >= clip.duration:
+                if packet.stream_index == video_index:
+                    if packet.pts is not None:
+                        packet.pts += video_shift
+                    packet.dts = dts + video_shift
+                    packet.stream = video_out
+                else:
+                    pts = dts if packet.pts is None else packet.pts
+                    if (index and pts < audio_origin) or pts >= audio_end:
                         continue
-                    position = start + Fraction(packet.dts - origin) * base
-                    if last_audio is not None and position <= last_audio:
+                    shifted = dts + audio_shift
+                    if floor is not None and shifted <= floor:
                         continue
-                    last_audio = position
-                shift = round(start / base) - origin
-                packet.pts += shift
-                packet.dts += shift
-                packet.stream = video_out if stream is video_in else audio_out
+                    floor = shifted
+                    packet.pts = pts + audio_shift
+                    packet.dts = shifted
+                    packet.stream = audio_out
                 out.mux_one(packet)
+            if floor is not None:
+                audio_floor = (floor, source.streams.audio[0].time_base)
 
 
 def _reencode(

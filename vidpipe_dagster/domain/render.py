@@ -201,8 +201,9 @@ def thumbnail_strip(mp4: bytes | Path, n: int = 4, *, height: int = 90) -> Image
     return strip
 
 
-def frame_at(mp4: bytes | Path, seconds: float) -> Image.Image:
-    """The frame shown ``seconds`` into the clip (the last one past its end), as RGB.
+def frame_at(mp4: bytes | Path, seconds: float, *, width: int | None = None) -> Image.Image:
+    """The frame shown ``seconds`` into the clip (the last one past its end), as RGB, scaled down
+    to ``width`` if given (a contact sheet of many 1080p scenes need not hold them full size).
 
     Seeks to the keyframe before the instant and decodes from there, so a long clip is not decoded
     from its start. ValueError for anything unreadable, as ``probe_mp4``.
@@ -224,6 +225,9 @@ def frame_at(mp4: bytes | Path, seconds: float) -> Image.Image:
         raise ValueError(f"cannot decode a frame of {_label(mp4)}: {exc}") from exc
     if shown is None:
         raise ValueError(f"{_label(mp4)} has no decodable video frames")
+    if width is not None and shown.width > width:
+        height = even(shown.height * width / shown.width)
+        return shown.to_image(width=even(width), height=height)
     return shown.to_image()
 
 

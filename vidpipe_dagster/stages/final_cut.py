@@ -19,6 +19,7 @@ from PIL import Image
 
 from vidpipe_dagster.db import queries
 from vidpipe_dagster.domain.editorial import (
+    CONTACT_TILE_WIDTH,
     ClipMedia,
     CutResult,
     contact_sheet,
@@ -231,7 +232,7 @@ def _inspect(
             if not path.is_file():
                 raise MediaError(f"file {path} is missing")
             clip = inspect_clip(path)
-            frames.append(frame_at(path, clip.duration_seconds / 2))
+            frames.append(frame_at(path, clip.duration_seconds / 2, width=CONTACT_TILE_WIDTH))
         except ValueError as exc:  # MediaError included
             problems.append(f"scene {scene.index} ({exc})")
             continue
