@@ -212,22 +212,7 @@ def plan_cut(
             rate=first.video.rate,
             audio=first.audio is not None,
         )
-    short = max(min(c.video.width, c.video.height) for c in clips)
-    note = ""
-    if height is not None and height >= short:
-        short = height
-    elif height is not None:
-        note = f" (configured {height}p is below the largest clip's {short}p: kept {short}p)"
-    width, out_h = frame_size(aspect_ratio, short)
-    rate = max(c.video.rate for c in clips)
-    return CutPlan(
-        mode="reencode",
-        reason=f"re-encoded at {width}x{out_h} {fps_text(rate)} fps: {difference}{note}",
-        width=width,
-        height=out_h,
-        rate=rate,
-        audio=any(c.audio is not None for c in clips),
-    )
+    return _reencode_plan(clips, difference, aspect_ratio, height)
 
 
 def cut_film(
@@ -256,12 +241,8 @@ def cut_film(
         try:
             return _write(clips, target, titles, plan)
         except av.FFmpegError as exc:
-            forced = plan_cut(
-                clips, names, aspect_ratio=aspect_ratio, height=height, force_reencode=True
-            )
             why = f"stream copy failed ({exc})"
-            reason = forced.reason.replace("re-encode requested", why, 1)
-            return _write(clips, target, titles, _replace_reason(forced, reason))
+            return _write(clips, target, titles, _reencode_plan(clips, why, aspect_ratio, height))
     return _write(clips, target, titles, plan)
 
 
@@ -352,8 +333,27 @@ def _first_difference(clips: Sequence[ClipMedia], names: Sequence[str]) -> str |
     return None
 
 
-def _replace_reason(plan: CutPlan, reason: str) -> CutPlan:
-    return CutPlan(plan.mode, reason, plan.width, plan.height, plan.rate, plan.audio)
+def _reencode_plan(
+    clips: Sequence[ClipMedia], why: str, aspect_ratio: AspectRatio, height: int | None
+) -> CutPlan:
+    """One re-encode at the largest clip's short side (or ``height`` when larger) and the highest
+    frame rate, in the project's aspect ratio; ``why`` ends the reason."""
+    short = max(min(c.video.width, c.video.height) for c in clips)
+    note = ""
+    if height is not None and height >= short:
+        short = height
+    elif height is not None:
+        note = f" (configured {height}p is below the largest clip's {short}p: kept {short}p)"
+    width, out_h = frame_size(aspect_ratio, short)
+    rate = max(c.video.rate for c in clips)
+    return CutPlan(
+        mode="reencode",
+        reason=f"re-encoded at {width}x{out_h} {fps_text(rate)} fps: {why}{note}",
+        width=width,
+        height=out_h,
+        rate=rate,
+        audio=any(c.audio is not None for c in clips),
+    )
 
 
 def _write(
