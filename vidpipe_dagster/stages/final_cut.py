@@ -130,40 +130,42 @@ def make_final_cut(
     options = options or FinalCutOptions()
     scenes, aspect, name = _read_scenes(ctx, slug, asset_prefix)
     clips, frames = _inspect(ctx, slug, scenes, asset_prefix)
-    folder = f"projects/{slug}"
-    rel = f"{folder}/final_cut.mp4"
     previews = [is_preview_backend(s.backend) for s in scenes]
-    result = cut_film(
-        clips,
-        ctx.media.path(rel),
-        titles=[_chapter_title(s) for s in scenes],
-        names=[f"scene {s.index}" for s in scenes],
-        aspect_ratio="9:16" if aspect == "9:16" else "16:9",
-        height=options.height,
-        force_reencode=options.force_reencode,
-    )
-    info = probe_mp4(result.path)
-    ctx.log.info(f"final cut {rel}: {info.duration_seconds:.2f} s, {result.plan.reason}")
-    markers = [
-        SceneMarker(s.index, start, round(start + length, 6), _chapter_title(s), preview)
-        for s, start, length, preview in zip(
-            scenes, result.starts, result.durations, previews, strict=True
-        )
-    ]
-    total_cost = round(sum(s.cost_usd for s in scenes), 4)
-    timeline_paths = _write_timeline(
-        ctx, name, slug, scenes, clips, result, previews, total_cost, options
-    )
     sheet = contact_sheet(
         [
             (f"scene {s.index}", frame, preview)
             for s, frame, preview in zip(scenes, frames, previews, strict=True)
         ]
     )
-    sheet_rel = f"{folder}/final_cut_contact_sheet.jpg"
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="JPEG", quality=88)
-    ctx.media.write(sheet_rel, buffer.getvalue())
+    folder = f"projects/{slug}"
+    rel, sheet_rel = f"{folder}/final_cut.mp4", f"{folder}/final_cut_contact_sheet.jpg"
+    total_cost = round(sum(s.cost_usd for s in scenes), 4)
+    try:  # the media root refuses a path through a symlink
+        result = cut_film(
+            clips,
+            ctx.media.path(rel),
+            titles=[_chapter_title(s) for s in scenes],
+            names=[f"scene {s.index}" for s in scenes],
+            aspect_ratio="9:16" if aspect == "9:16" else "16:9",
+            height=options.height,
+            force_reencode=options.force_reencode,
+        )
+        info = probe_mp4(result.path)
+        ctx.log.info(f"final cut {rel}: {info.duration_seconds:.2f} s, {result.plan.reason}")
+        timeline_paths = _write_timeline(
+            ctx, name, slug, scenes, clips, result, previews, total_cost, options
+        )
+        buffer = io.BytesIO()
+        sheet.save(buffer, format="JPEG", quality=88)
+        ctx.media.write(sheet_rel, buffer.getvalue())
+    except MediaError as exc:
+        raise StageError(f"cannot store the cut of {slug}: {exc}") from exc
+    markers = [
+        SceneMarker(s.index, start, round(start + length, 6), _chapter_title(s), preview)
+        for s, start, length, preview in zip(
+            scenes, result.starts, result.durations, previews, strict=True
+        )
+    ]
     return FinalCut(
         relative_path=rel,
         info=info,
