@@ -1,9 +1,8 @@
-"""The animatic renderer, mp4 probe, concatenation and thumbnails, checked by reading files back."""
+"""The animatic renderer, mp4 probe, frames and thumbnails, checked by reading files back."""
 
 from __future__ import annotations
 
 import io
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -13,7 +12,7 @@ from PIL import Image
 
 from vidpipe_dagster.domain.preview import CONTAINER_TAG as PREVIEW_METADATA
 from vidpipe_dagster.domain.render import (
-    concat_mp4,
+    frame_at,
     frame_size,
     probe_mp4,
     render_animatic,
@@ -32,34 +31,6 @@ def first_frame(data: bytes) -> np.ndarray:
         for frame in container.decode(video=0):
             return frame.to_ndarray(format="rgb24")
     raise AssertionError("no frame")
-
-
-def clip_with_tone(seconds: float, size: tuple[int, int] = (320, 240), fps: int = 24) -> bytes:
-    """A Veo-like clip: H.264 at 24 fps with an AAC sine tone."""
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
-        audio = container.add_stream("aac", rate=48_000)
-        audio.layout = "stereo"
-        for index in range(round(seconds * fps)):
-            array = np.full((size[1], size[0], 3), (index * 7) % 255, dtype=np.uint8)
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            frame.pts = index
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        total = round(seconds * 48_000)
-        for start in range(0, total, 1024):
-            t = (np.arange(start, start + 1024) / 48_000).astype(np.float32)
-            tone = np.sin(2 * np.pi * 440 * t).astype(np.float32) * 0.2
-            frame = av.AudioFrame.from_ndarray(
-                np.stack([tone, tone]), format="fltp", layout="stereo"
-            )
-            frame.sample_rate = 48_000
-            frame.pts = start
-            container.mux(audio.encode(frame))
-        container.mux(audio.encode(None))
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("aspect_ratio", ["16:9", "9:16"])
@@ -121,62 +92,6 @@ def test_frame_size_rejects_unknown_aspect_ratio() -> None:
         frame_size("4:3")
 
 
-def test_concat_letterboxes_mixed_clips_and_returns_boundaries() -> None:
-    wide = render_animatic(
-        start_frame=png((255, 0, 0)),
-        end_frame=png((255, 0, 0)),
-        references=[],
-        prompt="wide",
-        duration_seconds=4,
-        aspect_ratio="16:9",
-    )
-    tall = render_animatic(
-        start_frame=png((0, 0, 255)),
-        end_frame=png((0, 0, 255)),
-        references=[],
-        prompt="tall",
-        duration_seconds=6,
-        aspect_ratio="9:16",
-        fps=8,
-        height=180,
-    )
-    data, boundaries = concat_mp4([wide, tall], aspect_ratio="16:9")
-    info = probe_mp4(data)
-    assert boundaries == [0.0, 4.0]
-    assert (info.width, info.height, info.fps) == (640, 360, 12)
-    assert info.frame_count == 120
-    assert info.duration_seconds == pytest.approx(10.0, abs=1e-6)
-    with av.open(io.BytesIO(data)) as container:
-        frames = [f for i, f in enumerate(container.decode(video=0)) if i in (60, 100)]
-    tall_frame = frames[1].to_ndarray(format="rgb24")
-    assert tall_frame[180, 5].max() < 30, "the portrait clip is letterboxed with black bars"
-    assert tall_frame[180, 320][2] > 150, "the portrait clip sits in the middle"
-
-
-def test_concat_keeps_sound_and_pads_silent_clips(tmp_path: Path) -> None:
-    veo_like = tmp_path / "veo.mp4"
-    veo_like.write_bytes(clip_with_tone(2.0))
-    silent = render_animatic(
-        start_frame=None,
-        end_frame=None,
-        references=[],
-        prompt="silent",
-        duration_seconds=2,
-        aspect_ratio="16:9",
-        fps=12,
-        height=180,
-    )
-    data, boundaries = concat_mp4([veo_like, silent], height=180, fps=24)
-    info = probe_mp4(data)
-    assert boundaries == [0.0, 2.0]
-    assert info.has_audio
-    assert info.frame_count == 96
-    assert Fraction(info.fps).limit_denominator(1001) == 24
-    with av.open(io.BytesIO(data)) as container:
-        audio = container.streams.audio[0]
-        assert float(audio.duration * audio.time_base) == pytest.approx(4.0, abs=0.05)
-
-
 def test_thumbnail_strip_spreads_frames_across_the_clip() -> None:
     data = render_animatic(
         start_frame=png((255, 0, 0)),
@@ -202,18 +117,22 @@ def test_probe_rejects_invalid_mp4_with_value_error(bad: bytes | Path) -> None:
         probe_mp4(bad)
 
 
-def test_concat_of_previews_stays_labelled_as_preview() -> None:
-    clip = render_animatic(
-        start_frame=None,
-        end_frame=None,
+def test_frame_at_seeks_to_the_instant_asked_for() -> None:
+    data = render_animatic(
+        start_frame=png((255, 0, 0)),
+        end_frame=png((0, 0, 255)),
         references=[],
-        prompt="p",
-        duration_seconds=1,
+        prompt="seek",
+        duration_seconds=4,
         aspect_ratio="16:9",
-        fps=4,
+        fps=6,
         height=90,
     )
-    joined, starts = concat_mp4([clip, clip], height=90)
-    info = probe_mp4(joined)
-    assert info.is_animatic and starts == [0.0, 1.0]
-    assert abs(info.duration_seconds - 2.0) < 0.3
+    first, middle, last = (frame_at(data, t) for t in (0.0, 2.0, 60.0))
+    assert first.size == (160, 90)
+    red_first, red_last = first.getpixel((80, 60)), last.getpixel((80, 60))
+    assert red_first[0] > red_first[2] and red_last[2] > red_last[0], "red start, blue end"
+    mid = middle.getpixel((80, 60))
+    assert red_first[0] > mid[0] > red_last[0], "half-way through the cross-fade"
+    with pytest.raises(ValueError, match="mp4 bytes"):
+        frame_at(b"nothing", 1.0)

@@ -1,20 +1,39 @@
-"""``<project>/final_cut``: the project's clips joined in scene order into one mp4.
+"""``<project>/final_cut``: the project's clips joined in scene order into one mp4, with the
+editorial timeline and a contact sheet beside it.
 
 The work is ``stages.final_cut``; this module is its Dagster face.
 """
 
 import dagster as dg
+from PIL import Image
 
 from vidpipe_dagster.assets import metadata as md
 from vidpipe_dagster.assets.partitions import ProjectPartitions
 from vidpipe_dagster.db.project_graphs import ProjectGraph
 from vidpipe_dagster.domain.preview import CUT_NOTE
-from vidpipe_dagster.domain.render import thumbnail_strip
+from vidpipe_dagster.domain.timeline import TIMELINE_FORMATS
 from vidpipe_dagster.jobs import PROJECT_TAG, stage_key
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
 from vidpipe_dagster.stages import final_cut as stage
 from vidpipe_dagster.stages.context import StageError
+
+PREVIEW_WIDTH = 560  # px: the widest image the asset's metadata panel shows uncut
+
+
+class FinalCutConfig(dg.Config):
+    """Run config for the cut. By default clips that share a layout are stream-copied."""
+
+    height: int | None = None  # short side of a re-encode; never below the largest clip's
+    force_reencode: bool = False
+    timeline_formats: list[str] = list(TIMELINE_FORMATS)  # "otio", "otioz", "otiod"
+
+    def options(self) -> stage.FinalCutOptions:
+        return stage.FinalCutOptions(
+            height=self.height,
+            force_reencode=self.force_reencode,
+            timeline_formats=tuple(self.timeline_formats),
+        )
 
 
 def build_final_cut(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsDefinition:
@@ -24,31 +43,67 @@ def build_final_cut(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsD
         deps=[
             dg.AssetDep(stage_key(graph, "scene_clip"), partition_mapping=dg.AllPartitionMapping())
         ],
-        description="Every scene's clip, in scene order, joined into one mp4 with its total cost.",
-        code_version="1",
+        description=(
+            "Every scene's clip, in scene order, joined into one mp4 (stream copy when the clips "
+            "allow it) with chapters, an OpenTimelineIO timeline and a contact sheet."
+        ),
+        code_version="2",
         kinds={"python", "video"},
         tags={PROJECT_TAG: graph.slug},
     )
     def final_cut(
-        context: dg.AssetExecutionContext, database: DatabaseResource, media: MediaStoreResource
+        context: dg.AssetExecutionContext,
+        config: FinalCutConfig,
+        database: DatabaseResource,
+        media: MediaStoreResource,
     ) -> dg.MaterializeResult:
         ctx = md.stage_context(context.log, database, media)
         try:
-            cut = stage.make_final_cut(ctx, graph.slug, graph.prefix)
+            options = config.options()
+            cut = stage.make_final_cut(ctx, graph.slug, graph.prefix, options)
         except StageError as exc:
             raise md.failure(exc) from exc
-        strip = thumbnail_strip(cut.data, n=min(8, max(2, len(cut.fingerprints))))
         note = f"**{CUT_NOTE}**\n\n" if cut.contains_previews else ""
+        preview = note + md.thumbnail(_fit_width(cut.contact_sheet), "contact sheet", size=None)
+        metadata = {
+            "path": str(ctx.media.path(cut.relative_path)),
+            "cut": cut.reason,
+            "cut_mode": cut.mode,
+            "duration_seconds": round(cut.info.duration_seconds, 3),
+            "resolution": f"{cut.info.width}x{cut.info.height}",
+            "fps": round(cut.info.fps, 3),
+            "has_audio": cut.info.has_audio,
+            "size_mb": round(ctx.media.path(cut.relative_path).stat().st_size / 1e6, 2),
+            "scene_boundaries_seconds": dg.MetadataValue.json(cut.scene_starts),
+            "scene_markers": dg.MetadataValue.json([m.as_dict() for m in cut.markers]),
+            "chapters": len(cut.markers),
+            "total_cost_usd": cut.total_cost_usd,
+            "contains_previews": cut.contains_previews,
+            "contact_sheet": str(ctx.media.path(cut.contact_sheet_path)),
+            "preview": dg.MetadataValue.md(preview),
+        }
+        if "otio" in cut.timeline_paths:
+            metadata["timeline"] = str(ctx.media.path(cut.timeline_paths["otio"]))
+        if cut.timeline_paths:
+            metadata["timeline_files"] = dg.MetadataValue.json(
+                {fmt: str(ctx.media.path(rel)) for fmt, rel in cut.timeline_paths.items()}
+            )
+        # Issue 10: the identity matrix (scenes x characters, face similarity) is shown here.
+        if cut.identity_matrix_path is not None:
+            matrix = Image.open(ctx.media.path(cut.identity_matrix_path))
+            metadata["identity_matrix"] = dg.MetadataValue.md(
+                md.thumbnail(_fit_width(matrix), "identity matrix", size=None)
+            )
         return dg.MaterializeResult(
-            metadata={
-                "path": str(ctx.media.path(cut.relative_path)),
-                "duration_seconds": round(cut.info.duration_seconds, 3),
-                "scene_boundaries_seconds": dg.MetadataValue.json(cut.scene_starts),
-                "total_cost_usd": cut.total_cost_usd,
-                "contains_previews": cut.contains_previews,
-                "preview": dg.MetadataValue.md(note + md.thumbnail(strip, "final cut", size=None)),
-            },
-            data_version=dg.DataVersion(cut.data_version),
+            metadata=metadata, data_version=dg.DataVersion(cut.data_version)
         )
 
     return final_cut
+
+
+def _fit_width(image: Image.Image, width: int = PREVIEW_WIDTH) -> Image.Image:
+    """Scaled down to ``width`` so the metadata panel shows it whole (never scaled up)."""
+    if image.width <= width:
+        return image
+    height = max(1, round(image.height * width / image.width))
+    return image.resize((width, height), Image.Resampling.LANCZOS)

@@ -1,15 +1,16 @@
-"""Local video work: the animatic preview renderer, mp4 probing, concatenation and thumbnails.
+"""Local video work: the animatic preview renderer, mp4 probing, thumbnails, shared encoders.
 
 The animatic lets the whole pipeline run offline with real mp4 files of the right duration and
-shape, so downstream steps (probe, concat, UI previews) are exercised for real. Every animatic is
-labelled as a preview in its pixels and in its container metadata, so it cannot pass for Veo output.
+shape, so downstream steps (probe, the final cut, UI previews) are exercised for real. Every
+animatic is labelled as a preview in its pixels and in its container metadata, so it cannot pass
+for Veo output.
 """
 
 from __future__ import annotations
 
 import io
 import textwrap
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -51,8 +52,8 @@ class Mp4Info:
 
 def frame_size(aspect_ratio: str, height: int = 360) -> tuple[int, int]:
     """(width, height) for an aspect ratio; ``height`` is the short side, as in "360p"/"720p"."""
-    short = _even(height)
-    long = _even(short * 16 / 9)
+    short = even(height)
+    long = even(short * 16 / 9)
     if aspect_ratio == "16:9":
         return long, short
     if aspect_ratio == "9:16":
@@ -100,7 +101,7 @@ def render_animatic(
     with av.open(buffer, mode="w", format="mp4") as container:
         container.metadata["title"] = CONTAINER_TAG
         container.metadata["comment"] = CONTAINER_TAG
-        stream = _add_h264_stream(container, width, out_h, fps)
+        stream = add_h264_stream(container, width, out_h, fps)
         for index in range(n_frames):
             t = index / (n_frames - 1) if n_frames > 1 else 1.0
             eased = t * t * (3 - 2 * t)
@@ -127,7 +128,7 @@ def probe_mp4(data_or_path: bytes | Path | str) -> Mp4Info:
     """Duration, size, codec and frame count of an mp4, read with PyAV; ValueError if invalid."""
     label = "mp4 bytes" if isinstance(data_or_path, bytes) else str(data_or_path)
     try:
-        with _open_input(data_or_path) as container:
+        with open_media(data_or_path) as container:
             if "mp4" not in (container.format.name or ""):
                 raise ValueError(f"{label} is not an mp4 file (format {container.format.name})")
             if not container.streams.video:
@@ -157,63 +158,8 @@ def probe_mp4(data_or_path: bytes | Path | str) -> Mp4Info:
                 title=metadata.get("title"),
                 has_audio=has_audio,
             )
-    except ValueError:
-        raise
-    except (av.FFmpegError, OSError, IndexError) as exc:
+    except (av.FFmpegError, OSError, IndexError) as exc:  # FFmpegError is a ValueError too
         raise ValueError(f"{label} is not a readable mp4: {exc}") from exc
-
-
-def concat_mp4(
-    clips: Sequence[bytes | Path],
-    *,
-    height: int = 360,
-    aspect_ratio: AspectRatio = "16:9",
-    fps: float | None = None,
-    audio: bool = True,
-) -> tuple[bytes, list[float]]:
-    """Join clips in order into one H.264 mp4; returns (bytes, start time of each clip in seconds).
-
-    Clips are decoded and re-encoded at one size (letterboxed) and one frame rate (the first
-    clip's unless given), so Veo clips and animatics of any shape can be mixed. If any clip has
-    sound, the output has an AAC track with silence where a clip had none. If any clip is an
-    animatic preview, the output's container metadata says so too.
-    """
-    if not clips:
-        raise ValueError("concat_mp4 needs at least one clip")
-    infos = [probe_mp4(clip) for clip in clips]
-    width, out_h = frame_size(aspect_ratio, height)
-    rate = Fraction(fps if fps else (infos[0].fps or 24)).limit_denominator(1001)
-    with_audio = audio and any(info.has_audio for info in infos)
-
-    boundaries: list[float] = []
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        if any(info.is_animatic for info in infos):  # a cut with previews stays labelled
-            container.metadata["title"] = CONTAINER_TAG
-            container.metadata["comment"] = f"{CONTAINER_TAG}: contains local renders"
-        stream = _add_h264_stream(container, width, out_h, rate)
-        audio_stream = container.add_stream("aac", rate=_AUDIO_RATE) if with_audio else None
-        if audio_stream is not None:
-            audio_stream.layout = "stereo"
-        pending = np.zeros((2, 0), dtype=np.float32)
-        audio_pts = 0
-        next_pts = 0
-        for clip, info in zip(clips, infos, strict=True):
-            boundaries.append(float(next_pts / rate))
-            n_out = max(1, round(info.duration_seconds * rate))
-            for array in _resampled_frames(clip, n_out, rate, width, out_h):
-                frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-                frame.pts = next_pts
-                next_pts += 1
-                container.mux(stream.encode(frame))
-            if audio_stream is not None:
-                samples = round(n_out / rate * _AUDIO_RATE)
-                pending = np.concatenate([pending, _clip_audio(clip, samples)], axis=1)
-                audio_pts, pending = _encode_audio(container, audio_stream, pending, audio_pts)
-        container.mux(stream.encode(None))
-        if audio_stream is not None:
-            _encode_audio(container, audio_stream, pending, audio_pts, flush=True)
-    return buffer.getvalue(), boundaries
 
 
 def thumbnail_strip(mp4: bytes | Path, n: int = 4, *, height: int = 90) -> Image.Image:
@@ -229,7 +175,7 @@ def thumbnail_strip(mp4: bytes | Path, n: int = 4, *, height: int = 90) -> Image
     picked: list[Image.Image] = []
     last: Image.Image | None = None
     try:
-        with _open_input(mp4) as container:
+        with open_media(mp4) as container:
             first_time: float | None = None
             for frame in container.decode(container.streams.video[0]):
                 time = frame.time or 0.0
@@ -255,11 +201,47 @@ def thumbnail_strip(mp4: bytes | Path, n: int = 4, *, height: int = 90) -> Image
     return strip
 
 
-def _even(value: float) -> int:
+def frame_at(mp4: bytes | Path, seconds: float, *, width: int | None = None) -> Image.Image:
+    """The frame shown ``seconds`` into the clip (the last one past its end), as RGB, scaled down
+    to ``width`` if given (a contact sheet of many 1080p scenes need not hold them full size).
+
+    Seeks to the keyframe before the instant and decodes from there, so a long clip is not decoded
+    from its start. ValueError for anything unreadable, as ``probe_mp4``.
+    """
+    shown: av.VideoFrame | None = None
+    try:
+        with open_media(mp4) as container:
+            stream = container.streams.video[0]
+            origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+            if seconds > 0 and stream.time_base:
+                container.seek(
+                    round((origin + seconds) / stream.time_base), stream=stream, backward=True
+                )
+            for frame in container.decode(stream):
+                if shown is not None and (frame.time or 0.0) - origin > seconds + 1e-6:
+                    break
+                shown = frame
+    except (av.FFmpegError, OSError, IndexError) as exc:
+        raise ValueError(f"cannot decode a frame of {_label(mp4)}: {exc}") from exc
+    if shown is None:
+        raise ValueError(f"{_label(mp4)} has no decodable video frames")
+    if width is not None and shown.width > width:
+        height = even(shown.height * width / shown.width)
+        return shown.to_image(width=even(width), height=height)
+    return shown.to_image()
+
+
+def _label(mp4: bytes | Path | str) -> str:
+    return "mp4 bytes" if isinstance(mp4, bytes) else str(mp4)
+
+
+def even(value: float) -> int:
+    """The nearest even number of pixels (at least 2): yuv420p needs even sizes."""
     return max(2, round(value / 2) * 2)
 
 
-def _open_input(data_or_path: bytes | Path | str) -> av.container.InputContainer:
+def open_media(data_or_path: bytes | Path | str) -> av.container.InputContainer:
+    """An mp4 from bytes or a path, opened for reading with PyAV."""
     source = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else str(data_or_path)
     return av.open(source, mode="r")
 
@@ -274,21 +256,28 @@ def _h264_codec_name() -> str:
     raise RuntimeError("this PyAV build has no H.264 encoder")
 
 
-def _add_h264_stream(
-    container: av.container.OutputContainer, width: int, height: int, rate: float | Fraction
+def add_h264_stream(
+    container: av.container.OutputContainer,
+    width: int,
+    height: int,
+    rate: float | Fraction,
+    *,
+    crf: int = 26,
+    preset: str = "veryfast",
 ) -> av.VideoStream:
+    """A yuv420p H.264 stream; ``crf``/``preset`` apply to libx264 (26: preview quality)."""
     name = _h264_codec_name()
     stream = container.add_stream(name, rate=Fraction(rate).limit_denominator(1001))
     stream.width = width
     stream.height = height
     stream.pix_fmt = "yuv420p"
     if name == "libx264":
-        stream.options = {"preset": "veryfast", "crf": "26"}
+        stream.options = {"preset": preset, "crf": str(crf)}
     return stream
 
 
 @lru_cache(maxsize=64)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """DejaVu Sans when installed (it has the em dash); Pillow's built-in font otherwise."""
     try:
         return ImageFont.truetype("DejaVuSans.ttf", max(8, size))
@@ -296,7 +285,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default(size=max(8, size))
 
 
-def _drawable(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> str:
+def drawable(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> str:
     """Swap typographic characters the built-in font lacks for ASCII, so no glyph is a box."""
     if "DejaVu" in str(getattr(font, "path", "")):
         return text
@@ -306,10 +295,10 @@ def _drawable(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont) -> 
 def _fitting_font(
     text: str, max_width: int, size: int
 ) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    font = _font(size)
-    while size > 8 and font.getbbox(_drawable(text, font))[2] > max_width:
+    font = label_font(size)
+    while size > 8 and font.getbbox(drawable(text, font))[2] > max_width:
         size -= 1
-        font = _font(size)
+        font = label_font(size)
     return font
 
 
@@ -346,7 +335,7 @@ def _prompt_card(size: tuple[int, int], prompt: str) -> Image.Image:
     card = Image.fromarray(pixels, "RGB")
     draw = ImageDraw.Draw(card)
     font_size = max(9, min(width, height) // 18)
-    font = _font(font_size)
+    font = label_font(font_size)
     chars = max(12, int(width * 0.8 / (font_size * 0.55)))
     wrapped = textwrap.wrap(prompt.strip() or "(no prompt)", width=chars)
     lines = wrapped[:6]
@@ -354,10 +343,10 @@ def _prompt_card(size: tuple[int, int], prompt: str) -> Image.Image:
         lines[-1] = lines[-1][: max(0, chars - 1)] + "\u2026"
     line_h = round(font_size * 1.3)
     y = (height - line_h * (len(lines) + 2)) // 2
-    small = _font(font_size - 2)
+    small = label_font(font_size - 2)
     draw.text(
         (width // 2, y),
-        _drawable("no keyframe \u2014 prompt:", small),
+        drawable("no keyframe \u2014 prompt:", small),
         font=small,
         fill=(170, 176, 190),
         anchor="mt",
@@ -365,7 +354,7 @@ def _prompt_card(size: tuple[int, int], prompt: str) -> Image.Image:
     for index, line in enumerate(lines):
         draw.text(
             (width // 2, y + line_h * (index + 2)),
-            _drawable(line, font),
+            drawable(line, font),
             font=font,
             fill=(235, 235, 240),
             anchor="mt",
@@ -376,9 +365,9 @@ def _prompt_card(size: tuple[int, int], prompt: str) -> Image.Image:
 def _label_band(width: int, height: int) -> np.ndarray:
     """The opaque top band carrying the preview label (plus room for a progress line)."""
     font = _fitting_font(FRAME_LABEL, round(width * 0.94), max(10, min(width, height) // 22))
-    text = _drawable(FRAME_LABEL, font)
+    text = drawable(FRAME_LABEL, font)
     box = font.getbbox(text)
-    band_h = _even(box[3] - box[1] + 12)
+    band_h = even(box[3] - box[1] + 12)
     band = Image.new("RGB", (width, band_h), _BAND_COLOR)
     ImageDraw.Draw(band).text(
         (width // 2, (band_h - 3) // 2), text, font=font, fill=(255, 255, 255), anchor="mm"
@@ -418,7 +407,7 @@ def _reference_strip(
         return None
     count = len(references)
     side, gap, caption_h = _strip_geometry(count, width, height)
-    font = _font(max(8, side // 6))
+    font = label_font(max(8, side // 6))
     strip = Image.new("RGB", (count * side + gap * (count - 1), side + caption_h), _BAND_COLOR)
     draw = ImageDraw.Draw(strip)
     for index, (tag, data) in enumerate(references):
@@ -429,93 +418,9 @@ def _reference_strip(
         strip.paste(thumb, (x, 0))
         draw.text(
             (x + side // 2, side + caption_h // 2),
-            _drawable(tag[:14], font),
+            drawable(tag[:14], font),
             font=font,
             fill=(255, 255, 255),
             anchor="mm",
         )
     return np.asarray(strip)
-
-
-def _resampled_frames(
-    clip: bytes | Path, n_out: int, rate: Fraction, width: int, height: int
-) -> Iterator[np.ndarray]:
-    """Exactly ``n_out`` letterboxed RGB frames sampled from the clip at the output frame rate."""
-    emitted = 0
-    current: av.VideoFrame | None = None
-    converted: np.ndarray | None = None
-    first_time: float | None = None
-
-    def letterbox(frame: av.VideoFrame) -> np.ndarray:
-        scale = min(width / frame.width, height / frame.height)
-        fit_w = min(width, _even(frame.width * scale))
-        fit_h = min(height, _even(frame.height * scale))
-        rgb = frame.reformat(width=fit_w, height=fit_h, format="rgb24").to_ndarray()
-        if (fit_w, fit_h) == (width, height):
-            return rgb
-        canvas = np.zeros((height, width, 3), dtype=np.uint8)
-        top, left = (height - fit_h) // 2, (width - fit_w) // 2
-        canvas[top : top + fit_h, left : left + fit_w] = rgb
-        return canvas
-
-    with _open_input(clip) as container:
-        for frame in container.decode(container.streams.video[0]):
-            time = frame.time or 0.0
-            first_time = time if first_time is None else first_time
-            # Emit the previous frame for every output instant before this frame starts.
-            while emitted < n_out and emitted / rate < time - first_time - 1e-6:
-                source = current or frame
-                if converted is None or source is not current:
-                    converted = letterbox(source)
-                yield converted
-                emitted += 1
-            if current is not frame:
-                current, converted = frame, None
-        while emitted < n_out and current is not None:
-            if converted is None:
-                converted = letterbox(current)
-            yield converted
-            emitted += 1
-
-
-def _clip_audio(clip: bytes | Path, samples: int) -> np.ndarray:
-    """The clip's sound as float32 stereo at 48 kHz, padded or cut to ``samples``."""
-    chunks: list[np.ndarray] = []
-    with _open_input(clip) as container:
-        if container.streams.audio:
-            resampler = av.AudioResampler(format="fltp", layout="stereo", rate=_AUDIO_RATE)
-            for frame in container.decode(container.streams.audio[0]):
-                chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
-            chunks.extend(out.to_ndarray() for out in resampler.resample(None))
-    data = np.concatenate(chunks, axis=1) if chunks else np.zeros((2, 0), np.float32)
-    data = data[:, :samples].astype(np.float32)
-    if data.shape[1] < samples:
-        data = np.pad(data, ((0, 0), (0, samples - data.shape[1])))
-    return data
-
-
-def _encode_audio(
-    container: av.container.OutputContainer,
-    stream: av.AudioStream,
-    pending: np.ndarray,
-    pts: int,
-    *,
-    flush: bool = False,
-) -> tuple[int, np.ndarray]:
-    """Encode whole AAC frames from ``pending``; returns the next pts and the leftover samples."""
-    size = stream.codec_context.frame_size or 1024
-    while pending.shape[1] >= size or (flush and pending.shape[1]):
-        chunk = pending[:, :size]
-        if chunk.shape[1] < size:
-            chunk = np.pad(chunk, ((0, 0), (0, size - chunk.shape[1])))
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(chunk), format="fltp", layout="stereo"
-        )
-        frame.sample_rate = _AUDIO_RATE
-        frame.pts = pts
-        pts += size
-        pending = pending[:, size:]
-        container.mux(stream.encode(frame))
-    if flush:
-        container.mux(stream.encode(None))
-    return pts, pending
