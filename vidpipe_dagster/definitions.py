@@ -20,6 +20,8 @@ from vidpipe_dagster.assets.invalid_projects import build_invalid_projects_repor
 from vidpipe_dagster.db.project_graphs import (
     InvalidProject,
     ProjectGraph,
+    graphs_from_json,
+    graphs_to_json,
     load_project_graph_report,
 )
 from vidpipe_dagster.resources.budget import BudgetResource
@@ -95,8 +97,40 @@ def build_definitions(
     return dg.Definitions.merge(shared, *parts)
 
 
+GRAPHS_KEY = "vidpipe/project_graphs"
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
+    """The code location. The code server reads the projects from the database; a run worker
+    rebuilds the same graph from the copy Dagster hands it (reconstruction metadata), so a
+    project imported meanwhile cannot change the graph under a running run, and workers do not
+    query the database to load (docs/architecture.md, "Loading")."""
     settings = Settings.from_env()
-    report = load_project_graph_report(settings.database_url)
-    return build_definitions(report.graphs, settings, invalid=report.invalid)
+    stored = _reconstruction_metadata(GRAPHS_KEY)
+    report = (
+        graphs_from_json(stored)
+        if stored is not None
+        else load_project_graph_report(settings.database_url)
+    )
+    definitions = build_definitions(report.graphs, settings, invalid=report.invalid)
+    return definitions.with_reconstruction_metadata({GRAPHS_KEY: graphs_to_json(report)})
+
+
+def _reconstruction_metadata(key: str) -> str | None:
+    """What the code server stored under ``key`` when this process rebuilds its definitions
+    (a run worker), else None. Dagster 1.13 exposes the writing side publicly
+    (``Definitions.with_reconstruction_metadata``) but not the reading one, so this one function
+    reads it through ``DefinitionsLoadContext``; should that move, the loader reads the database."""
+    try:
+        from dagster._core.definitions.definitions_load_context import (
+            DefinitionsLoadContext,
+            DefinitionsLoadType,
+        )
+    except ImportError:  # pragma: no cover - a Dagster without it: read the database
+        return None
+    context = DefinitionsLoadContext.get()
+    if context.load_type != DefinitionsLoadType.RECONSTRUCTION:
+        return None
+    value = context.reconstruction_metadata.get(key)
+    return value if isinstance(value, str) else None

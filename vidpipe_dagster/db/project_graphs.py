@@ -7,6 +7,8 @@ hand-edited row) is left out and reported (``InvalidProject``) instead of failin
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shlex
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -82,6 +84,34 @@ class ProjectGraphs:
 
     graphs: tuple[ProjectGraph, ...]
     invalid: tuple[InvalidProject, ...] = ()
+
+
+def graphs_to_json(report: ProjectGraphs) -> str:
+    """The graphs as text, for Dagster's reconstruction metadata (what run workers rebuild)."""
+    return json.dumps(
+        {
+            "graphs": [dataclasses.asdict(graph) for graph in report.graphs],
+            "invalid": [dataclasses.asdict(bad) for bad in report.invalid],
+        },
+        sort_keys=True,
+    )
+
+
+def graphs_from_json(text: str) -> ProjectGraphs:
+    data = json.loads(text)
+    return ProjectGraphs(
+        tuple(ProjectGraph(**_tuples(graph)) for graph in data["graphs"]),
+        tuple(InvalidProject(**bad) for bad in data["invalid"]),
+    )
+
+
+def _tuples(value: Any) -> Any:
+    """JSON arrays back to the tuples the frozen dataclasses hold (deeply)."""
+    if isinstance(value, list):
+        return tuple(_tuples(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _tuples(item) for key, item in value.items()}
+    return value
 
 
 def shell_word(text: str) -> str:
