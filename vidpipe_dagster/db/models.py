@@ -155,7 +155,7 @@ class SceneManifest(Base):
 
 
 class AssetCleanReference(Base):
-    """A clean reference image for an asset at one tier (plan 08-01: exactly these ten columns)."""
+    """A clean reference image for an asset at one tier (the plan's ten columns, exactly)."""
 
     __tablename__ = "asset_clean_references"
 
