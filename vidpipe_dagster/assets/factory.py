@@ -12,6 +12,7 @@ import dagster as dg
 
 from vidpipe_dagster.assets.clean_sheet import build_clean_sheet
 from vidpipe_dagster.assets.final_cut import build_final_cut
+from vidpipe_dagster.assets.model_check import build_model_check
 from vidpipe_dagster.assets.partitions import project_partitions
 from vidpipe_dagster.assets.scenes import build_scenes
 from vidpipe_dagster.assets.sources import build_source_specs
@@ -42,6 +43,7 @@ def build_project_assets(graph: ProjectGraph) -> list[Any]:
         items.append(build_clean_sheet(graph, parts, owners))
     items.append(build_scenes(graph, parts, owners))
     items.append(build_final_cut(graph, parts))
+    items.append(build_model_check(graph))
     return dg.with_source_code_references(items)
 
 
