@@ -9,15 +9,15 @@ from typing import Any
 
 import dagster as dg
 
+from vidpipe_dagster.assets.model_check import evaluation
 from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
 from vidpipe_dagster.db.session import Database
 from vidpipe_dagster.definitions import build_definitions, default_resources
 from vidpipe_dagster.jobs import PROJECT_TAG
 from vidpipe_dagster.run_health import host_tags
-from vidpipe_dagster.assets.model_check import evaluation
 from vidpipe_dagster.sensors import observations
-from vidpipe_dagster.stages.model_check import model_problems
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.model_check import model_problems
 from vidpipe_dagster.stages.sources import source_versions
 from vidpipe_dagster.stages.status import failure_reason
 
