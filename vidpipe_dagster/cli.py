@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -418,6 +419,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from vidpipe_dagster.demo import write_demo_projects
     from vidpipe_dagster.runner import ensure_dagster_home, materialize_project
 
+    started = time.monotonic()
     _init(settings)
     home = ensure_dagster_home(settings)
     inputs = settings.home / "demo_inputs"
@@ -429,6 +431,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     for slug in DEMO_SLUGS:
         ok = _print_reports(slug, materialize_project(slug, settings=settings)) and ok
     print()
+    print(f"Took:          {time.monotonic() - started:.1f} s (previews are local: no quota pacing)")
     print(f"Demo inputs:   {inputs}")
     print(f"Media root:    {settings.media_root}")
     print(f"Database:      {settings.database_url}")
