@@ -431,7 +431,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     for slug in DEMO_SLUGS:
         ok = _print_reports(slug, materialize_project(slug, settings=settings)) and ok
     print()
-    print(f"Took:          {time.monotonic() - started:.1f} s (previews are local: no quota pacing)")
+    print(f"Took:          {time.monotonic() - started:.1f} s (local previews: no quota pacing)")
     print(f"Demo inputs:   {inputs}")
     print(f"Media root:    {settings.media_root}")
     print(f"Database:      {settings.database_url}")
