@@ -24,7 +24,8 @@ from vidpipe_dagster.settings import Settings
 # Deliberate choices Dagster 1.13 marks as beta/preview, and would warn about once per asset and
 # check of every project on every load (thousands of lines for a studio): single-run ranges (one
 # step submits a range's scenes together), partitioned checks (results per scene), checks
-# that share their asset's step, and code references (the UI links each asset to its source). Only these messages are silenced.
+# that share their asset's step, and code references (the UI links each asset to its source).
+# Only these messages are silenced.
 for _message, _category in (
     (r"Parameter `backfill_policy` of function", dg.BetaWarning),
     (r"Specifying a partitions_def on an AssetCheckSpec", dg.PreviewWarning),
