@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 from skimage import data as skdata
@@ -16,10 +17,13 @@ from vidpipe_dagster.db.models import Asset, ClipIdentityScore, Scene, VideoClip
 from vidpipe_dagster.db.session import session_scope
 from vidpipe_dagster.demo import _keyframe, _launch_pad
 from vidpipe_dagster.domain.clip_identity import CharacterIdentity
+from vidpipe_dagster.domain.faces import choose_face_engine
+from vidpipe_dagster.domain.identity import DetectedFace, FaceEmbedding
 from vidpipe_dagster.domain.media import png_bytes
 from vidpipe_dagster.domain.render import render_animatic
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.stages.clip_identity import (
+    RememberedFaces,
     identity_check,
     identity_problems,
     placed_characters,
@@ -268,3 +272,27 @@ def test_verdicts_read_like_the_rest_of_the_identity_ui() -> None:
     assert verdict(passed) == "validated by dlib (distance 0.24 ≤ 0.62)"
     assert verdict(failed) == "rejected by insightface (similarity 0.31 < 0.50)"
     assert verdict(unscored) == "not scored: no face found in 8 sampled frames"
+
+
+def test_reference_faces_are_embedded_once_per_process() -> None:
+    """A character's references are the same images in every scene: embedded once."""
+    engine = choose_face_engine("dlib").engine
+    assert engine is not None, "dlib is a dependency (make models)"
+    calls: list[int] = []
+
+    class Counting:
+        name, metric = engine.name, engine.metric
+
+        def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
+            return engine.detect(rgb)
+
+        def embed_face(self, data: bytes) -> FaceEmbedding | None:
+            calls.append(len(data))
+            return engine.embed_face(data)
+
+    face = png_bytes(astronaut().crop((151, 11, 309, 199)))  # bytes no other test embeds
+    first = RememberedFaces(Counting()).embed_face(face)
+    again = RememberedFaces(Counting()).embed_face(face)
+    assert first is not None and again is first and len(calls) == 1
+    other = RememberedFaces(Counting()).embed_face(png_bytes(_launch_pad()))
+    assert other is None and len(calls) == 2, "no face is remembered as no face"
