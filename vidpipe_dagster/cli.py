@@ -308,6 +308,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     """The human ``status``: a table with one row per scene (clip state, backend or preview label,
     cost, identity, references), then each failed scene's reason and the command that retries it."""
     from vidpipe_dagster.domain.preview import backend_label
+    from vidpipe_dagster.stages.status import identity_cell
 
     slug, prefix = status["project"], status["asset_prefix"]
     scenes = status["scenes"]
@@ -331,7 +332,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             state += " (cached)"
         backend = backend_label(clip.get("backend")) if clip.get("backend") else "-"
         cost = f"{float(clip['cost_usd']):.2f} USD" if clip.get("cost_usd") is not None else "-"
-        identity = "not scored" if clip.get("identity") is None else str(clip["identity"])
+        identity = identity_cell(clip.get("identity")) if clip else "-"
         rows.append((index, state, backend, cost, identity, _references_cell(scene)))
         if clip.get("status") == "failed":
             notes.append(f"  scene {index} failed: {clip.get('error') or 'no reason recorded'}")

@@ -19,7 +19,9 @@ from vidpipe_dagster.jobs import PROJECT_TAG, stage_key
 from vidpipe_dagster.resources.budget import BudgetResource
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
+from vidpipe_dagster.resources.models import LocalModelsResource
 from vidpipe_dagster.resources.vertex import VertexResource
+from vidpipe_dagster.stages.clip_identity import CHECK_RECOGNISABLE
 
 
 def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str]) -> Any:
@@ -62,8 +64,16 @@ def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str
             **common,
         ),
     ]
+    # characters_recognisable blocks (the final cut waits for it) when the project says so
+    blocking = {(clip, CHECK_RECOGNISABLE): graph.identity_blocking}
     check_specs = [
-        dg.AssetCheckSpec(name, asset=asset, description=text, partitions_def=parts.scenes)
+        dg.AssetCheckSpec(
+            name,
+            asset=asset,
+            description=text,
+            partitions_def=parts.scenes,
+            blocking=blocking.get((asset, name), False),
+        )
         for asset, descriptions in (
             (refs, scene_references.CHECK_DESCRIPTIONS),
             (clip, scene_clip.CHECK_DESCRIPTIONS),
@@ -101,8 +111,11 @@ def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str
         media: MediaStoreResource,
         vertex: VertexResource,
         budget: BudgetResource,
+        models: LocalModelsResource,
     ):
-        ctx = md.stage_context(context.log, database, media, vertex=vertex, budget=budget)
+        ctx = md.stage_context(
+            context.log, database, media, vertex=vertex, models=models, budget=budget
+        )
         ctx = md.with_run_budget(ctx, config.budget_per_run_usd, config.budget_per_day_usd)
         selected = context.selected_asset_keys
         if refs in selected:
@@ -113,9 +126,18 @@ def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str
             yield from scene_references.read_back(context, ctx, graph.slug, refs)
         if clip in selected:
             yield from scene_clip.events(
-                context, ctx, graph.slug, clip, config, inputs_of_clip, sources
+                context,
+                ctx,
+                graph.slug,
+                clip,
+                config,
+                inputs_of_clip,
+                sources,
+                identity_blocking=graph.identity_blocking,
             )
         elif any(check.asset_key == clip for check in context.selected_asset_check_keys):
-            yield from scene_clip.read_back(context, ctx, graph.slug, clip)
+            yield from scene_clip.read_back(
+                context, ctx, graph.slug, clip, identity_blocking=graph.identity_blocking
+            )
 
     return scenes

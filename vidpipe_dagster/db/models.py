@@ -57,6 +57,8 @@ class Project(Base):
     video_model: Mapped[str] = mapped_column(String(80), default="veo-3.1-generate-001")
     resolution: Mapped[str] = mapped_column(String(8), default="720p", server_default="720p")
     takes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # videos per scene
+    # "warn" or "block": whether characters_recognisable failing stops the final cut
+    identity_check: Mapped[str] = mapped_column(String(8), default="warn", server_default="warn")
     manifest_id: Mapped[Optional[uuid.UUID]] = mapped_column(
         ForeignKey("manifests.id"), nullable=True
     )

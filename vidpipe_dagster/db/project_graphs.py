@@ -39,10 +39,17 @@ class ProjectGraph:
     scene_keys: tuple[str, ...]
     tags: tuple[str, ...]
     scene_tags: tuple[tuple[str, tuple[str, ...]], ...]  # (scene key, manifest tags placed in it)
+    # "block": characters_recognisable is an ERROR, blocking check, so final_cut waits for it
+    identity_check: str = "warn"
 
     @property
     def prefix(self) -> str:
         return graph_name(self.slug)
+
+    @property
+    def identity_blocking(self) -> bool:
+        """Whether a scene clip whose characters are not recognised holds back the final cut."""
+        return self.identity_check == "block"
 
     @property
     def owners(self) -> tuple[str, ...]:
@@ -169,6 +176,8 @@ def graph_problems(graph: ProjectGraph) -> list[str]:
     bad_scenes = [k for k in graph.scene_keys if not 0 <= int(k) <= MAX_SCENE_INDEX]
     if bad_scenes:
         problems.append(f"scene index(es) {', '.join(bad_scenes)} outside 0..{MAX_SCENE_INDEX}")
+    if graph.identity_check not in ("warn", "block"):
+        problems.append(f"identity_check {graph.identity_check!r} is neither 'warn' nor 'block'")
     return problems
 
 
@@ -229,6 +238,7 @@ def read_project_graph_report(session: Session, *, include_archived: bool = Fals
             scene_keys=tuple(_scene_key(i) for i in indexes),
             tags=tuple(tags),
             scene_tags=tuple(scene_tags),
+            identity_check=project.identity_check,
         )
         if problems := graph_problems(graph):
             invalid.append(InvalidProject(project.slug, "; ".join(problems)))

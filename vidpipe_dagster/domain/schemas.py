@@ -26,6 +26,7 @@ ShotType = Literal[
     "over_the_shoulder",
 ]
 AspectRatio = Literal["16:9", "9:16"]
+IdentityCheck = Literal["warn", "block"]
 
 # Matched with ``fullmatch`` (``$`` would let a trailing newline through, and a slug becomes a
 # Dagster group name, an asset key and a folder name).
@@ -97,6 +98,9 @@ class ProjectInfo(_Strict):
     video_model: str = "veo-3.1-generate-001"
     resolution: str = DEFAULT_RESOLUTION  # what the model offers: the model catalog decides
     takes: int = Field(default=1, ge=1)  # videos per scene request; the model's maximum applies
+    # warn: a clip whose characters are not recognised gets a WARN check; block: an ERROR check
+    # that is blocking, so the final cut waits until the clip is regenerated or accepted
+    identity_check: IdentityCheck = "warn"
 
     @field_validator("slug")
     @classmethod

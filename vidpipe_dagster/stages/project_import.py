@@ -295,6 +295,7 @@ def _upsert(
         "video_model",
         "resolution",
         "takes",
+        "identity_check",
     ):
         new = getattr(spec.project, attr)
         if not created and getattr(project, attr) != new:
