@@ -4,8 +4,11 @@ and its schedule), generated from the project's database rows and merged in ``de
 
 from __future__ import annotations
 
+import inspect
+import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from types import CodeType
 from typing import Any
 
 import dagster as dg
@@ -46,7 +49,40 @@ def build_project_assets(graph: ProjectGraph) -> list[Any]:
     items.append(build_scenes(graph, parts, owners))
     items.append(build_final_cut(graph, parts))
     items.append(build_model_check(graph))
-    return dg.with_source_code_references(items)
+    return with_code_references(items)
+
+
+_CODE_REFERENCES: dict[CodeType, dg.CodeReferencesMetadataValue] = {}
+CODE_REFERENCES_KEY = "dagster/code_references"  # where dg.with_source_code_references puts them
+
+
+def with_code_references(items: Sequence[Any]) -> list[Any]:
+    """``dg.with_source_code_references(items)`` (the UI links each asset to its function), with
+    each builder's source location found once per process: Dagster re-reads and tokenizes the
+    function's source for every asset (about 1.5 ms each, most of a 500-project load's time),
+    although every project's asset of one stage comes from the same function."""
+    return [_with_code_reference(item) for item in items]
+
+
+def _with_code_reference(item: Any) -> Any:
+    if not isinstance(item, dg.AssetsDefinition) or not isinstance(item.node_def, dg.OpDefinition):
+        return item  # specs have no function to point to (as in Dagster's own helper)
+    fn = item.op.compute_fn
+    value = _code_reference(getattr(fn, "decorated_fn", fn))
+    return item.map_asset_specs(
+        lambda spec: spec.merge_attributes(metadata={CODE_REFERENCES_KEY: value})
+    )
+
+
+def _code_reference(fn: Callable[..., Any]) -> dg.CodeReferencesMetadataValue:
+    """The file and first line of ``fn``'s definition, as Dagster computes them."""
+    code = fn.__code__
+    if code not in _CODE_REFERENCES:
+        path = os.path.abspath(os.path.join(os.getcwd(), inspect.getsourcefile(fn) or ""))
+        line = inspect.getsourcelines(fn)[1]
+        reference = dg.LocalFileCodeReference(file_path=path, line_number=line)
+        _CODE_REFERENCES[code] = dg.CodeReferencesMetadataValue(code_references=[reference])
+    return _CODE_REFERENCES[code]
 
 
 def build_project_definitions(

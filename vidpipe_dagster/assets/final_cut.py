@@ -61,6 +61,11 @@ def final_cut_condition() -> dg.AutomationCondition:
     )
 
 
+# Built once, not per project: a typed ``config`` parameter would make Dagster infer this schema
+# again for every project's asset; the asset rebuilds the typed config from ``op_config``.
+CONFIG_SCHEMA = FinalCutConfig.to_fields_dict()
+
+
 def build_final_cut(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsDefinition:
     @dg.asset(
         key=stage_key(graph, "final_cut"),
@@ -76,16 +81,16 @@ def build_final_cut(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsD
         kinds={"python", "video"},
         tags={PROJECT_TAG: graph.slug},
         automation_condition=final_cut_condition(),
+        config_schema=CONFIG_SCHEMA,
     )
     def final_cut(
         context: dg.AssetExecutionContext,
-        config: FinalCutConfig,
         database: DatabaseResource,
         media: MediaStoreResource,
     ) -> dg.MaterializeResult:
         ctx = md.stage_context(context.log, database, media)
         try:
-            options = config.options()
+            options = FinalCutConfig(**context.op_execution_context.op_config).options()
             cut = stage.make_final_cut(ctx, graph.slug, graph.prefix, options)
         except StageError as exc:
             raise md.failure(exc) from exc

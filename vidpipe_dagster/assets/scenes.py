@@ -23,6 +23,10 @@ from vidpipe_dagster.resources.models import LocalModelsResource
 from vidpipe_dagster.resources.vertex import VertexResource
 from vidpipe_dagster.stages.clip_identity import CHECK_RECOGNISABLE
 
+# Built once, not per project: a typed ``config`` parameter would make Dagster infer this schema
+# again for every project's step; the step rebuilds the typed config from ``op_config``.
+CONFIG_SCHEMA = scene_clip.SceneClipConfig.to_fields_dict()
+
 
 def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str]) -> Any:
     refs = stage_key(graph, "scene_references")
@@ -103,16 +107,17 @@ def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str
         can_subset=True,
         pool="veo",
         backfill_policy=dg.BackfillPolicy.single_run(),
+        config_schema=CONFIG_SCHEMA,
     )
     def scenes(
         context: dg.AssetExecutionContext,
-        config: scene_clip.SceneClipConfig,
         database: DatabaseResource,
         media: MediaStoreResource,
         vertex: VertexResource,
         budget: BudgetResource,
         models: LocalModelsResource,
     ):
+        config = scene_clip.SceneClipConfig(**context.op_execution_context.op_config)
         ctx = md.stage_context(
             context.log, database, media, vertex=vertex, models=models, budget=budget
         )
