@@ -66,7 +66,9 @@ def final_cut_condition() -> dg.AutomationCondition:
 CONFIG_SCHEMA = FinalCutConfig.to_fields_dict()
 
 
-def build_final_cut(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsDefinition:
+def build_final_cut(
+    graph: ProjectGraph, parts: ProjectPartitions, owners: list[str]
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=stage_key(graph, "final_cut"),
         group_name=graph.prefix,
@@ -80,6 +82,7 @@ def build_final_cut(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsD
         code_version="2",
         kinds={"python", "video"},
         tags={PROJECT_TAG: graph.slug},
+        owners=owners,
         automation_condition=final_cut_condition(),
         config_schema=CONFIG_SCHEMA,
     )
