@@ -512,6 +512,7 @@ examples:
   vidpipe-dagster import spring/project.yaml
   vidpipe-dagster materialize spring-ad --stage clips --partition 3
   vidpipe-dagster status spring-ad            # a table; --json for one JSON object
+  vidpipe-dagster choose spring-ad --scene 3 --take 2   # another take of a clip, nothing paid
   vidpipe-dagster runs clear-dead spring-ad   # after a killed run blocks the schedule
 
 Configuration is read from the environment (VIDPIPE_HOME, VIDPIPE_DATABASE_URL, DAGSTER_HOME, ...):

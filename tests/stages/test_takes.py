@@ -40,6 +40,7 @@ from vidpipe_dagster.stages.scene_clip import ClipOptions, iter_clips, make_clip
 from vidpipe_dagster.stages.schedule import scenes_needing_clips
 from vidpipe_dagster.stages.status import project_status
 from vidpipe_dagster.stages.takes import TakeChoiceError, choose_take
+from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 SLUG = "crew"
 FAST = ClipOptions(poll_interval_seconds=0.05, backoff_base_seconds=0.01, requests_per_minute=0)
@@ -304,3 +305,36 @@ def test_budgets_and_estimates_count_every_take(settings: Settings, write_spec: 
         list(iter_clips(dataclasses.replace(ctx, budget=budget), SLUG, ["0"], FAST))
     assert info.value.metadata["estimate_usd"] == pytest.approx(estimates[3])
     assert ledger_rows(settings) == 0
+
+
+def test_on_the_vertex_emulator_one_request_pays_for_every_take_and_choosing_calls_nothing(
+    settings: Settings, write_spec: SpecWriter
+) -> None:
+    """Through google-genai and the emulator (which honours sampleCount): one submit for three
+    takes, billed per take; the takes are the same video, so they tie and the first is kept,
+    saying so; a person's pick is then shown by a run that sends nothing."""
+    import_takes(settings, write_spec, takes=3)
+    video = render_of(face_crop())
+    with VertexEmulator(video_responder=lambda instance, parameters: video) as emu:
+        ctx = stage_context(settings.replace(vertex_emulator_host=emu.address))
+        [result] = make_clips(ctx, SLUG, ["0"], FAST).results
+        assert result.done, result.error
+        assert emu.submit_count == 1 and len(set(result.take_urls)) == 3
+        assert all((settings.media_root / url).read_bytes() == video for url in result.take_urls)
+        assert result.chosen_take == 1
+        assert re.fullmatch(
+            r"take 1 of 3: best identity \(median 0\.\d\d, tied with take 2, 3; dlib euclidean\)",
+            result.take_choice or "",
+        ), result.take_choice
+        with session_scope(settings.database_url) as session:
+            [row] = session.scalars(select(GenerationLedger)).all()
+            assert (row.takes, row.billed) == (3, True)
+            assert row.cost_usd == pytest.approx(3 * 0.40 * 8) == result.cost_usd
+        calls = (emu.submit_attempts, emu.poll_count)
+
+        choose_take(ctx, SLUG, 0, 3, who="ana")
+        [shown] = make_clips(ctx, SLUG, ["0"], FAST).results
+        assert shown.outcome is not None and shown.outcome.cached
+        assert shown.outcome.api_calls == 0 and (emu.submit_attempts, emu.poll_count) == calls
+        assert (shown.chosen_take, shown.file_url) == (3, result.take_urls[2])
+        assert shown.cost_usd == result.cost_usd and ledger_rows(settings) == 1
