@@ -338,3 +338,15 @@ def test_on_the_vertex_emulator_one_request_pays_for_every_take_and_choosing_cal
         assert shown.outcome.api_calls == 0 and (emu.submit_attempts, emu.poll_count) == calls
         assert (shown.chosen_take, shown.file_url) == (3, result.take_urls[2])
         assert shown.cost_usd == result.cost_usd and ledger_rows(settings) == 1
+
+
+def test_a_take_that_is_not_a_playable_clip_cannot_be_chosen(
+    settings: Settings, write_spec: SpecWriter
+) -> None:
+    import_takes(settings, write_spec, takes=2)
+    ctx = stage_context(settings.replace(face_engine="none"))
+    [result] = make_clips(ctx, SLUG, ["0"], FAST).results
+    (settings.media_root / result.take_urls[1]).write_bytes(b"not an mp4")
+    with pytest.raises(TakeChoiceError, match="take 2 of scene 0 is not a readable mp4"):
+        choose_take(ctx, SLUG, 0, 2)
+    assert clip_of(settings).chosen_take == 1

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from vidpipe_dagster.db import queries
 from vidpipe_dagster.domain.media import MediaError
+from vidpipe_dagster.domain.render import probe_mp4
 from vidpipe_dagster.domain.takes import person_choice
 from vidpipe_dagster.generation.clips import request_ladder
 from vidpipe_dagster.stages.context import StageContext
@@ -87,6 +88,12 @@ def choose_take(
                 "that shows the new choice would have to fetch it again: check "
                 f"VIDPIPE_MEDIA_ROOT, or run {materialize} first"
             )
+    try:  # the take every reader will use must be a playable clip
+        probe_mp4(ctx.media.path(urls[take - 1]))
+    except ValueError as exc:
+        raise TakeChoiceError(
+            f"take {take} of scene {scene_index} is not a readable mp4 ({exc}); choose another"
+        ) from exc
     _still_reusable(ctx, slug, scene_index, fingerprint, backend, options or ClipOptions())
     reason = person_choice(take, len(urls), who, when)
     with ctx.database.session() as session:
