@@ -140,6 +140,11 @@ def clip_row(session: Session, scene_id: uuid.UUID) -> VideoClip:
     return clip
 
 
+def clip_of_scene(session: Session, scene_id: uuid.UUID) -> VideoClip | None:
+    """The scene's clip row, or None (unlike ``clip_row``, never creates one)."""
+    return session.scalars(select(VideoClip).where(VideoClip.scene_id == scene_id)).one_or_none()
+
+
 def clips_in_scene_order(
     session: Session, project_id: uuid.UUID
 ) -> list[tuple[int, VideoClip | None]]:

@@ -22,10 +22,12 @@ from vidpipe_dagster.db import queries
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.models import Project
 from vidpipe_dagster.domain.budget import start_of_today_utc
+from vidpipe_dagster.domain.clip_identity import ClipIdentity
 from vidpipe_dagster.domain.media import MediaError, image_mime_type, read_image_bytes
 from vidpipe_dagster.domain.preview import PREVIEW_LABEL
 from vidpipe_dagster.domain.reference_selection import ChosenReference
 from vidpipe_dagster.domain.render import Mp4Info, probe_mp4
+from vidpipe_dagster.domain.takes import TakeScore, choose_take, first_take, only_take
 from vidpipe_dagster.domain.video_requests import (
     ImageInput,
     VideoRequest,
@@ -40,6 +42,7 @@ from vidpipe_dagster.generation.clips import (
     Limits,
     generate_clips,
 )
+from vidpipe_dagster.stages.clip_identity import save_take_identity, score_takes
 from vidpipe_dagster.stages.context import StageContext, StageError
 
 Policy = Literal["auto", "frames", "references", "hybrid"]
@@ -112,10 +115,23 @@ class ClipResult:
     billed_usd: float | None = None  # what the ledger billed for its request
     attempts: int = 0
     references: tuple[ChosenReference, ...] = ()  # what the request sent, in order
+    file_url: str | None = None  # the chosen take's stored file (what every reader uses)
+    take_urls: tuple[str, ...] = ()  # every take's stored file, in the API's order
+    chosen_take: int = 1  # 1-based
+    take_choice: str | None = None  # why that take, one line
+    take_scores: tuple[TakeScore, ...] = ()  # each take's identity, when scored by this run
 
     @property
     def done(self) -> bool:
         return self.error is None and self.outcome is not None
+
+    @property
+    def data_version(self) -> str:
+        """What Dagster versions the clip by: its request, and its take when not the first (a
+        person choosing another take gives a new version, so the final cut becomes stale)."""
+        assert self.outcome is not None
+        version = self.outcome.request.fingerprint[:24]
+        return version if self.chosen_take <= 1 else f"{version}-take{self.chosen_take}"
 
 
 @dataclass(frozen=True)
@@ -411,6 +427,10 @@ def _record_success(
     """Record a clip whose stored file probed as a valid mp4. A reused clip keeps what it cost
     and how many submissions it took: the run paid nothing, but the clip was paid for once."""
     request = outcome.request
+    take = _choose_take(ctx, item, outcome)
+    if take.url != outcome.result_url:  # the chosen take is the clip every reader uses
+        path = ctx.media.path(take.url)
+        probe = probe_mp4(path)
     billed = _billed_cost(ledger, request.fingerprint, backend)
     cost = outcome.cost_usd or (billed or 0.0)
     with ctx.database.session() as session:
@@ -423,7 +443,10 @@ def _record_success(
             )
         clip.status = "done"
         clip.backend = backend
-        clip.file_url = outcome.result_url
+        clip.file_url = take.url
+        clip.take_urls = list(take.urls)
+        clip.chosen_take = take.take
+        clip.take_choice = take.reason
         clip.duration_seconds = probe.duration_seconds
         clip.conditioning_mode = request.conditioning_mode
         clip.conditioning_reason = request.conditioning_reason
@@ -435,6 +458,11 @@ def _record_success(
         clip.attempts = attempts
         clip.cached = outcome.cached
         clip.error = None
+    if take.identity is not None and item.job is not None:
+        try:  # the chosen take's scores are the clip's: the clip step reuses them
+            save_take_identity(ctx, item.job.project_slug, int(item.key), take.take, take.identity)
+        except Exception as exc:  # a local convenience beside a paid clip: it is scored later
+            ctx.log.warning(f"scene {item.key}: the chosen take's scores were not stored: {exc}")
     return ClipResult(
         item.key,
         outcome,
@@ -444,6 +472,72 @@ def _record_success(
         billed_usd=billed,
         attempts=attempts,
         references=tuple(item.sent_references(request)),
+        file_url=take.url,
+        take_urls=take.urls,
+        chosen_take=take.take,
+        take_choice=take.reason,
+        take_scores=take.scores,
+    )
+
+
+@dataclass(frozen=True)
+class _Take:
+    """The take a scene's clip uses, every take's file, and why that one."""
+
+    take: int  # 1-based
+    urls: tuple[str, ...]
+    reason: str
+    scores: tuple[TakeScore, ...] = ()  # each take's identity, when scored now
+    identity: ClipIdentity | None = None  # the chosen take's, to store as the clip's
+
+    @property
+    def url(self) -> str:
+        return self.urls[self.take - 1]
+
+
+def _choose_take(ctx: StageContext, item: SceneInputs, outcome: ClipOutcome) -> _Take:
+    """One take: nothing to choose. Several: the stored choice while the clip is the same
+    generation (same request, operation and files: a person's pick is never overridden), else
+    the take whose characters score best (``domain.takes``), each take scored once. Scoring is
+    a local convenience: if it fails, the first take is used and the reason says why."""
+    urls = tuple(outcome.take_urls) or ((outcome.result_url,) if outcome.result_url else ())
+    if len(urls) <= 1:
+        return _Take(1, urls, only_take().reason)
+    with ctx.database.session() as session:
+        clip = queries.clip_of_scene(session, item.scene_id)
+        stored = (
+            (clip.fingerprint, clip.operation_name, clip.take_urls, clip.chosen_take)
+            if clip is not None
+            else None
+        )
+        reason = clip.take_choice if clip is not None else None
+    if stored is not None and reason:
+        fingerprint, operation, stored_urls, chosen = stored
+        same = (
+            fingerprint == outcome.request.fingerprint
+            and operation == outcome.operation_name
+            and list(stored_urls or []) == list(urls)
+        )
+        if same and chosen is not None and 1 <= chosen <= len(urls):
+            ctx.log.info(f"scene {item.key}: keeping {reason}")
+            return _Take(chosen, urls, reason)
+    try:
+        slug = item.job.project_slug if item.job is not None else ""
+        scored = score_takes(ctx, slug, int(item.key), urls, len(outcome.request.reference_images))
+    except Exception as exc:  # never fail a paid clip because scoring did not work
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        choice = first_take(len(urls), f"scoring the takes failed: {problem}")
+        ctx.log.warning(f"scene {item.key}: {choice.reason}")
+        return _Take(1, urls, choice.reason)
+    choice = choose_take(
+        scored.scores,
+        engine=scored.engine,
+        metric=scored.metric,
+        engine_problem=scored.engine_problem,
+    )
+    ctx.log.info(f"scene {item.key}: {choice.reason}")
+    return _Take(
+        choice.take, urls, choice.reason, scored.scores, scored.identities.get(choice.take)
     )
 
 
