@@ -31,7 +31,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -69,7 +69,7 @@ T = TypeVar("T")
 class Step:
     """One thing a person does on the page before the picture is taken."""
 
-    kind: str
+    kind: Literal["click", "hover", "expand"]
     """``click`` or ``hover`` an element by its label, or ``expand`` a metadata row's markdown."""
     target: str
     """The element's label (a prefix is enough: "Unsynced" for "Unsynced (1)"), or the row key."""
@@ -553,8 +553,9 @@ def _prepare_home(home: Path, reuse: bool) -> None:
     _cli(_clean_env(home), "demo")
 
 
-def _edit_one_prompt(home: Path, env: dict[str, str], copy_dir: Path) -> None:
-    """Import a copy of the demo spec whose scene ``STALE_SCENE`` has another prompt."""
+def _edit_one_prompt(home: Path, env: dict[str, str], copy_dir: Path) -> list[str]:
+    """Import a copy of the demo spec whose scene ``STALE_SCENE`` has another prompt; returns the
+    project's scene keys."""
     import yaml
 
     shutil.copytree(home / "demo_inputs", copy_dir)
@@ -564,13 +565,13 @@ def _edit_one_prompt(home: Path, env: dict[str, str], copy_dir: Path) -> None:
     scene["prompt"] += " (prompt edited by tools/screenshots.py)"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     _cli(env, "import", str(spec_path))
+    return [str(s["index"]) for s in spec["scenes"]]
 
 
-def _check_staleness(base: str) -> None:
+def _check_staleness(base: str, scenes: list[str]) -> None:
     """Dagster must show exactly the edited scene stale, in clips and references alike: the
     picture of it stale is only honest if the other partitions are fresh."""
     for asset in ("scene_clip", "scene_references"):
-        scenes = [str(i) for i in range(8)]
         data = post_graphql(
             base,
             _STALENESS_QUERY,
@@ -616,8 +617,8 @@ def main(argv: list[str] | None = None) -> int:
             _webserver(_clean_env(HOME), Path(tmp)) as base,
         ):
             env = {**_clean_env(HOME), "VIDPIPE_DAGSTER_WEBSERVER": base}
-            _edit_one_prompt(HOME, env, Path(tmp) / "edited_spec")  # reloads this webserver
-            _check_staleness(base)
+            scenes = _edit_one_prompt(HOME, env, Path(tmp) / "edited_spec")  # and reloads
+            _check_staleness(base, scenes)
             # the community sign-up dialog would cover every page: mark it seen, as its Skip does
             post_graphql(base, "mutation { setNuxSeen }")
             with (
