@@ -50,5 +50,5 @@ test-postgres: setup  ## local PostgreSQL (Debian package) + the postgres-marked
 clean:
 	rm -rf $(VENV) .vidpipe .vidpipe-models .pytest_cache .ruff_cache
 
-screenshots: setup  ## PNGs of the UI over the demo (needs Debian's chromium: apt-get install chromium)
+screenshots: setup models  ## PNGs of the UI over a fresh demo in .vidpipe/screenshots (needs Debian's chromium)
 	$(BIN)/python tools/screenshots.py
