@@ -159,3 +159,31 @@ def test_choose_refuses_in_one_line_and_changes_nothing(
     assert clip_state(settings) == state and ledger_rows(settings) == rows
     with dg.DagsterInstance.get() as instance:
         assert len(instance.get_runs()) == runs, "no run either"
+
+
+def test_the_cut_after_choose_is_another_cut_with_the_chosen_take(
+    two_takes: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another take is another film: the final cut's data version changes and its timeline
+    names the take each scene uses."""
+    import opentimelineio as otio
+
+    cut = dg.AssetKey(["spring_ad", "final_cut"])
+
+    def cut_version_and_takes() -> tuple[str, list[Any]]:
+        assert main(["materialize", SLUG, "--stage", "final-cut"]) == 0
+        with dg.DagsterInstance.get() as instance:
+            record = instance.fetch_materializations(cut, limit=1).records[0]
+        event = record.asset_materialization
+        assert event is not None
+        timeline = otio.adapters.read_from_file(str(event.metadata["timeline"].value))
+        takes = [c.metadata["vidpipe"]["take"] for c in timeline.tracks[0].find_clips()]
+        return event.tags["dagster/data_version"], takes
+
+    assert main(["materialize", SLUG, "--stage", "clips", "--partition", "1"]) == 0
+    before, takes = cut_version_and_takes()
+    assert takes == [1, 1]
+    assert main(["choose", SLUG, "--scene", "0", "--take", "2"]) == 0
+    after, takes = cut_version_and_takes()
+    assert takes == [2, 1] and after != before
+    capsys.readouterr()
