@@ -55,6 +55,7 @@ Policy = Literal["auto", "frames", "references", "hybrid"]
 # What shapes a clip's request (mode, duration, references, remediation): bump it when the same
 # inputs would now give another request (tests/test_code_versions.py fails until you do).
 CODE_VERSION = "request-2"
+REUSED = "reused finished clip"  # how the engine reports a reused clip (one summary line)
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,17 @@ def iter_clips(
             result = ClipResult(outcome.key, outcome, f"recording failed: {exc!r}")
         settled.put(result)
 
+    reused: list[str] = []
+
+    def log_event(key: str, message: str) -> None:
+        """The engine's news per scene, except reuse: a log line is an event in Dagster's log
+        (about 10-20 ms each on SQLite), so the reused scenes share one line at the end (each
+        scene's materialization names its file and says ``cached``)."""
+        if message.startswith(REUSED):
+            reused.append(key)
+        else:
+            ctx.log.info(f"scene {key}: {message}")
+
     def engine() -> None:
         try:
             asyncio.run(
@@ -250,7 +262,7 @@ def iter_clips(
                     store_result=store,
                     price_table=options.prices,
                     poll_interval=0.05 if client.is_preview else options.poll_interval_seconds,
-                    on_event=lambda k, message: ctx.log.info(f"scene {k}: {message}"),
+                    on_event=log_event,
                     day_budget=(start_of_today_utc(), ctx.budget.per_day_usd),
                     row_details={"run_id": run_id} if run_id else None,
                     catalog=ctx.catalog,
@@ -271,6 +283,11 @@ def iter_clips(
         pending.discard(result.key)
         yield result
     worker.join()
+    if reused:
+        ctx.log.info(
+            f"{len(reused)} scene(s) reused their finished clips (no API call): "
+            + ", ".join(sorted(reused, key=lambda k: (len(k), k)))
+        )
     for key in sorted(pending):  # cannot happen unless the engine lost a job: say so
         yield ClipResult(key, None, "the clip engine ended without an outcome for this scene")
 
