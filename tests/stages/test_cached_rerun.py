@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import event
@@ -156,3 +157,22 @@ def test_a_clips_preview_frames_are_decoded_once_per_version_of_the_file(
     changed = previews.sample_frames(clip, n=4, height=18)
     assert decodes == [clip]
     assert [f.tobytes() for f in changed] != [f.tobytes() for f in first]
+
+
+def test_a_sheet_saved_at_another_compression_level_is_the_same_sheet() -> None:
+    """A Tier 2 rerun must not replace a sheet made before ``CLEAN_SHEET_PNG_LEVEL`` with the
+    same picture in other bytes: its hash is in every clip's fingerprint that sent it."""
+    from vidpipe_dagster.domain.clean_sheets import CLEAN_SHEET_PNG_LEVEL
+    from vidpipe_dagster.stages.clean_sheet import _same_sheet
+
+    picture = Image.fromarray(
+        (np.arange(64 * 48 * 3, dtype=np.uint32) * 2654435761 % 251)
+        .astype(np.uint8)
+        .reshape(48, 64, 3)
+    )
+    old = media.png_bytes(picture)  # Pillow's default level, as sheets were written before
+    new = media.png_bytes(picture, compress_level=CLEAN_SHEET_PNG_LEVEL)
+    assert old != new and _same_sheet(old, new)
+    other = picture.copy()
+    other.putpixel((3, 3), (0, 0, 0))
+    assert not _same_sheet(old, media.png_bytes(other, compress_level=CLEAN_SHEET_PNG_LEVEL))

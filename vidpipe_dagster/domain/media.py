@@ -349,9 +349,13 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def png_bytes(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image, *, compress_level: int | None = None) -> bytes:
+    """PNG bytes; ``compress_level`` 0-9 (zlib), default Pillow's (6)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    if compress_level is None:
+        image.save(buffer, format="PNG")
+    else:
+        image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
