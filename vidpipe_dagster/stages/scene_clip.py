@@ -363,18 +363,15 @@ def scenes_inputs(
     images = _Images(ctx)
     with ctx.database.session() as session:
         project = queries.project_by_slug(session, slug)
+        indexes = [int(key) for key in keys]
         rows = {
             scene.scene_index: (scene, clip)
-            for scene, clip in queries.scenes_with_clips(session, project.id)
+            for scene, clip in queries.scenes_with_clips(session, project.id, indexes)
         }
-        indexes = [int(key) for key in keys]
         for index in indexes:
-            if index not in rows:
-                known = ", ".join(str(i) for i in sorted(rows)) or "none"
-                raise queries.NotFound(
-                    f"project {project.slug!r} has no scene {index} (scenes: {known})"
-                )
-        frames = queries.keyframes_of_project(session, project.id)
+            if index not in rows:  # raises NotFound naming the project's scenes
+                queries.scene_of(session, project, index)
+        frames = queries.keyframes_of_project(session, project.id, indexes)
         selections = queries.current_selections(session, project, indexes)
         primaries = queries.primary_clean_sheets(session, project.manifest_id)
         return [
