@@ -311,6 +311,30 @@ def dagster_event_floor(instance: Any, count: int = 120) -> float:
     return (time.perf_counter() - start) / (2 * (count // 2))
 
 
+def postgres_event_floor(url: str) -> float:
+    """``dagster_event_floor`` on a Dagster instance stored in a fresh database of the PostgreSQL
+    server at ``url`` (created and dropped here), for the README's deployment figures."""
+    import dagster as dg
+    import sqlalchemy as sa
+
+    server = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"vidpipe_bench_events_{os.urandom(4).hex()}"
+    with server.connect() as connection:
+        connection.execute(sa.text(f"CREATE DATABASE {name}"))
+    try:
+        with tempfile.TemporaryDirectory(prefix="vidpipe-bench-pg-") as home:
+            target = url.rsplit("/", 1)[0] + f"/{name}"
+            Path(home, "dagster.yaml").write_text(
+                f"storage:\n  postgres:\n    postgres_url: {target}\ntelemetry:\n  enabled: false\n"
+            )
+            with dg.DagsterInstance.from_config(home) as instance:
+                return dagster_event_floor(instance)
+    finally:
+        with server.connect() as connection:
+            connection.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        server.dispose()
+
+
 def measure_rerun() -> dict[str, Any]:
     import dagster as dg
 
@@ -455,6 +479,12 @@ def run(args: argparse.Namespace) -> None:
                 rounds.append(result)
             results[label] = min(rounds, key=lambda r: r["wall"])
         report(results, floor(settings), args.scenes)
+        if args.dagster_postgres:
+            per_event = postgres_event_floor(args.dagster_postgres)
+            print(
+                f"Dagster storage on PostgreSQL ({args.dagster_postgres.split('@')[-1]}): "
+                f"{per_event * 1000:.1f} ms per asset event (runless events, fresh database)"
+            )
 
 
 def report(results: dict[str, dict[str, Any]], floor_s: float, scenes: int) -> None:
@@ -507,6 +537,12 @@ def main() -> None:
         "--keep",
         default="",
         help="folder to build the fixture in and keep (reused when it holds one already)",
+    )
+    parser.add_argument(
+        "--dagster-postgres",
+        default="",
+        help="also measure Dagster's per-event floor on this PostgreSQL server (SQLAlchemy URL "
+        "of a role that may create databases, e.g. postgresql+psycopg2://u:p@127.0.0.1/postgres)",
     )
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
