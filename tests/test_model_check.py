@@ -14,7 +14,7 @@ from vidpipe_dagster.domain.catalog import PACKAGED_CATALOG
 from vidpipe_dagster.sensors import INPUTS_SENSOR
 from vidpipe_dagster.settings import Settings
 
-CHECK = dg.AssetCheckKey(dg.AssetKey(["spring_ad", "scene_clip"]), "model_available")
+CHECK = dg.AssetCheckKey(dg.AssetKey(["spring_ad", "storyboard"]), "model_available")
 
 
 def retiring_catalog(tmp_path: Path) -> Path:
@@ -48,3 +48,30 @@ def test_a_retired_model_fails_its_check_without_a_crash(
         assert "project.video_model 'veo-3.1-generate-001'" in (evaluation.description or "")
         assert "retired" in (evaluation.description or "")
         assert "import it again" in (evaluation.description or "")
+
+
+def test_the_check_runs_on_its_own_as_the_ui_launches_it(
+    settings: Settings, imported, tmp_path: Path
+) -> None:
+    """Executed from the UI (a run selecting only the check): it runs, passes on the packaged
+    catalog and fails naming the retired model on the user's catalog. It sits on the storyboard,
+    so runs that materialize clips do not carry it as a SKIPPED step."""
+    imported(small_spec("spring-ad"))
+    definitions = defs()
+    job = definitions.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(), asset_check_selection={CHECK}
+    )
+    for catalog, passed in ((None, True), (retiring_catalog(tmp_path), False)):
+        resources = default_resources(settings.replace(model_catalog_path=catalog))
+        with dg.instance_for_test() as instance:
+            result = job.execute_in_process(
+                instance=instance,
+                resources=resources,
+                raise_on_error=False,
+            )
+            [evaluation] = result.get_asset_check_evaluations()
+        assert evaluation.asset_check_key == CHECK and evaluation.passed is passed
+    assert "retired" in (evaluation.description or "")
+    scene_clip = dg.AssetKey(["spring_ad", "scene_clip"])
+    checks = definitions.resolve_asset_graph().asset_check_keys
+    assert CHECK in checks and dg.AssetCheckKey(scene_clip, "model_available") not in checks

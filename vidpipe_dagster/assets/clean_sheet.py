@@ -60,7 +60,7 @@ def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions, owners: lis
                 "removes the background with rembg onto #808080; Tier 3 asks a Gemini image "
                 "model and checks the face.",
                 code_version=stage.CODE_VERSION,
-                kinds={"rembg", "gemini", "sqlalchemy"},
+                kinds=md.CLEAN_SHEET_KINDS,
                 tags={PROJECT_TAG: graph.slug},
                 owners=owners,
                 skippable=True,

@@ -47,7 +47,7 @@ def build_project_assets(graph: ProjectGraph) -> list[Any]:
     if parts.tags is not None:
         items.append(build_clean_sheet(graph, parts, owners))
     items.append(build_scenes(graph, parts, owners))
-    items.append(build_final_cut(graph, parts))
+    items.append(build_final_cut(graph, parts, owners))
     items.append(build_model_check(graph))
     return with_code_references(items)
 

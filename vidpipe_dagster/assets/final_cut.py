@@ -8,6 +8,7 @@ default).
 
 import dagster as dg
 from PIL import Image
+from pydantic import Field
 
 from vidpipe_dagster.assets import metadata as md
 from vidpipe_dagster.assets.partitions import ProjectPartitions
@@ -26,9 +27,19 @@ PREVIEW_WIDTH = 560  # px: the widest image the asset's metadata panel shows unc
 class FinalCutConfig(dg.Config):
     """Run config for the cut. By default clips that share a layout are stream-copied."""
 
-    height: int | None = None  # short side of a re-encode; never below the largest clip's
-    force_reencode: bool = False
-    timeline_formats: list[str] = list(TIMELINE_FORMATS)  # "otio", "otioz", "otiod"
+    height: int | None = Field(
+        default=None,
+        description="Short side in pixels when the cut is re-encoded; never below the largest "
+        "clip's (default: the largest clip's).",
+    )
+    force_reencode: bool = Field(
+        default=False,
+        description="Re-encode even when the clips share a layout (default: stream copy).",
+    )
+    timeline_formats: list[str] = Field(
+        default=list(TIMELINE_FORMATS),
+        description="OpenTimelineIO files to write beside the cut: otio, otioz, otiod.",
+    )
 
     def options(self) -> stage.FinalCutOptions:
         return stage.FinalCutOptions(
@@ -66,7 +77,9 @@ def final_cut_condition() -> dg.AutomationCondition:
 CONFIG_SCHEMA = FinalCutConfig.to_fields_dict()
 
 
-def build_final_cut(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsDefinition:
+def build_final_cut(
+    graph: ProjectGraph, parts: ProjectPartitions, owners: list[str]
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=stage_key(graph, "final_cut"),
         group_name=graph.prefix,
@@ -78,8 +91,9 @@ def build_final_cut(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsD
             "allow it) with chapters, an OpenTimelineIO timeline and a contact sheet."
         ),
         code_version="2",
-        kinds={"python", "video"},
+        kinds={"pyav", "opentimelineio", "video", "sqlalchemy"},
         tags={PROJECT_TAG: graph.slug},
+        owners=owners,
         automation_condition=final_cut_condition(),
         config_schema=CONFIG_SCHEMA,
     )

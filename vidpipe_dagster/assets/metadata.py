@@ -29,6 +29,12 @@ from vidpipe_dagster.stages.context import CheckOutcome, Log, StageContext, Stag
 
 T = TypeVar("T")
 
+# The services each stage uses, as Dagster kinds (icons in the UI). Face scoring runs on whichever
+# engine is installed ("auto": insightface, else dlib); the materialization names the one used.
+FACE_ENGINE_KINDS = {"insightface", "dlib"}
+CLEAN_SHEET_KINDS = {"rembg", "gemini", "vertex_ai", "image", "sqlalchemy", *FACE_ENGINE_KINDS}
+CLIP_KINDS = {"veo", "vertex_ai", "video", "sqlalchemy", *FACE_ENGINE_KINDS}
+
 
 def stage_context(
     log: Log,

@@ -1,6 +1,10 @@
-"""``model_available`` on each project's ``scene_clip``: can its clips still be generated with the
+"""``model_available`` on each project's ``storyboard``: can its clips still be generated with the
 models it names? The inputs sensor reports it whenever the answer changes (so a model retiring
-shows as a failing check without anyone running anything); a person can run it from the UI."""
+shows as a failing check without anyone running anything); a person can run it from the UI.
+
+It sits on the source that names the models, not on ``scene_clip``: a check on ``scene_clip``
+joins every run that materializes clips, where it waits on an output the per-scene step never
+yields (it reports one materialization per scene instead) and shows as SKIPPED."""
 
 import dagster as dg
 
@@ -14,9 +18,8 @@ from vidpipe_dagster.stages.model_check import CHECK_MODEL_AVAILABLE, model_chec
 
 def build_model_check(graph: ProjectGraph) -> dg.AssetChecksDefinition:
     @dg.asset_check(
-        asset=stage_key(graph, "scene_clip"),
+        asset=stage_key(graph, "storyboard"),
         name=CHECK_MODEL_AVAILABLE,
-        blocking=True,
         description="The project's video model (and every scene's own) is in the model catalog "
         "and not retired, with the project's resolution and takes.",
     )
@@ -32,9 +35,8 @@ def evaluation(graph: ProjectGraph, problems: list[str]) -> dg.AssetCheckEvaluat
     """The check's result as an event the sensor reports without a run."""
     outcome = model_check(problems, graph.slug)
     return dg.AssetCheckEvaluation(
-        asset_key=stage_key(graph, "scene_clip"),
+        asset_key=stage_key(graph, "storyboard"),
         check_name=outcome.name,
         passed=outcome.passed,
         description=outcome.description,
-        blocking=True,
     )

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import dagster as dg
+from pydantic import Field
 
 from vidpipe_dagster.assets import metadata as md
 from vidpipe_dagster.assets.provenance import InputsOf, materialization
@@ -41,19 +42,57 @@ THUMB = 96  # px: the identity faces, small enough to sit side by side in a tabl
 class SceneClipConfig(dg.Config):
     """Run config for clip generation (defaults are safe for Vertex's per-model quota)."""
 
-    conditioning_policy: Literal["auto", "frames", "references", "hybrid"] = "auto"
-    max_in_flight: int = 4
-    requests_per_minute: int = 10
-    poll_interval_seconds: float = 10.0
-    backoff_base_seconds: float = 1.0  # transient errors: full-jitter exponential backoff
-    generate_audio: bool = True
-    price_per_second_usd: dict[str, float] = {}  # model -> USD per second, overrides defaults
-    budget_per_run_usd: float | None = None  # default: the budget resource (settings)
-    budget_per_day_usd: float | None = None
+    conditioning_policy: Literal["auto", "frames", "references", "hybrid"] = Field(
+        default="auto",
+        description="How each scene is conditioned. auto: its reference images when it has "
+        "any and the model takes them (with its keyframes where the model allows both), else "
+        "its keyframes; frames, references or hybrid ask for one mode.",
+    )
+    max_in_flight: int = Field(
+        default=4, description="Clip requests in flight at once in this run (one per scene)."
+    )
+    requests_per_minute: int = Field(
+        default=10,
+        description="Paid submissions per minute (Vertex's per-model quota); free previews are "
+        "not paced.",
+    )
+    poll_interval_seconds: float = Field(
+        default=10.0, description="Seconds between polls of a running operation."
+    )
+    backoff_base_seconds: float = Field(
+        default=1.0,
+        description="Base of the full-jitter exponential backoff after a transient error.",
+    )
+    generate_audio: bool = Field(
+        default=True, description="Ask for audio (priced higher where the catalog says so)."
+    )
+    price_per_second_usd: dict[str, float] = Field(
+        default={},
+        description="Model id to USD per second, overriding the catalog's price for estimates "
+        "and budgets in this run.",
+    )
+    budget_per_run_usd: float | None = Field(
+        default=None,
+        description="Stop submitting once this run's spend would pass this many USD (default: "
+        "VIDPIPE_BUDGET_PER_RUN_USD).",
+    )
+    budget_per_day_usd: float | None = Field(
+        default=None,
+        description="The same for the day's spend across runs (default: "
+        "VIDPIPE_BUDGET_PER_DAY_USD).",
+    )
     # Accept a risk of paying twice: resend a submit whose outcome is unknown (Veo has no
     # idempotency key), and buy again a paid clip whose video is gone for good. Off by default.
-    retry_ambiguous_submits: bool = False
-    regenerate_lost_results: bool = False
+    retry_ambiguous_submits: bool = Field(
+        default=False,
+        description="Resend a submission whose outcome is unknown (it may have been billed: "
+        "you may pay twice). Off by default; a person's decision.",
+    )
+    regenerate_lost_results: bool = Field(
+        default=False,
+        description="Buy again a paid clip whose video is gone for good (you pay twice). Off by "
+        "default; a person's decision.",
+    )
 
     def options(self) -> stage.ClipOptions:
         values = self.model_dump()

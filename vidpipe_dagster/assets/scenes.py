@@ -64,7 +64,7 @@ def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str
             "preview when Vertex is not configured), with up to 3 reference images; every paid "
             "request is written to the ledger before it is sent.",
             code_version=scene_clip.CODE_VERSION,
-            kinds={"veo", "vertex_ai", "sqlalchemy"},
+            kinds=md.CLIP_KINDS,
             **common,
         ),
     ]

@@ -20,7 +20,12 @@ from sqlalchemy.orm import Session
 
 from vidpipe_dagster.db.models import Asset, Project, Scene, SceneManifest
 from vidpipe_dagster.db.session import get_engine, session_factory
-from vidpipe_dagster.domain.schemas import MAX_SCENE_INDEX, is_valid_slug, is_valid_tag
+from vidpipe_dagster.domain.schemas import (
+    MAX_SCENE_INDEX,
+    is_valid_owner,
+    is_valid_slug,
+    is_valid_tag,
+)
 
 
 def graph_name(slug: str) -> str:
@@ -41,6 +46,8 @@ class ProjectGraph:
     scene_tags: tuple[tuple[str, tuple[str, ...]], ...]  # (scene key, manifest tags placed in it)
     # "block": characters_recognisable is an ERROR, blocking check, so final_cut waits for it
     identity_check: str = "warn"
+    # the spec's owners; empty: the project's own team (``owners``)
+    spec_owners: tuple[str, ...] = ()
 
     @property
     def prefix(self) -> str:
@@ -53,8 +60,9 @@ class ProjectGraph:
 
     @property
     def owners(self) -> tuple[str, ...]:
-        """Who to ask about the project's assets in the UI: the project's own team by default."""
-        return (f"team:{self.prefix}",)
+        """Who to ask about the project's assets in the UI: the spec's owners, else the
+        project's own team."""
+        return self.spec_owners or (f"team:{self.prefix}",)
 
     def tags_of_scene(self, scene_key: str) -> tuple[str, ...]:
         return dict(self.scene_tags).get(scene_key, ())
@@ -178,7 +186,20 @@ def graph_problems(graph: ProjectGraph) -> list[str]:
         problems.append(f"scene index(es) {', '.join(bad_scenes)} outside 0..{MAX_SCENE_INDEX}")
     if graph.identity_check not in ("warn", "block"):
         problems.append(f"identity_check {graph.identity_check!r} is neither 'warn' nor 'block'")
+    bad_owners = [o for o in graph.spec_owners if not is_valid_owner(o)]
+    if bad_owners:
+        problems.append(f"owner(s) {bad_owners!r} are neither an email address nor 'team:<name>'")
     return problems
+
+
+def _owners(stored: Any) -> tuple[str, ...]:
+    """The stored owners as a tuple; a value that is not a list of strings is kept as its text so
+    ``graph_problems`` names it (the project is left out, never the code location)."""
+    if stored is None:
+        return ()
+    if isinstance(stored, list) and all(isinstance(o, str) for o in stored):
+        return tuple(stored)
+    return (repr(stored),)
 
 
 def _placed_tags(manifest_json: Any, index: int) -> list[Any]:
@@ -239,6 +260,7 @@ def read_project_graph_report(session: Session, *, include_archived: bool = Fals
             tags=tuple(tags),
             scene_tags=tuple(scene_tags),
             identity_check=project.identity_check,
+            spec_owners=_owners(project.owners),
         )
         if problems := graph_problems(graph):
             invalid.append(InvalidProject(project.slug, "; ".join(problems)))

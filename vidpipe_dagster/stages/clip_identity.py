@@ -317,6 +317,22 @@ def verdict(character: CharacterIdentity) -> str:
     return score.describe()
 
 
+def identity_details(character: CharacterIdentity) -> dict[str, Any]:
+    """One character's scores as the check, the final cut's timeline and ``status`` record them."""
+    c = character
+    return {
+        "status": c.status,
+        "verdict": verdict(c),
+        "engine": c.engine,
+        "metric": c.metric,
+        "median": c.median,
+        "best": c.best,
+        "threshold": c.threshold,
+        "frames_found": c.frames_found,
+        "frames_sampled": c.frames_sampled,
+    }
+
+
 def identity_images(
     ctx: StageContext, result: SceneIdentity
 ) -> dict[str, tuple[bytes | None, bytes | None]]:
@@ -344,19 +360,7 @@ def identity_check(result: SceneIdentity, *, blocking: bool = False) -> CheckOut
     """``characters_recognisable``: fails when a placed character is not recognised or cannot be
     scored (never a silent pass); WARN by default, ERROR when the project makes it blocking."""
     severity = "error" if blocking else "warn"
-    metadata = {
-        c.tag: {
-            "status": c.status,
-            "engine": c.engine,
-            "metric": c.metric,
-            "median": c.median,
-            "best": c.best,
-            "threshold": c.threshold,
-            "frames_found": c.frames_found,
-            "frames_sampled": c.frames_sampled,
-        }
-        for c in result.characters
-    }
+    metadata = {c.tag: identity_details(c) for c in result.characters}
     if result.problem is not None:
         return CheckOutcome(
             CHECK_RECOGNISABLE,

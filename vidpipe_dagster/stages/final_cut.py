@@ -40,10 +40,10 @@ from vidpipe_dagster.domain.timeline import (
     write_timeline,
 )
 from vidpipe_dagster.stages.clip_identity import (
+    identity_details,
     identity_matrix,
     identity_problems,
     stored_identities,
-    verdict,
 )
 from vidpipe_dagster.stages.context import StageContext, StageError
 
@@ -358,20 +358,7 @@ def _identity_scores(cells: Sequence[CharacterIdentity]) -> dict[str, float] | N
 
 
 def _identity_details(cells: Sequence[CharacterIdentity]) -> dict[str, dict[str, Any]]:
-    return {
-        c.tag: {
-            "status": c.status,
-            "verdict": verdict(c),
-            "engine": c.engine,
-            "metric": c.metric,
-            "median": c.median,
-            "best": c.best,
-            "threshold": c.threshold,
-            "frames_found": c.frames_found,
-            "frames_sampled": c.frames_sampled,
-        }
-        for c in cells
-    }
+    return {c.tag: identity_details(c) for c in cells}
 
 
 def _chapter_title(scene: _Scene) -> str:

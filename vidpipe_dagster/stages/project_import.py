@@ -296,6 +296,7 @@ def _upsert(
         "resolution",
         "takes",
         "identity_check",
+        "owners",
     ):
         new = getattr(spec.project, attr)
         if not created and getattr(project, attr) != new:

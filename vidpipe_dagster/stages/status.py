@@ -18,7 +18,7 @@ from vidpipe_dagster.db.models import ClipIdentityScore
 from vidpipe_dagster.db.project_graphs import graph_name
 from vidpipe_dagster.domain.preview import backend_label, is_preview_backend
 from vidpipe_dagster.domain.reference_selection import ChosenReference
-from vidpipe_dagster.stages.clip_identity import verdict
+from vidpipe_dagster.stages.clip_identity import identity_details
 
 # The assets a reason may tell a person to materialize (named by key: ``<prefix>/<asset>``).
 STAGE_ASSETS = ("clean_sheet", "scene_references", "scene_clip", "final_cut")
@@ -179,15 +179,7 @@ def _identity(clip: Any, rows: list[ClipIdentityScore]) -> list[dict[str, Any]]:
         entries.append(
             {
                 "tag": row.character_tag,
-                "status": row.status,  # passed | failed | not_scored
-                "verdict": verdict(character),
-                "engine": row.engine,
-                "metric": row.metric,
-                "best": row.best_score,
-                "median": row.median_score,
-                "threshold": row.threshold,
-                "frames_found": row.frames_found,
-                "frames_sampled": row.frames_sampled,
+                **identity_details(character),  # status: passed | failed | not_scored
                 "stale": row.clip_fingerprint != clip.fingerprint,
             }
         )
