@@ -627,7 +627,8 @@ def _record_success(
     request = outcome.request
     take = _choose_take(ctx, item, outcome)
     if take.url != outcome.result_url:  # the chosen take is the clip every reader uses
-        probe = probe_mp4(ctx.media.path(take.url))
+        path = ctx.media.path(take.url)
+        probe = probe_mp4(path)
     reused = known is not None and known.applies(item.key, outcome)
     if reused:
         assert known is not None
