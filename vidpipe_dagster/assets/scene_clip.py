@@ -14,10 +14,15 @@ from vidpipe_dagster.assets import metadata as md
 from vidpipe_dagster.assets.provenance import InputsOf, materialization
 from vidpipe_dagster.domain.preview import PREVIEW_LABEL
 from vidpipe_dagster.domain.previews import animated_webp, sample_frames
-from vidpipe_dagster.domain.takes import TakeScore
+from vidpipe_dagster.domain.takes import TakeScore, scored_fingerprint
 from vidpipe_dagster.stages import clip_checks
 from vidpipe_dagster.stages import scene_clip as stage
-from vidpipe_dagster.stages.clip_identity import SceneIdentity, identity_images, verdict
+from vidpipe_dagster.stages.clip_identity import (
+    SceneIdentity,
+    identity_images,
+    reusable_scene_identities,
+    verdict,
+)
 from vidpipe_dagster.stages.context import StageContext
 
 CODE_VERSION = stage.CODE_VERSION
@@ -119,12 +124,22 @@ def events(
     preview = client.is_preview
     failed: dict[str, str] = {}
     done: list[str] = []
+    known: dict[int, SceneIdentity] | None = None
     results = stage.iter_clips(ctx, slug, keys, config.options(), run_id=context.run.run_id)
     for result in md.stage_errors_as_failures(results):
         outcomes = []
         if result.done and result.outcome is not None:
+            if known is None:  # every scene's stored scores in one read, not per scene
+                known = reusable_scene_identities(ctx, slug, [int(k) for k in keys])
             identity, recognisable = clip_checks.identity_outcome(
-                ctx, slug, result.key, blocking=identity_blocking
+                ctx,
+                slug,
+                result.key,
+                blocking=identity_blocking,
+                known=known,
+                fingerprint=scored_fingerprint(
+                    result.outcome.request.fingerprint, result.chosen_take
+                ),
             )
             outcomes.append(recognisable)
             metadata = _metadata(context, result, client.backend, preview)

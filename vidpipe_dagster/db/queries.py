@@ -332,6 +332,23 @@ def clip_identity_rows(session: Session, clip_id: uuid.UUID) -> list[ClipIdentit
     )
 
 
+def clip_identity_rows_of(
+    session: Session, clip_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[ClipIdentityScore]]:
+    """Per clip, its stored identity rows by character tag (one query for a run's clips)."""
+    rows: dict[uuid.UUID, list[ClipIdentityScore]] = {clip_id: [] for clip_id in clip_ids}
+    if not clip_ids:
+        return rows
+    query = (
+        select(ClipIdentityScore)
+        .where(ClipIdentityScore.video_clip_id.in_(list(clip_ids)))
+        .order_by(ClipIdentityScore.character_tag)
+    )
+    for row in session.scalars(query):
+        rows[row.video_clip_id].append(row)
+    return rows
+
+
 def identity_of_row(row: ClipIdentityScore) -> CharacterIdentity:
     """A stored row as the domain value (without the crop's bytes: ``best_frame_url`` has it)."""
     return CharacterIdentity(

@@ -13,7 +13,7 @@ scored (local, free). WARN by default; ERROR, and blocking, when the project say
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from vidpipe_dagster.db import queries
 from vidpipe_dagster.domain.catalog import ModelChoiceError
 from vidpipe_dagster.domain.preview import is_preview_backend
 from vidpipe_dagster.domain.render import probe_mp4
+from vidpipe_dagster.domain.takes import scored_fingerprint
 from vidpipe_dagster.domain.video_requests import (
     expected_duration,
     mode_problems,
@@ -30,6 +31,7 @@ from vidpipe_dagster.stages.clip_identity import (
     CHECK_RECOGNISABLE,
     SceneIdentity,
     identity_check,
+    reusable_scene_identities,
     score_scene_identity_or_say_why,
 )
 from vidpipe_dagster.stages.context import CheckOutcome, StageContext
@@ -145,11 +147,21 @@ def cost_problem(cost_usd: float | None, *, preview: bool, billed_usd: float | N
 
 
 def identity_outcome(
-    ctx: StageContext, slug: str, key: str, *, blocking: bool
+    ctx: StageContext,
+    slug: str,
+    key: str,
+    *,
+    blocking: bool,
+    known: Mapping[int, SceneIdentity] | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[SceneIdentity, CheckOutcome]:
     """A done scene's clip identity (stored scores reused, else scored now) and its
-    ``characters_recognisable`` result; scoring that fails is "not scored", never a pass."""
-    identity = score_scene_identity_or_say_why(ctx, slug, int(key))
+    ``characters_recognisable`` result; scoring that fails is "not scored", never a pass.
+    ``known`` (``reusable_scene_identities``, read once for a run) is used for the scene when it
+    was read for the clip the scene has now (``fingerprint``, of its chosen take)."""
+    identity = (known or {}).get(int(key))
+    if identity is None or fingerprint is None or identity.clip_fingerprint != fingerprint:
+        identity = score_scene_identity_or_say_why(ctx, slug, int(key))
     return identity, identity_check(identity, blocking=blocking)
 
 
@@ -176,6 +188,7 @@ def read_back(
     }
     billed = ledger.billed_per_clip(slug, fingerprints)
     outcomes: dict[str, list[CheckOutcome]] = {}
+    known: dict[int, SceneIdentity] | None = None
     for key in keys:
         clip = rows.get(int(key))
         if clip is None or clip.status != "done" or not clip.file_url:
@@ -213,7 +226,14 @@ def read_back(
             )
         )
         if identity_blocking is not None and error is None:
-            outcomes[key].append(identity_outcome(ctx, slug, key, blocking=identity_blocking)[1])
+            if known is None:  # every scene's stored scores in one read, not per scene
+                known = reusable_scene_identities(ctx, slug, [int(k) for k in keys])
+            current = scored_fingerprint(clip.fingerprint, clip.chosen_take)
+            outcomes[key].append(
+                identity_outcome(
+                    ctx, slug, key, blocking=identity_blocking, known=known, fingerprint=current
+                )[1]
+            )
     return outcomes
 
 

@@ -161,6 +161,64 @@ def stored_identities(
     return result
 
 
+def reusable_scene_identities(
+    ctx: StageContext, slug: str, scene_indexes: Sequence[int]
+) -> dict[int, SceneIdentity]:
+    """What ``score_scene_identity`` would reuse, for a run's scenes at once, in a fixed number
+    of queries (a cached rerun reads this instead of about eleven statements per scene): each
+    scene whose stored scores are those of its current clip on the current engine, or that
+    places no character and has no scores to clear. Scenes left out are scored one by one."""
+    status = ctx.models.face_engine()
+    engine_name = status.engine.name if status.engine is not None else None
+    with ctx.database.session() as session:
+        project = queries.project_by_slug(session, slug)
+        characters = _character_tags(project)
+        manifests = queries.scene_manifests(session, project.id, scene_indexes)
+        clips = {
+            scene.scene_index: clip
+            for scene, clip in queries.scenes_with_clips(session, project.id, scene_indexes)
+            if clip is not None and clip.status == "done" and clip.file_url
+        }
+        rows_of = queries.clip_identity_rows_of(session, [c.id for c in clips.values()])
+        placed = {
+            index: _placed(
+                manifests[index].manifest_json if index in manifests else None, characters
+            )
+            for index in clips
+        }
+        reference_images = _reference_images(
+            session, project, sorted({t for tags in placed.values() for t in tags})
+        )
+    known: dict[int, SceneIdentity] = {}
+    for index, clip in clips.items():
+        tags, rows = placed[index], rows_of[clip.id]
+        fingerprint = scored_fingerprint(clip.fingerprint, clip.chosen_take)
+        if not tags:
+            if not rows:
+                note = "no CHARACTER is placed in this scene"
+                known[index] = SceneIdentity(
+                    slug, index, (), status.note, False, fingerprint, note=note
+                )
+            continue
+        current = sorted(r.character_tag for r in rows) == sorted(tags) and all(
+            r.clip_fingerprint == fingerprint and r.engine == engine_name for r in rows
+        )
+        if not current:
+            continue
+        by_tag = {r.character_tag: r for r in rows}
+        known[index] = SceneIdentity(
+            slug,
+            index,
+            tuple(queries.identity_of_row(by_tag[t]) for t in tags),
+            status.note,
+            True,
+            fingerprint,
+            crops={t: r.best_frame_url for t, r in by_tag.items() if r.best_frame_url},
+            references={t: reference_images[t][0][1] for t in tags if reference_images.get(t)},
+        )
+    return known
+
+
 def score_scene_identity(
     ctx: StageContext,
     slug: str,
