@@ -39,6 +39,7 @@ from vidpipe_dagster.generation.clips import (
     ClipOutcome,
     Limits,
     generate_clips,
+    settle_jobs,
 )
 from vidpipe_dagster.stages.context import StageContext, StageError
 
@@ -156,11 +157,18 @@ def iter_clips(
         if note := item.forced_duration:
             ctx.log.info(f"scene {item.key}: {note}")
     try:  # a clips folder that escapes the media root is found before anything is paid for
-        ctx.media.prepare_folder(f"projects/{slug}/clips")
+        clips_folder = ctx.media.prepare_folder(f"projects/{slug}/clips")
     except MediaError as exc:
         raise StageError(f"{exc}; nothing was submitted") from exc
     ledger = ctx.ledger()
-    plan = plan_clip_spend(jobs, client, ledger, ctx.budget, options.prices, ctx.catalog)
+    replayed = ledger.replay_journal()  # writes a faltering database left behind, first
+    for line in replayed:
+        ctx.log.warning(f"ledger journal: {line}")
+    # one ledger lookup for every scene, shared by the budget and the engine
+    settled = settle_jobs(jobs, ledger, client.backend, ctx.catalog)
+    plan = plan_clip_spend(
+        jobs, client, ledger, ctx.budget, options.prices, ctx.catalog, settled=settled
+    )
     ctx.log.info(f"spend: {plan.message}")
     if not plan.fits:
         raise StageError(
@@ -174,11 +182,11 @@ def iter_clips(
     if not jobs:
         return
     by_key = {item.key: item for item in inputs}
-    settled: queue.Queue[ClipResult | BaseException | None] = queue.Queue()
+    finished: queue.Queue[ClipResult | BaseException | None] = queue.Queue()
 
-    def store(fingerprint: str, data: bytes) -> str:
+    def store(fingerprint: str, downloaded: Path) -> str:
         rel = f"projects/{slug}/clips/{fingerprint[:24]}.mp4"
-        ctx.media.write(rel, data)
+        ctx.media.write_from(rel, downloaded)  # staged in the same folder: a rename
         return rel
 
     def on_done(outcome: ClipOutcome) -> None:
@@ -186,7 +194,7 @@ def iter_clips(
             result = _settle(ctx, ledger, slug, by_key[outcome.key], outcome, client)
         except Exception as exc:  # the database went away: report the scene, never hang
             result = ClipResult(outcome.key, outcome, f"recording failed: {exc!r}")
-        settled.put(result)
+        finished.put(result)
 
     def engine() -> None:
         try:
@@ -202,8 +210,9 @@ def iter_clips(
                         retry_ambiguous_submits=options.retry_ambiguous_submits,
                         regenerate_lost_results=options.regenerate_lost_results,
                     ),
-                    load_result=ctx.media.load,
                     store_result=store,
+                    result_exists=ctx.media.exists,
+                    staging_dir=clips_folder,
                     price_table=options.prices,
                     poll_interval=0.05 if client.is_preview else options.poll_interval_seconds,
                     on_event=lambda k, message: ctx.log.info(f"scene {k}: {message}"),
@@ -211,17 +220,18 @@ def iter_clips(
                     row_details={"run_id": run_id} if run_id else None,
                     catalog=ctx.catalog,
                     on_done=on_done,
+                    settled=settled,
                 )
             )
         except BaseException as exc:  # handed to the caller's thread below
-            settled.put(exc)
+            finished.put(exc)
         finally:
-            settled.put(None)  # the engine is done: every job has settled or failed
+            finished.put(None)  # the engine is done: every job has settled or failed
 
     worker = threading.Thread(target=engine, name=f"clips-{slug}", daemon=True)
     worker.start()
     pending = {job.key for job in jobs}
-    while (result := settled.get()) is not None:
+    while (result := finished.get()) is not None:
         if isinstance(result, BaseException):
             raise result
         pending.discard(result.key)
