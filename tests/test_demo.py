@@ -92,3 +92,9 @@ def test_demo_command_materializes_every_stage(
     assert main(["status", "launch-day", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert all(s["clip"]["status"] == "done" for s in status["scenes"])
+    # every clip was scored in the clip step: the astronaut is recognised where her face shows
+    identity = {s["index"]: s["clip"]["identity"] for s in status["scenes"]}
+    assert [c["status"] for c in identity[3]] == ["passed"], identity[3]
+    assert identity[5] == [], "the rover and an undeclared tag: no character to recognise"
+    matrix = settings.media_root / "projects" / "launch-day" / "identity_matrix.png"
+    assert matrix.is_file(), "the final cut writes the README's identity matrix"

@@ -14,12 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import delete, event, select, text
 
 from tests.conftest import save_png, small_spec
 from vidpipe_dagster.cli import main
 from vidpipe_dagster.db import queries
-from vidpipe_dagster.db.models import Asset, AssetCleanReference, Scene, VideoClip
+from vidpipe_dagster.db.models import (
+    Asset,
+    AssetCleanReference,
+    ClipIdentityScore,
+    Scene,
+    VideoClip,
+)
 from vidpipe_dagster.db.session import get_engine, session_scope
 from vidpipe_dagster.settings import Settings
 
@@ -57,17 +63,20 @@ def give_project_history(settings: Settings, slug: str = "spring-ad") -> None:
             if scene.scene_index % 3 == 2:
                 continue  # never generated
             failed = scene.scene_index % 3 == 1
-            session.add(
-                VideoClip(
-                    scene_id=scene.id,
-                    status="failed" if failed else "done",
-                    backend="animatic",
-                    cost_usd=0.0,
-                    error=f"scene {scene.scene_index}: scene {scene.scene_index}: it broke"
-                    if failed
-                    else None,
-                )
+            clip = VideoClip(
+                scene_id=scene.id,
+                status="failed" if failed else "done",
+                backend="animatic",
+                cost_usd=0.0,
+                fingerprint=f"fp-{scene.scene_index}",
+                error=f"scene {scene.scene_index}: scene {scene.scene_index}: it broke"
+                if failed
+                else None,
             )
+            session.add(clip)
+            if not failed and scene.scene_index % 2 == 0:  # close-ups place CHAR_01: scored
+                session.flush()
+                session.add(identity_row(clip, scene.scene_index))
         face = session.scalars(
             select(Asset).where(
                 Asset.manifest_id == project.manifest_id, Asset.asset_key == "mia_face"
@@ -80,6 +89,40 @@ def give_project_history(settings: Settings, slug: str = "spring-ad") -> None:
                 asset_id=face.id, tier="tier2_rembg", clean_image_url=rel, is_primary=True
             )
         )
+
+
+def identity_row(clip: VideoClip, index: int) -> ClipIdentityScore:
+    """What the clip step stores: scene 0 recognised, scene 6 not, scene 12 not scored, ..."""
+    kind = (index // 6) % 3
+    if kind == 2:
+        return ClipIdentityScore(
+            video_clip_id=clip.id,
+            character_tag="CHAR_01",
+            status="not_scored",
+            reason="no face found in 8 sampled frames",
+            engine="dlib",
+            metric="euclidean",
+            threshold=0.62,
+            frames_sampled=8,
+            clip_fingerprint=clip.fingerprint,
+        )
+    median = 0.31 if kind == 0 else 0.74
+    return ClipIdentityScore(
+        video_clip_id=clip.id,
+        character_tag="CHAR_01",
+        status="passed" if kind == 0 else "failed",
+        reason="",
+        engine="dlib",
+        metric="euclidean",
+        best_score=median - 0.05,
+        median_score=median,
+        threshold=0.62,
+        passed=kind == 0,
+        frames_found=6 if kind == 0 else 0,
+        frames_matched=7,
+        frames_sampled=8,
+        clip_fingerprint=clip.fingerprint,
+    )
 
 
 @contextmanager
@@ -128,6 +171,18 @@ def test_status_runs_the_same_queries_for_3_or_30_scenes(
         ]
         face = next(a for a in status["assets"] if a["asset_id"] == "mia_face")
         assert [s["tier"] for s in face["clean_sheets"]] == ["tier2_rembg"]
+        identities = [s["clip"] and s["clip"]["identity"] for s in status["scenes"]]
+        assert [i and [(c["status"], c["median"]) for c in i] for i in identities[:3]] == [
+            [("passed", 0.31)],
+            [],  # no CHARACTER placed (CHAR_09 is not in the manifest): nothing to recognise
+            None,  # never generated
+        ]
+        assert identities[0][0]["verdict"] == "validated by dlib (distance 0.31 ≤ 0.62)"
+        if count == 30:
+            assert [identities[i][0]["verdict"] for i in (6, 12)] == [
+                "rejected by dlib (distance 0.74 > 0.62)",
+                "not scored: no face found in 8 sampled frames",
+            ]
     assert counts[3] == counts[30], counts
     assert counts[30] <= 12, counts  # schema check, project, manifest, assets, scenes, sheets...
 
@@ -147,10 +202,18 @@ def test_human_status_shows_state_backend_cost_identity_and_reason(
     assert header == ["scene", "clip", "backend", "cost", "identity", "references"]
     scene0 = next(line for line in lines if line.strip().startswith("0 "))
     assert "done" in scene0 and "animatic preview (local render, not Veo)" in scene0
-    assert "0.00 USD" in scene0 and "not scored" in scene0  # no identity score is made up
+    assert "0.00 USD" in scene0 and "CHAR_01 recognised (dlib 0.31 ≤ 0.62)" in scene0
     assert "CHAR_01 face (tier2_rembg), CHAR_01 (original), ENV_01 (original)" in scene0
     assert "scene 1 failed: it broke" in out and "scene 1: scene 1" not in out
     assert "--stage clips --partition 1" in out and "spring_ad/scene_clip" in out
+    scene1 = next(line for line in lines if line.strip().startswith("1 "))
+    assert "no characters" in scene1  # an establishing shot of ENV_01 and an undeclared tag
+
+    with session_scope(settings.database_url) as session:  # a clip the step has not scored
+        session.execute(delete(ClipIdentityScore))
+    assert main(["status", "spring-ad"]) == 0
+    scene0 = next(line for line in capsys.readouterr().out.splitlines() if " 0 " in line[:4])
+    assert "not scored" in scene0 and "recognised" not in scene0  # no score is made up
 
 
 def test_status_starts_without_dagster(

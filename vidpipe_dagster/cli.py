@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -307,6 +308,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     """The human ``status``: a table with one row per scene (clip state, backend or preview label,
     cost, identity, references), then each failed scene's reason and the command that retries it."""
     from vidpipe_dagster.domain.preview import backend_label
+    from vidpipe_dagster.stages.status import identity_cell
 
     slug, prefix = status["project"], status["asset_prefix"]
     scenes = status["scenes"]
@@ -330,7 +332,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
             state += " (cached)"
         backend = backend_label(clip.get("backend")) if clip.get("backend") else "-"
         cost = f"{float(clip['cost_usd']):.2f} USD" if clip.get("cost_usd") is not None else "-"
-        identity = "not scored" if clip.get("identity") is None else str(clip["identity"])
+        identity = identity_cell(clip.get("identity")) if clip else "-"
         rows.append((index, state, backend, cost, identity, _references_cell(scene)))
         if clip.get("status") == "failed":
             notes.append(f"  scene {index} failed: {clip.get('error') or 'no reason recorded'}")
@@ -418,6 +420,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from vidpipe_dagster.demo import write_demo_projects
     from vidpipe_dagster.runner import ensure_dagster_home, materialize_project
 
+    started = time.monotonic()
     _init(settings)
     home = ensure_dagster_home(settings)
     inputs = settings.home / "demo_inputs"
@@ -429,6 +432,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     for slug in DEMO_SLUGS:
         ok = _print_reports(slug, materialize_project(slug, settings=settings)) and ok
     print()
+    print(f"Took:          {time.monotonic() - started:.1f} s (local previews: no quota pacing)")
     print(f"Demo inputs:   {inputs}")
     print(f"Media root:    {settings.media_root}")
     print(f"Database:      {settings.database_url}")

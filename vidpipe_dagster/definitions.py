@@ -9,8 +9,10 @@ location), logged as a warning, and shown as an asset in the group ``invalid_pro
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
@@ -20,6 +22,8 @@ from vidpipe_dagster.assets.invalid_projects import build_invalid_projects_repor
 from vidpipe_dagster.db.project_graphs import (
     InvalidProject,
     ProjectGraph,
+    graphs_from_json,
+    graphs_to_json,
     load_project_graph_report,
 )
 from vidpipe_dagster.resources.budget import BudgetResource
@@ -67,6 +71,28 @@ def default_resources(settings: Settings) -> dict[str, Any]:
 log = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def long_lived_objects() -> Iterator[None]:
+    """Build objects that live as long as the process without the cyclic garbage collector, then
+    leave them out of its later passes (``gc.freeze``).
+
+    Definitions are a few hundred thousand objects that stay until the process ends (a code
+    server, a run worker). While they are built, each full collection walks all built so far, and
+    afterwards every collection of Dagster's resolution walks them again: a third of a
+    500-project load's time, and the part that grew faster than the project count
+    (docs/architecture.md, "Loading"). The price is that cycles left over from building (about
+    10 MB for 500 projects) are kept with the definitions instead of being collected.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def build_definitions(
     graphs: Sequence[ProjectGraph],
     settings: Settings,
@@ -78,12 +104,15 @@ def build_definitions(
     resources = resources if resources is not None else default_resources(settings)
     parts = []
     left_out = list(invalid)
-    for graph in graphs:
-        try:
-            parts.append(build_project_definitions(graph, settings, resources))
-        except Exception as exc:  # any one project's failure stays its own
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            left_out.append(InvalidProject(graph.slug, f"its definitions fail to build: {reason}"))
+    with long_lived_objects():
+        for graph in graphs:
+            try:
+                parts.append(build_project_definitions(graph, settings, resources))
+            except Exception as exc:  # any one project's failure stays its own
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                left_out.append(
+                    InvalidProject(graph.slug, f"its definitions fail to build: {reason}")
+                )
     for bad in left_out:
         log.warning("vidpipe: %s", bad.describe())
     if left_out:
@@ -95,8 +124,40 @@ def build_definitions(
     return dg.Definitions.merge(shared, *parts)
 
 
+GRAPHS_KEY = "vidpipe/project_graphs"
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
+    """The code location. The code server reads the projects from the database; a run worker
+    rebuilds the same graph from the copy Dagster hands it (reconstruction metadata), so a
+    project imported meanwhile cannot change the graph under a running run, and workers do not
+    query the database to load (docs/architecture.md, "Loading")."""
     settings = Settings.from_env()
-    report = load_project_graph_report(settings.database_url)
-    return build_definitions(report.graphs, settings, invalid=report.invalid)
+    stored = _reconstruction_metadata(GRAPHS_KEY)
+    report = (
+        graphs_from_json(stored)
+        if stored is not None
+        else load_project_graph_report(settings.database_url)
+    )
+    definitions = build_definitions(report.graphs, settings, invalid=report.invalid)
+    return definitions.with_reconstruction_metadata({GRAPHS_KEY: graphs_to_json(report)})
+
+
+def _reconstruction_metadata(key: str) -> str | None:
+    """What the code server stored under ``key`` when this process rebuilds its definitions
+    (a run worker), else None. Dagster 1.13 exposes the writing side publicly
+    (``Definitions.with_reconstruction_metadata``) but not the reading one, so this one function
+    reads it through ``DefinitionsLoadContext``; should that move, the loader reads the database."""
+    try:
+        from dagster._core.definitions.definitions_load_context import (
+            DefinitionsLoadContext,
+            DefinitionsLoadType,
+        )
+    except ImportError:  # pragma: no cover - a Dagster without it: read the database
+        return None
+    context = DefinitionsLoadContext.get()
+    if context.load_type != DefinitionsLoadType.RECONSTRUCTION:
+        return None
+    value = context.reconstruction_metadata.get(key)
+    return value if isinstance(value, str) else None

@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 
+from vidpipe_dagster.assets.model_check import evaluation
 from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
 from vidpipe_dagster.db.session import Database
 from vidpipe_dagster.definitions import build_definitions, default_resources
@@ -16,6 +17,7 @@ from vidpipe_dagster.jobs import PROJECT_TAG
 from vidpipe_dagster.run_health import host_tags
 from vidpipe_dagster.sensors import observations
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.model_check import model_problems
 from vidpipe_dagster.stages.sources import source_versions
 from vidpipe_dagster.stages.status import failure_reason
 
@@ -78,7 +80,8 @@ def report_inputs(slug: str, settings: Settings, instance: dg.DagsterInstance | 
     if instance is None:
         ensure_dagster_home(settings)
         instance = dg.DagsterInstance.get()
-    events = observations(graph, versions)
+    problems = model_problems(Database(settings.database_url), settings.model_catalog(), [slug])
+    events = [*observations(graph, versions), evaluation(graph, problems.get(slug, []))]
     for event in events:
         instance.report_runless_asset_event(event)
     return len(events)

@@ -17,10 +17,13 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from vidpipe_dagster.assets.model_check import evaluation
 from vidpipe_dagster.assets.provenance import observation
 from vidpipe_dagster.db.project_graphs import ProjectGraph
 from vidpipe_dagster.jobs import stage_key
 from vidpipe_dagster.resources.database import DatabaseResource
+from vidpipe_dagster.resources.vertex import VertexResource
+from vidpipe_dagster.stages.model_check import model_problems
 from vidpipe_dagster.stages.sources import Versions, source_versions
 
 INPUTS_SENSOR = "vidpipe_inputs_sensor"
@@ -52,24 +55,27 @@ def build_inputs_sensor(graphs: Sequence[ProjectGraph]) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Reports each project's inputs (prompts and placements, keyframes, reference "
         "photos) as observed data versions when they change, so staleness in the UI is per "
-        "scene. Launches no runs.",
+        "scene, and whether its models are still available (model_available). Launches no runs.",
     )
     def vidpipe_inputs_sensor(
-        context: dg.SensorEvaluationContext, database: DatabaseResource
+        context: dg.SensorEvaluationContext, database: DatabaseResource, vertex: VertexResource
     ) -> dg.SensorResult:
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         current = source_versions(database.database(), list(by_slug))
-        events: list[dg.AssetObservation] = []
+        problems = model_problems(database.database(), vertex.backends().catalog(), list(by_slug))
+        events: list[dg.AssetObservation | dg.AssetCheckEvaluation] = []
         digests: dict[str, str] = {}
         for slug, versions in current.items():
             graph = by_slug.get(slug)
             if graph is None:
                 continue
-            digests[slug] = hashlib.sha256(
-                json.dumps(versions, sort_keys=True).encode()
-            ).hexdigest()[:16]
+            state = {"inputs": versions, "model_problems": problems.get(slug, [])}
+            digests[slug] = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[
+                :16
+            ]
             if seen.get(slug) != digests[slug]:
                 events += observations(graph, versions)
+                events.append(evaluation(graph, problems.get(slug, [])))
         changed = sorted(slug for slug in digests if seen.get(slug) != digests[slug])
         if not events:
             return dg.SensorResult(skip_reason="no project's inputs changed", cursor=context.cursor)

@@ -1,4 +1,4 @@
-"""Every selection rule of plan 08-01, as a table of cases (plus the plan's own mock example)."""
+"""Every selection rule of the plan, as a table of cases (plus the plan's own mock example)."""
 
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ def test_invalid_shot_type_is_rejected_with_field_name() -> None:
 
 
 def test_plan_mock_example() -> None:
-    """Plan 08-01's verification snippet, verbatim in spirit: close-up of CHAR_01 over ENV_01."""
+    """The plan's verification snippet, verbatim in spirit: close-up of CHAR_01 over ENV_01."""
 
     class MockAsset:
         def __init__(self, tag, asset_type, role_hint, quality=5.0, is_face=False):

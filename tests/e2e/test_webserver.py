@@ -59,6 +59,8 @@ class Stage:
     json_values: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # partition → label → value
+    # check → partition → status, where it is not SUCCEEDED for every scene
+    check_statuses: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -72,7 +74,18 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "scene_clip",
-        ("status", "backend", "path", "duration_seconds", "conditioning_mode", "cost_usd"),
+        (
+            "status",
+            "backend",
+            "path",
+            "duration_seconds",
+            "conditioning_mode",
+            "cost_usd",
+            "identity",
+        ),
+        # scene 0 places CHAR_01, whose references are flat colours: "not scored", a failed
+        # WARN (never a pass); scene 1 places no character
+        check_statuses={"characters_recognisable": {"0": "FAILED", "1": "SUCCEEDED"}},
     ),
 )
 
@@ -561,7 +574,11 @@ def test_backfill_all_scenes_then_reload(
                 if e["runId"] in run_ids
             ]
             assert executions, f"{stage.asset}:{check} never ran"
-            assert {e["status"] for e in executions} == {"SUCCEEDED"}, (stage.asset, check)
+            expected = stage.check_statuses.get(check)
+            if expected is None:
+                assert {e["status"] for e in executions} == {"SUCCEEDED"}, (stage.asset, check)
+            else:
+                assert {e["partition"]: e["status"] for e in executions} == expected, check
             # Checks without a partitions_def record no partition (one result per run).
             partitions = {e["partition"] for e in executions} - {None}
             assert not partitions or sorted(partitions) == scenes, (stage.asset, check)

@@ -5,23 +5,33 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 from skimage import data as skdata
 from sqlalchemy import select
 
 from tests.conftest import SpecWriter, stage_context
+from vidpipe_dagster.db import queries
 from vidpipe_dagster.db.models import Asset, ClipIdentityScore, Scene, VideoClip
 from vidpipe_dagster.db.session import session_scope
 from vidpipe_dagster.demo import _keyframe, _launch_pad
+from vidpipe_dagster.domain.clip_identity import CharacterIdentity
+from vidpipe_dagster.domain.faces import choose_face_engine
+from vidpipe_dagster.domain.identity import DetectedFace, FaceEmbedding
 from vidpipe_dagster.domain.media import png_bytes
 from vidpipe_dagster.domain.render import render_animatic
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.stages.clip_identity import (
+    RememberedFaces,
     identity_check,
+    identity_problems,
     placed_characters,
     project_identity_matrix,
     score_scene_identity,
+    score_scene_identity_or_say_why,
+    stored_identities,
+    verdict,
 )
 from vidpipe_dagster.stages.context import StageError
 from vidpipe_dagster.stages.project_import import import_project
@@ -210,3 +220,79 @@ def test_a_missing_clip_file_is_named(crew: Settings) -> None:
 
 def test_matrix_without_scores_is_none(crew: Settings) -> None:
     assert project_identity_matrix(stage_context(crew), SLUG) is None
+
+
+def test_a_scoring_failure_is_not_scored_and_fails_the_check(crew: Settings) -> None:
+    """The clip step goes on (the clip may have been paid for); the check says why, never passes."""
+    store_clip(crew, 0, astronaut(), "fp-1")
+    (crew.media_root / f"clips/{SLUG}/scene_0.mp4").write_bytes(b"not an mp4")
+    result = score_scene_identity_or_say_why(stage_context(crew), SLUG, 0)
+    assert result.problem is not None and "is not readable" in result.problem
+    [character] = result.characters
+    assert (character.tag, character.status) == ("CHAR_01", "not_scored")
+    assert verdict(character).startswith("not scored: scene 0: clip ")
+    outcome = identity_check(result, blocking=True)
+    assert not outcome.passed and outcome.severity == "error"
+    assert outcome.description is not None and outcome.description.startswith("not scored: ")
+
+
+def test_stored_identities_never_show_a_score_of_another_clip(crew: Settings) -> None:
+    ctx = stage_context(crew.replace(face_engine="none"))
+    store_clip(crew, 0, astronaut(), "fp-1")
+    store_clip(crew, 2, astronaut(), "fp-2")
+    score_scene_identity(ctx, SLUG, 0, frames=1)
+    store_clip(crew, 0, astronaut(), "fp-1b")  # a new clip, not scored yet
+    with session_scope(crew.database_url) as session:
+        project = queries.project_by_slug(session, SLUG)
+        found = stored_identities(session, project, "crew")
+    assert sorted(found) == [0, 2], "scene 1 places no character"
+    [older], [never] = found[0], found[2]
+    assert older.status == "not_scored" and older.reason.startswith("scored on an older clip")
+    assert never.status == "not_scored" and never.reason.startswith("not scored yet")
+    assert "crew/scene_clip" in never.reason
+    assert identity_problems(found) == [
+        f"scene 0: {older.describe()}",
+        f"scene 2: {never.describe()}",
+    ]
+    png = project_identity_matrix(ctx, SLUG)
+    assert png is not None, "unscored placed characters are shown gray, not left out"
+
+
+def test_verdicts_read_like_the_rest_of_the_identity_ui() -> None:
+    passed = CharacterIdentity(
+        "CHAR_01", "passed", "", "dlib", "euclidean", 0.62, 0.18, 0.24, 6, 7, 8
+    )
+    failed = CharacterIdentity(
+        "CHAR_01", "failed", "", "insightface", "cosine", 0.5, 0.44, 0.31, 0, 5, 8
+    )
+    unscored = CharacterIdentity(
+        "CHAR_02", "not_scored", "no face found in 8 sampled frames", "dlib", "euclidean",
+        0.62, None, None, 0, 0, 8,
+    )  # fmt: skip
+    assert verdict(passed) == "validated by dlib (distance 0.24 ≤ 0.62)"
+    assert verdict(failed) == "rejected by insightface (similarity 0.31 < 0.50)"
+    assert verdict(unscored) == "not scored: no face found in 8 sampled frames"
+
+
+def test_reference_faces_are_embedded_once_per_process() -> None:
+    """A character's references are the same images in every scene: embedded once."""
+    engine = choose_face_engine("dlib").engine
+    assert engine is not None, "dlib is a dependency (make models)"
+    calls: list[int] = []
+
+    class Counting:
+        name, metric = engine.name, engine.metric
+
+        def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
+            return engine.detect(rgb)
+
+        def embed_face(self, data: bytes) -> FaceEmbedding | None:
+            calls.append(len(data))
+            return engine.embed_face(data)
+
+    face = png_bytes(astronaut().crop((151, 11, 309, 199)))  # bytes no other test embeds
+    first = RememberedFaces(Counting()).embed_face(face)
+    again = RememberedFaces(Counting()).embed_face(face)
+    assert first is not None and again is first and len(calls) == 1
+    other = RememberedFaces(Counting()).embed_face(png_bytes(_launch_pad()))
+    assert other is None and len(calls) == 2, "no face is remembered as no face"

@@ -29,6 +29,10 @@ class CleanSheetConfig(dg.Config):
     price_per_image_usd: float | None = None  # default: the model catalog's price
 
 
+# Built once, not per project: a typed ``config`` parameter would make Dagster infer this schema
+# again for every project's asset; the asset rebuilds the typed config from ``op_config``.
+CONFIG_SCHEMA = CleanSheetConfig.to_fields_dict()
+
 CHECK_DESCRIPTIONS = {
     stage.CHECK_ORIGINAL: "The original reference photo still has the hash taken at import.",
     stage.CHECK_GRAY: "Tier 2 sheets: at least half the border is #808080 (±12).",
@@ -56,7 +60,7 @@ def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions, owners: lis
                 "removes the background with rembg onto #808080; Tier 3 asks a Gemini image "
                 "model and checks the face.",
                 code_version=stage.CODE_VERSION,
-                kinds={"rembg", "gemini", "sqlalchemy"},
+                kinds=md.CLEAN_SHEET_KINDS,
                 tags={PROJECT_TAG: graph.slug},
                 owners=owners,
                 skippable=True,
@@ -70,10 +74,10 @@ def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions, owners: lis
         retry_policy=dg.RetryPolicy(
             max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
         ),
+        config_schema=CONFIG_SCHEMA,
     )
     def clean_sheet(
         context: dg.AssetExecutionContext,
-        config: CleanSheetConfig,
         database: DatabaseResource,
         media: MediaStoreResource,
         models: LocalModelsResource,
@@ -89,6 +93,7 @@ def build_clean_sheet(graph: ProjectGraph, parts: ProjectPartitions, owners: lis
                 if dg.AssetCheckKey(key, outcome.name) in context.selected_asset_check_keys:
                     yield md.check_result(outcome, asset_key=key)
             return
+        config = CleanSheetConfig(**context.op_execution_context.op_config)
         options = stage.CleanSheetOptions(**config.model_dump())
         try:
             run = stage.make_clean_sheets(ctx, graph.slug, tag, options, run_id=context.run.run_id)

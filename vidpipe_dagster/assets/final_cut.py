@@ -1,11 +1,14 @@
 """``<project>/final_cut``: the project's clips joined in scene order into one mp4, with the
-editorial timeline and a contact sheet beside it.
+editorial timeline, a contact sheet and the identity matrix beside it.
 
-The work is ``stages.final_cut``; this module is its Dagster face.
+The work is ``stages.final_cut``; this module is its Dagster face, and says when the cut is due
+(``final_cut_condition``: evaluated by the sensor ``vidpipe_final_cut_automation``, stopped by
+default).
 """
 
 import dagster as dg
 from PIL import Image
+from pydantic import Field
 
 from vidpipe_dagster.assets import metadata as md
 from vidpipe_dagster.assets.partitions import ProjectPartitions
@@ -24,9 +27,19 @@ PREVIEW_WIDTH = 560  # px: the widest image the asset's metadata panel shows unc
 class FinalCutConfig(dg.Config):
     """Run config for the cut. By default clips that share a layout are stream-copied."""
 
-    height: int | None = None  # short side of a re-encode; never below the largest clip's
-    force_reencode: bool = False
-    timeline_formats: list[str] = list(TIMELINE_FORMATS)  # "otio", "otioz", "otiod"
+    height: int | None = Field(
+        default=None,
+        description="Short side in pixels when the cut is re-encoded; never below the largest "
+        "clip's (default: the largest clip's).",
+    )
+    force_reencode: bool = Field(
+        default=False,
+        description="Re-encode even when the clips share a layout (default: stream copy).",
+    )
+    timeline_formats: list[str] = Field(
+        default=list(TIMELINE_FORMATS),
+        description="OpenTimelineIO files to write beside the cut: otio, otioz, otiod.",
+    )
 
     def options(self) -> stage.FinalCutOptions:
         return stage.FinalCutOptions(
@@ -36,7 +49,37 @@ class FinalCutConfig(dg.Config):
         )
 
 
-def build_final_cut(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsDefinition:
+def final_cut_condition() -> dg.AutomationCondition:
+    """Cut again when a scene clip changed, once every scene has a clip, none is being made, and
+    every scene clip passes its blocking checks (``characters_recognisable`` with
+    ``identity_check: block``).
+
+    Not ``all_deps_blocking_checks_passed()``: for a dependency on *all* partitions of
+    ``scene_clip``, Dagster's dependency conditions hold when *any* partition matches, so one
+    passing scene would let the cut through while another scene's blocking check failed. Here
+    the cut waits while any scene partition has a blocking check that has not passed (failed, or
+    not evaluated on its current clip): the negation of "any dependency partition matches".
+    """
+    unpassed = dg.AutomationCondition.any_checks_match(
+        ~dg.AutomationCondition.check_passed() & ~dg.AutomationCondition.will_be_requested(),
+        blocking_only=True,
+    ).with_label("a blocking check has not passed")
+    held_back = dg.AutomationCondition.any_deps_match(unpassed).with_label(
+        "a scene clip has a blocking check that has not passed"
+    )
+    return (dg.AutomationCondition.eager() & ~held_back).with_label(
+        "eager, once every scene clip passes its blocking checks"
+    )
+
+
+# Built once, not per project: a typed ``config`` parameter would make Dagster infer this schema
+# again for every project's asset; the asset rebuilds the typed config from ``op_config``.
+CONFIG_SCHEMA = FinalCutConfig.to_fields_dict()
+
+
+def build_final_cut(
+    graph: ProjectGraph, parts: ProjectPartitions, owners: list[str]
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=stage_key(graph, "final_cut"),
         group_name=graph.prefix,
@@ -48,18 +91,20 @@ def build_final_cut(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsD
             "allow it) with chapters, an OpenTimelineIO timeline and a contact sheet."
         ),
         code_version="2",
-        kinds={"python", "video"},
+        kinds={"pyav", "opentimelineio", "video", "sqlalchemy"},
         tags={PROJECT_TAG: graph.slug},
+        owners=owners,
+        automation_condition=final_cut_condition(),
+        config_schema=CONFIG_SCHEMA,
     )
     def final_cut(
         context: dg.AssetExecutionContext,
-        config: FinalCutConfig,
         database: DatabaseResource,
         media: MediaStoreResource,
     ) -> dg.MaterializeResult:
         ctx = md.stage_context(context.log, database, media)
         try:
-            options = config.options()
+            options = FinalCutConfig(**context.op_execution_context.op_config).options()
             cut = stage.make_final_cut(ctx, graph.slug, graph.prefix, options)
         except StageError as exc:
             raise md.failure(exc) from exc
@@ -88,12 +133,16 @@ def build_final_cut(graph: ProjectGraph, parts: ProjectPartitions) -> dg.AssetsD
             metadata["timeline_files"] = dg.MetadataValue.json(
                 {fmt: str(ctx.media.path(rel)) for fmt, rel in cut.timeline_paths.items()}
             )
-        # Issue 10: the identity matrix (scenes x characters, face similarity) is shown here.
+        # scenes x characters: green recognised, red not, gray not scored (and why)
         if cut.identity_matrix_path is not None:
-            matrix = Image.open(ctx.media.path(cut.identity_matrix_path))
-            metadata["identity_matrix"] = dg.MetadataValue.md(
-                md.thumbnail(_fit_width(matrix), "identity matrix", size=None)
-            )
+            matrix_path = ctx.media.path(cut.identity_matrix_path)
+            with Image.open(matrix_path) as matrix:
+                metadata["identity_matrix"] = dg.MetadataValue.md(
+                    md.thumbnail(_fit_width(matrix), "identity matrix", size=None)
+                )
+            metadata["identity_matrix_path"] = str(matrix_path)
+        if cut.identity_summary is not None:
+            metadata["identity"] = cut.identity_summary
         return dg.MaterializeResult(
             metadata=metadata, data_version=dg.DataVersion(cut.data_version)
         )

@@ -10,6 +10,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import dagster as dg
+
+# Not exported by ``dagster`` in 1.13, but ``dg.AssetCheckEvaluation`` takes it: without a target,
+# a per-partition result never counts as the current status of its partition (see ``evaluations``).
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from PIL import Image
 
 from vidpipe_dagster.domain.media import markdown_gallery, thumbnail_data_uri
@@ -22,6 +28,12 @@ from vidpipe_dagster.resources.vertex import VertexResource
 from vidpipe_dagster.stages.context import CheckOutcome, Log, StageContext, StageError
 
 T = TypeVar("T")
+
+# The services each stage uses, as Dagster kinds (icons in the UI). Face scoring runs on whichever
+# engine is installed ("auto": insightface, else dlib); the materialization names the one used.
+FACE_ENGINE_KINDS = {"insightface", "dlib"}
+CLEAN_SHEET_KINDS = {"rembg", "gemini", "vertex_ai", "image", "sqlalchemy", *FACE_ENGINE_KINDS}
+CLIP_KINDS = {"veo", "vertex_ai", "video", "sqlalchemy", *FACE_ENGINE_KINDS}
 
 
 def stage_context(
@@ -156,22 +168,48 @@ def evaluations(
     partition: str,
     outcomes: Sequence[CheckOutcome],
 ) -> Iterator[dg.AssetCheckEvaluation]:
-    """One partition's check results, for the checks this run selected."""
+    """One partition's check results, for the checks this run selected.
+
+    Each result names the partition's latest materialization as its target (what Dagster's
+    ``AssetCheckResult`` does for a single partition), so Dagster counts it as the check status of
+    that partition's current data (``AutomationCondition.check_passed`` and the UI read it so),
+    and carries its spec's ``blocking``, so a failed blocking check at ERROR fails the step.
+    """
     selected = context.selected_asset_check_keys
-    for outcome in outcomes:
-        if dg.AssetCheckKey(key, outcome.name) not in selected:
-            continue
+    wanted = [o for o in outcomes if dg.AssetCheckKey(key, o.name) in selected]
+    if not wanted:
+        return
+    target = _latest_materialization(context.instance, key, partition)
+    for outcome in wanted:
+        spec = context.assets_def.get_spec_for_check_key(dg.AssetCheckKey(key, outcome.name))
         yield dg.AssetCheckEvaluation(
             asset_key=key,
             check_name=outcome.name,
             passed=outcome.passed,
             partition=partition,
+            target_materialization_data=target,
             severity=dg.AssetCheckSeverity.WARN
             if outcome.severity == "warn"
             else dg.AssetCheckSeverity.ERROR,
             description=outcome.description,
             metadata=_normalized(outcome.metadata),
+            blocking=spec.blocking,
         )
+
+
+def _latest_materialization(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The partition's newest materialization (this run's, when it made one), as a check target."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    )
 
 
 def _normalized(raw: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:

@@ -1,12 +1,14 @@
 """What ``<project>/scene_clip`` shows in Dagster: each scene's clip as soon as that scene is done
-(while the others are still generating), with a moving preview, and its checks, per scene. The
-work is ``stages.scene_clip`` (the 8 s forced with references: ``domain.video_requests``; never
-paying twice: ``generation.clips``)."""
+(while the others are still generating), with a moving preview, how recognisable its characters
+are, and its checks, per scene. The work is ``stages.scene_clip`` (the 8 s forced with
+references: ``domain.video_requests``; never paying twice: ``generation.clips``) and
+``stages.clip_identity`` (local, free scoring against the references)."""
 
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import dagster as dg
+from pydantic import Field
 
 from vidpipe_dagster.assets import metadata as md
 from vidpipe_dagster.assets.provenance import InputsOf, materialization
@@ -14,6 +16,7 @@ from vidpipe_dagster.domain.preview import PREVIEW_LABEL
 from vidpipe_dagster.domain.previews import animated_webp, sample_frames
 from vidpipe_dagster.stages import clip_checks
 from vidpipe_dagster.stages import scene_clip as stage
+from vidpipe_dagster.stages.clip_identity import SceneIdentity, identity_images, verdict
 from vidpipe_dagster.stages.context import StageContext
 
 CODE_VERSION = stage.CODE_VERSION
@@ -27,25 +30,69 @@ CHECK_DESCRIPTIONS = {
     clip_checks.CHECK_COST: "Every finished clip records what it cost, reused or not: a Veo "
     "(billed) clip more than 0 and exactly what the ledger billed for its request, an animatic "
     "preview 0.",
+    clip_checks.CHECK_RECOGNISABLE: "Every CHARACTER placed in the scene is recognised in frames "
+    "sampled across the clip: its median face score meets the face engine's clip threshold "
+    "against its reference (face crop first). A character that cannot be scored (no face engine, "
+    "no reference face, no face found) fails it too, saying why. WARN by default; ERROR and "
+    "blocking (the final cut waits) when the project sets identity_check: block.",
 }
+THUMB = 96  # px: the identity faces, small enough to sit side by side in a table cell
 
 
 class SceneClipConfig(dg.Config):
     """Run config for clip generation (defaults are safe for Vertex's per-model quota)."""
 
-    conditioning_policy: Literal["auto", "frames", "references", "hybrid"] = "auto"
-    max_in_flight: int = 4
-    requests_per_minute: int = 10
-    poll_interval_seconds: float = 10.0
-    backoff_base_seconds: float = 1.0  # transient errors: full-jitter exponential backoff
-    generate_audio: bool = True
-    price_per_second_usd: dict[str, float] = {}  # model -> USD per second, overrides defaults
-    budget_per_run_usd: float | None = None  # default: the budget resource (settings)
-    budget_per_day_usd: float | None = None
+    conditioning_policy: Literal["auto", "frames", "references", "hybrid"] = Field(
+        default="auto",
+        description="How each scene is conditioned. auto: its reference images when it has "
+        "any and the model takes them (with its keyframes where the model allows both), else "
+        "its keyframes; frames, references or hybrid ask for one mode.",
+    )
+    max_in_flight: int = Field(
+        default=4, description="Clip requests in flight at once in this run (one per scene)."
+    )
+    requests_per_minute: int = Field(
+        default=10,
+        description="Paid submissions per minute (Vertex's per-model quota); free previews are "
+        "not paced.",
+    )
+    poll_interval_seconds: float = Field(
+        default=10.0, description="Seconds between polls of a running operation."
+    )
+    backoff_base_seconds: float = Field(
+        default=1.0,
+        description="Base of the full-jitter exponential backoff after a transient error.",
+    )
+    generate_audio: bool = Field(
+        default=True, description="Ask for audio (priced higher where the catalog says so)."
+    )
+    price_per_second_usd: dict[str, float] = Field(
+        default={},
+        description="Model id to USD per second, overriding the catalog's price for estimates "
+        "and budgets in this run.",
+    )
+    budget_per_run_usd: float | None = Field(
+        default=None,
+        description="Stop submitting once this run's spend would pass this many USD (default: "
+        "VIDPIPE_BUDGET_PER_RUN_USD).",
+    )
+    budget_per_day_usd: float | None = Field(
+        default=None,
+        description="The same for the day's spend across runs (default: "
+        "VIDPIPE_BUDGET_PER_DAY_USD).",
+    )
     # Accept a risk of paying twice: resend a submit whose outcome is unknown (Veo has no
     # idempotency key), and buy again a paid clip whose video is gone for good. Off by default.
-    retry_ambiguous_submits: bool = False
-    regenerate_lost_results: bool = False
+    retry_ambiguous_submits: bool = Field(
+        default=False,
+        description="Resend a submission whose outcome is unknown (it may have been billed: "
+        "you may pay twice). Off by default; a person's decision.",
+    )
+    regenerate_lost_results: bool = Field(
+        default=False,
+        description="Buy again a paid clip whose video is gone for good (you pay twice). Off by "
+        "default; a person's decision.",
+    )
 
     def options(self) -> stage.ClipOptions:
         values = self.model_dump()
@@ -62,8 +109,10 @@ def events(
     config: SceneClipConfig,
     inputs_of: InputsOf,
     sources: set[dg.AssetKey],
+    identity_blocking: bool = False,
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    """Each scene's clip and checks as it settles; failed scenes fail the step at the end."""
+    """Each scene's clip, identity and checks as it settles; failed scenes fail the step at the
+    end (and so does a blocking identity check at ERROR, after every scene is materialized)."""
     keys = list(context.partition_keys)
     client = ctx.backends.video_client()
     preview = client.is_preview
@@ -71,8 +120,15 @@ def events(
     done: list[str] = []
     results = stage.iter_clips(ctx, slug, keys, config.options(), run_id=context.run.run_id)
     for result in md.stage_errors_as_failures(results):
+        outcomes = []
         if result.done and result.outcome is not None:
+            identity, recognisable = clip_checks.identity_outcome(
+                ctx, slug, result.key, blocking=identity_blocking
+            )
+            outcomes.append(recognisable)
             fingerprint = result.outcome.request.fingerprint
+            metadata = _metadata(context, result, client.backend, preview)
+            metadata["identity"] = identity_markdown(ctx, identity, preview)
             yield materialization(
                 context.instance,
                 key,
@@ -81,14 +137,15 @@ def events(
                 code_version=CODE_VERSION,
                 inputs=inputs_of(result.key),
                 sources=sources,
-                metadata=_metadata(context, result, client.backend, preview),
+                metadata=metadata,
             )
             done.append(result.key)
         else:
             failed[result.key] = result.error or "failed"
             context.log.error(f"scene {result.key}: {failed[result.key]}")
         facts = clip_checks.facts_of_result(ctx, slug, result, preview)
-        yield from md.evaluations(context, key, result.key, clip_checks.checks_for(facts))
+        outcomes = clip_checks.checks_for(facts) + outcomes
+        yield from md.evaluations(context, key, result.key, outcomes)
     if failed:
         lines = "; ".join(f"scene {k}: {v}" for k, v in sorted(failed.items()))
         raise dg.Failure(
@@ -100,11 +157,83 @@ def events(
 
 
 def read_back(
-    context: dg.AssetExecutionContext, ctx: StageContext, slug: str, key: dg.AssetKey
+    context: dg.AssetExecutionContext,
+    ctx: StageContext,
+    slug: str,
+    key: dg.AssetKey,
+    identity_blocking: bool = False,
 ) -> Iterator[dg.AssetCheckEvaluation]:
-    """The checks alone (a person ran them from the UI): the stored file, row and ledger."""
-    for scene, outcomes in clip_checks.read_back(ctx, slug, context.partition_keys).items():
+    """The checks alone (a person ran them from the UI): the stored file, row and ledger, and
+    the clip's identity when that check is selected (stored scores, or scored now)."""
+    with_identity = dg.AssetCheckKey(key, clip_checks.CHECK_RECOGNISABLE) in (
+        context.selected_asset_check_keys
+    )
+    found = clip_checks.read_back(
+        ctx,
+        slug,
+        context.partition_keys,
+        identity_blocking=identity_blocking if with_identity else None,
+    )
+    for scene, outcomes in found.items():
         yield from md.evaluations(context, key, scene, outcomes)
+
+
+def identity_markdown(
+    ctx: StageContext, identity: SceneIdentity, preview: bool
+) -> dg.MarkdownMetadataValue:
+    """The scene's identity: one row per placed character (engine, best and median score, frames,
+    threshold, verdict), then the best-matching face from the clip beside its reference."""
+    if identity.problem is not None:
+        return dg.MetadataValue.md(f"**not scored**: {identity.problem}")
+    if not identity.characters:
+        return dg.MetadataValue.md(f"_not applicable: {identity.note}_")
+    rows = [
+        "| character | engine | best | median | frames found / sampled | threshold | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in identity.characters:
+        engine = f"{c.engine} ({c.metric})" if c.engine else "none"
+        threshold = "-"
+        if c.threshold is not None:
+            threshold = f"{'≥' if c.metric == 'cosine' else '≤'} {c.threshold:.2f}"
+        rows.append(
+            f"| {c.tag} | {engine} | {_score(c.best)} | {_score(c.median)} | "
+            f"{c.frames_found}/{c.frames_sampled} | {threshold} | {verdict(c)} |"
+        )
+    faces = ["", "| character | best-matching face in the clip | reference |", "|---|---|---|"]
+    shown = False
+    for tag, (crop, reference) in identity_images(ctx, identity).items():
+        if crop is None and reference is None:
+            continue
+        shown = True
+        faces.append(
+            f"| {tag} | {_thumb(crop, f'{tag} in the clip', 'no face matched')} | "
+            f"{_thumb(reference, f'{tag} reference', 'no reference image')} |"
+        )
+    notes = []
+    if preview:
+        notes.append(f"Scored on the {PREVIEW_LABEL}: it shows the keyframes, not a Veo clip.")
+    if identity.cached:
+        notes.append("Stored scores reused: same clip, same face engine.")
+    if identity.engine_note:
+        notes.append(f"Face engine: {identity.engine_note}.")
+    text = "\n".join(rows + (faces if shown else []))
+    if notes:
+        text += "\n\n" + " ".join(f"_{n}_" for n in notes)
+    return dg.MetadataValue.md(text)
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _thumb(data: bytes | None, alt: str, missing: str) -> str:
+    if data is None:
+        return f"_{missing}_"
+    try:
+        return md.thumbnail(data, alt, size=THUMB)
+    except ValueError:  # an unreadable image on disk: say so in its cell
+        return f"_{alt}: unreadable_"
 
 
 def _metadata(

@@ -19,7 +19,13 @@ from vidpipe_dagster.jobs import PROJECT_TAG, stage_key
 from vidpipe_dagster.resources.budget import BudgetResource
 from vidpipe_dagster.resources.database import DatabaseResource
 from vidpipe_dagster.resources.media import MediaStoreResource
+from vidpipe_dagster.resources.models import LocalModelsResource
 from vidpipe_dagster.resources.vertex import VertexResource
+from vidpipe_dagster.stages.clip_identity import CHECK_RECOGNISABLE
+
+# Built once, not per project: a typed ``config`` parameter would make Dagster infer this schema
+# again for every project's step; the step rebuilds the typed config from ``op_config``.
+CONFIG_SCHEMA = scene_clip.SceneClipConfig.to_fields_dict()
 
 
 def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str]) -> Any:
@@ -58,12 +64,20 @@ def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str
             "preview when Vertex is not configured), with up to 3 reference images; every paid "
             "request is written to the ledger before it is sent.",
             code_version=scene_clip.CODE_VERSION,
-            kinds={"veo", "vertex_ai", "sqlalchemy"},
+            kinds=md.CLIP_KINDS,
             **common,
         ),
     ]
+    # characters_recognisable blocks (the final cut waits for it) when the project says so
+    blocking = {(clip, CHECK_RECOGNISABLE): graph.identity_blocking}
     check_specs = [
-        dg.AssetCheckSpec(name, asset=asset, description=text, partitions_def=parts.scenes)
+        dg.AssetCheckSpec(
+            name,
+            asset=asset,
+            description=text,
+            partitions_def=parts.scenes,
+            blocking=blocking.get((asset, name), False),
+        )
         for asset, descriptions in (
             (refs, scene_references.CHECK_DESCRIPTIONS),
             (clip, scene_clip.CHECK_DESCRIPTIONS),
@@ -93,16 +107,20 @@ def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str
         can_subset=True,
         pool="veo",
         backfill_policy=dg.BackfillPolicy.single_run(),
+        config_schema=CONFIG_SCHEMA,
     )
     def scenes(
         context: dg.AssetExecutionContext,
-        config: scene_clip.SceneClipConfig,
         database: DatabaseResource,
         media: MediaStoreResource,
         vertex: VertexResource,
         budget: BudgetResource,
+        models: LocalModelsResource,
     ):
-        ctx = md.stage_context(context.log, database, media, vertex=vertex, budget=budget)
+        config = scene_clip.SceneClipConfig(**context.op_execution_context.op_config)
+        ctx = md.stage_context(
+            context.log, database, media, vertex=vertex, models=models, budget=budget
+        )
         ctx = md.with_run_budget(ctx, config.budget_per_run_usd, config.budget_per_day_usd)
         selected = context.selected_asset_keys
         if refs in selected:
@@ -113,9 +131,18 @@ def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str
             yield from scene_references.read_back(context, ctx, graph.slug, refs)
         if clip in selected:
             yield from scene_clip.events(
-                context, ctx, graph.slug, clip, config, inputs_of_clip, sources
+                context,
+                ctx,
+                graph.slug,
+                clip,
+                config,
+                inputs_of_clip,
+                sources,
+                identity_blocking=graph.identity_blocking,
             )
         elif any(check.asset_key == clip for check in context.selected_asset_check_keys):
-            yield from scene_clip.read_back(context, ctx, graph.slug, clip)
+            yield from scene_clip.read_back(
+                context, ctx, graph.slug, clip, identity_blocking=graph.identity_blocking
+            )
 
     return scenes

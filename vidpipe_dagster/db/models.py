@@ -57,6 +57,10 @@ class Project(Base):
     video_model: Mapped[str] = mapped_column(String(80), default="veo-3.1-generate-001")
     resolution: Mapped[str] = mapped_column(String(8), default="720p", server_default="720p")
     takes: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # videos per scene
+    # "warn" or "block": whether characters_recognisable failing stops the final cut
+    identity_check: Mapped[str] = mapped_column(String(8), default="warn", server_default="warn")
+    # Dagster owners of the project's assets (emails or "team:name"); None: the project's team
+    owners: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
     manifest_id: Mapped[Optional[uuid.UUID]] = mapped_column(
         ForeignKey("manifests.id"), nullable=True
     )
@@ -155,7 +159,7 @@ class SceneManifest(Base):
 
 
 class AssetCleanReference(Base):
-    """A clean reference image for an asset at one tier (plan 08-01: exactly these ten columns)."""
+    """A clean reference image for an asset at one tier (the plan's ten columns, exactly)."""
 
     __tablename__ = "asset_clean_references"
 
@@ -192,6 +196,10 @@ class VideoClip(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)  # reused, no API call
     error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    # Every take of the request (file_url is the chosen one), its 1-based index, and why it won
+    take_urls: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
+    chosen_take: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    take_choice: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime, server_default=func.now(), onupdate=func.now()
     )

@@ -7,6 +7,8 @@ hand-edited row) is left out and reported (``InvalidProject``) instead of failin
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shlex
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -18,7 +20,12 @@ from sqlalchemy.orm import Session
 
 from vidpipe_dagster.db.models import Asset, Project, Scene, SceneManifest
 from vidpipe_dagster.db.session import get_engine, session_factory
-from vidpipe_dagster.domain.schemas import MAX_SCENE_INDEX, is_valid_slug, is_valid_tag
+from vidpipe_dagster.domain.schemas import (
+    MAX_SCENE_INDEX,
+    is_valid_owner,
+    is_valid_slug,
+    is_valid_tag,
+)
 
 
 def graph_name(slug: str) -> str:
@@ -37,15 +44,25 @@ class ProjectGraph:
     scene_keys: tuple[str, ...]
     tags: tuple[str, ...]
     scene_tags: tuple[tuple[str, tuple[str, ...]], ...]  # (scene key, manifest tags placed in it)
+    # "block": characters_recognisable is an ERROR, blocking check, so final_cut waits for it
+    identity_check: str = "warn"
+    # the spec's owners; empty: the project's own team (``owners``)
+    spec_owners: tuple[str, ...] = ()
 
     @property
     def prefix(self) -> str:
         return graph_name(self.slug)
 
     @property
+    def identity_blocking(self) -> bool:
+        """Whether a scene clip whose characters are not recognised holds back the final cut."""
+        return self.identity_check == "block"
+
+    @property
     def owners(self) -> tuple[str, ...]:
-        """Who to ask about the project's assets in the UI: the project's own team by default."""
-        return (f"team:{self.prefix}",)
+        """Who to ask about the project's assets in the UI: the spec's owners, else the
+        project's own team."""
+        return self.spec_owners or (f"team:{self.prefix}",)
 
     def tags_of_scene(self, scene_key: str) -> tuple[str, ...]:
         return dict(self.scene_tags).get(scene_key, ())
@@ -82,6 +99,34 @@ class ProjectGraphs:
 
     graphs: tuple[ProjectGraph, ...]
     invalid: tuple[InvalidProject, ...] = ()
+
+
+def graphs_to_json(report: ProjectGraphs) -> str:
+    """The graphs as text, for Dagster's reconstruction metadata (what run workers rebuild)."""
+    return json.dumps(
+        {
+            "graphs": [dataclasses.asdict(graph) for graph in report.graphs],
+            "invalid": [dataclasses.asdict(bad) for bad in report.invalid],
+        },
+        sort_keys=True,
+    )
+
+
+def graphs_from_json(text: str) -> ProjectGraphs:
+    data = json.loads(text)
+    return ProjectGraphs(
+        tuple(ProjectGraph(**_tuples(graph)) for graph in data["graphs"]),
+        tuple(InvalidProject(**bad) for bad in data["invalid"]),
+    )
+
+
+def _tuples(value: Any) -> Any:
+    """JSON arrays back to the tuples the frozen dataclasses hold (deeply)."""
+    if isinstance(value, list):
+        return tuple(_tuples(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _tuples(item) for key, item in value.items()}
+    return value
 
 
 def shell_word(text: str) -> str:
@@ -139,7 +184,22 @@ def graph_problems(graph: ProjectGraph) -> list[str]:
     bad_scenes = [k for k in graph.scene_keys if not 0 <= int(k) <= MAX_SCENE_INDEX]
     if bad_scenes:
         problems.append(f"scene index(es) {', '.join(bad_scenes)} outside 0..{MAX_SCENE_INDEX}")
+    if graph.identity_check not in ("warn", "block"):
+        problems.append(f"identity_check {graph.identity_check!r} is neither 'warn' nor 'block'")
+    bad_owners = [o for o in graph.spec_owners if not is_valid_owner(o)]
+    if bad_owners:
+        problems.append(f"owner(s) {bad_owners!r} are neither an email address nor 'team:<name>'")
     return problems
+
+
+def _owners(stored: Any) -> tuple[str, ...]:
+    """The stored owners as a tuple; a value that is not a list of strings is kept as its text so
+    ``graph_problems`` names it (the project is left out, never the code location)."""
+    if stored is None:
+        return ()
+    if isinstance(stored, list) and all(isinstance(o, str) for o in stored):
+        return tuple(stored)
+    return (repr(stored),)
 
 
 def _placed_tags(manifest_json: Any, index: int) -> list[Any]:
@@ -199,6 +259,8 @@ def read_project_graph_report(session: Session, *, include_archived: bool = Fals
             scene_keys=tuple(_scene_key(i) for i in indexes),
             tags=tuple(tags),
             scene_tags=tuple(scene_tags),
+            identity_check=project.identity_check,
+            spec_owners=_owners(project.owners),
         )
         if problems := graph_problems(graph):
             invalid.append(InvalidProject(project.slug, "; ".join(problems)))

@@ -383,7 +383,7 @@ def build_conditioning_prompt(reverse_prompt: str | None, asset_type: str, name:
 
 def threshold_for_try(number: int, engine: str = "insightface") -> float:
     """A try's (1-based) face threshold on ``engine``'s own scale: insightface similarity 0.6,
-    0.6, then 0.5 (plan 08-02); dlib distance 0.6, 0.6, then its measured relaxed value."""
+    0.6, then 0.5 (the plan's); dlib distance 0.6, 0.6, then its measured relaxed value."""
     return thresholds_for(engine).for_try(number)
 
 

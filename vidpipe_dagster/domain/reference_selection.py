@@ -1,4 +1,4 @@
-"""Pick up to three reference images per scene, by placement role and shot type (plan 08-01).
+"""Pick up to three reference images per scene, by placement role and shot type (the plan's rules).
 
 Rules, in the plan's words:
 - close-up: face crops of subject-role assets, then full-body subject assets, then environments;

@@ -26,6 +26,7 @@ ShotType = Literal[
     "over_the_shoulder",
 ]
 AspectRatio = Literal["16:9", "9:16"]
+IdentityCheck = Literal["warn", "block"]
 
 # Matched with ``fullmatch`` (``$`` would let a trailing newline through, and a slug becomes a
 # Dagster group name, an asset key and a folder name).
@@ -34,10 +35,19 @@ ASSET_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,80}")
 TAG_PATTERN = re.compile(r"[A-Za-z0-9_]{1,40}")
 # Scene indexes are an INTEGER column (32-bit on PostgreSQL) and Dagster partition keys.
 MAX_SCENE_INDEX = 2**31 - 1
+# What Dagster accepts as an asset owner: an email address or a team name after "team:"
+EMAIL_PATTERN = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}")
 
 
 def is_valid_slug(value: str) -> bool:
     return SLUG_PATTERN.fullmatch(value) is not None
+
+
+def is_valid_owner(value: str) -> bool:
+    """An owner Dagster shows (and accepts): ``someone@studio.example`` or ``team:editorial``."""
+    return EMAIL_PATTERN.fullmatch(value) is not None or (
+        value.startswith("team:") and len(value) > 5 and value.isprintable()
+    )
 
 
 def is_valid_tag(value: str) -> bool:
@@ -97,6 +107,24 @@ class ProjectInfo(_Strict):
     video_model: str = "veo-3.1-generate-001"
     resolution: str = DEFAULT_RESOLUTION  # what the model offers: the model catalog decides
     takes: int = Field(default=1, ge=1)  # videos per scene request; the model's maximum applies
+    # warn: a clip whose characters are not recognised gets a WARN check; block: an ERROR check
+    # that is blocking, so the final cut waits until the clip is regenerated or accepted
+    identity_check: IdentityCheck = "warn"
+    # who to ask about the project's assets in the UI; omitted: the project's own team
+    owners: list[str] | None = Field(default=None, min_length=1, max_length=20)
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, value: list[str] | None) -> list[str] | None:
+        for owner in value or []:
+            if not is_valid_owner(owner):
+                raise ValueError(
+                    f"owner {owner!r} must be an email address or a team name after 'team:' "
+                    "(e.g. team:editorial)"
+                )
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("owners must not repeat a name")
+        return value
 
     @field_validator("slug")
     @classmethod

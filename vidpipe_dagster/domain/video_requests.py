@@ -3,9 +3,10 @@ remediation, billing labels and price.
 
 Pure: takes plain values (bytes, strings) and the model catalog (``domain.catalog``: every model
 rule and price), and returns an immutable request whose ``conditioning_reason`` says, in words,
-every choice made. See DESIGN.md for why hybrid (first frame plus references) is a per-model
-capability rather than the default: Veo 3.1 rejects ``referenceImages`` together with ``image`` or
-``lastFrame``, so we never send that combination to a model whose catalog entry does not allow it.
+every choice made. See docs/architecture.md for why hybrid (first frame plus references) is a
+per-model capability rather than the default: Veo 3.1 rejects ``referenceImages`` together with
+``image`` or ``lastFrame``, so we never send that combination to a model whose catalog entry does
+not allow it.
 """
 
 from __future__ import annotations

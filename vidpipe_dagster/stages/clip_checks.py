@@ -4,6 +4,11 @@ or read back from the database and the stored file when a person runs a check al
 Both paths build the same ``ClipFacts`` and ask the same rules, so a check means the same thing
 whichever way it ran. A scene whose clip failed gets a failed ``clip_is_valid`` result with the
 reason: a failed scene never shows a green check from its own run.
+
+``characters_recognisable`` (``stages.clip_identity``) is scored the same way on both paths too:
+stored scores are reused while the clip and the face engine are unchanged, else the clip is
+scored (local, free). WARN by default; ERROR, and blocking, when the project says
+``identity_check: block``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ from vidpipe_dagster.domain.video_requests import (
     mode_problems,
     request_rule_problems,
 )
+from vidpipe_dagster.stages.clip_identity import (
+    CHECK_RECOGNISABLE,
+    SceneIdentity,
+    identity_check,
+    score_scene_identity_or_say_why,
+)
 from vidpipe_dagster.stages.context import CheckOutcome, StageContext
 from vidpipe_dagster.stages.scene_clip import ClipResult
 
@@ -28,7 +39,7 @@ CHECK_VALID_MP4 = "clip_is_valid_mp4_of_expected_duration"
 CHECK_REQUEST_LEGAL = "references_and_mode_legal_for_model"
 CHECK_ONE_BILLED = "at_most_one_billed_generation_per_clip"
 CHECK_COST = "cost_recorded"
-CHECKS = (CHECK_VALID_MP4, CHECK_REQUEST_LEGAL, CHECK_ONE_BILLED, CHECK_COST)
+CHECKS = (CHECK_VALID_MP4, CHECK_REQUEST_LEGAL, CHECK_ONE_BILLED, CHECK_COST, CHECK_RECOGNISABLE)
 
 
 @dataclass(frozen=True)
@@ -130,8 +141,24 @@ def cost_problem(cost_usd: float | None, *, preview: bool, billed_usd: float | N
     return None
 
 
-def read_back(ctx: StageContext, slug: str, keys: Sequence[str]) -> dict[str, list[CheckOutcome]]:
-    """Each scene's checks from what is stored now: the clip row, its file, the ledger."""
+def identity_outcome(
+    ctx: StageContext, slug: str, key: str, *, blocking: bool
+) -> tuple[SceneIdentity, CheckOutcome]:
+    """A done scene's clip identity (stored scores reused, else scored now) and its
+    ``characters_recognisable`` result; scoring that fails is "not scored", never a pass."""
+    identity = score_scene_identity_or_say_why(ctx, slug, int(key))
+    return identity, identity_check(identity, blocking=blocking)
+
+
+def read_back(
+    ctx: StageContext,
+    slug: str,
+    keys: Sequence[str],
+    *,
+    identity_blocking: bool | None = None,
+) -> dict[str, list[CheckOutcome]]:
+    """Each scene's checks from what is stored now: the clip row, its file, the ledger; and,
+    unless ``identity_blocking`` is None (not asked for), each done clip's identity."""
     ledger = ctx.ledger()
     with ctx.database.session() as session:
         project = queries.project_by_slug(session, slug)
@@ -182,6 +209,8 @@ def read_back(ctx: StageContext, slug: str, keys: Sequence[str]) -> dict[str, li
                 billed_requests=billed.get(key, 0),
             )
         )
+        if identity_blocking is not None and error is None:
+            outcomes[key].append(identity_outcome(ctx, slug, key, blocking=identity_blocking)[1])
     return outcomes
 
 

@@ -10,10 +10,19 @@ unchanged. Local and free; a low score never regenerates anything (that is ``reg
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from sqlalchemy.orm import Session
 
 from vidpipe_dagster.db import queries
+from vidpipe_dagster.db.models import ClipIdentityScore, Project
+from vidpipe_dagster.db.project_graphs import graph_name
 from vidpipe_dagster.domain.clip_identity import (
     DEFAULT_SAMPLE_FRAMES,
     CharacterIdentity,
@@ -22,7 +31,7 @@ from vidpipe_dagster.domain.clip_identity import (
     reference_from_images,
     score_clip_identity,
 )
-from vidpipe_dagster.domain.identity import Box
+from vidpipe_dagster.domain.identity import Box, DetectedFace, FaceEmbedding, FaceEngine, Metric
 from vidpipe_dagster.domain.identity_matrix import render_identity_matrix
 from vidpipe_dagster.domain.media import MediaError
 from vidpipe_dagster.domain.render import animatic_reference_strip_box, probe_mp4
@@ -44,6 +53,7 @@ class SceneIdentity:
     crops: dict[str, str] = field(default_factory=dict)  # tag -> media-relative PNG
     references: dict[str, str] = field(default_factory=dict)  # tag -> image compared against
     note: str = ""  # why nothing was scored (no clip, no characters), if so
+    problem: str | None = None  # scoring itself failed: then nothing is known, never a pass
 
     def failed(self) -> list[str]:
         return [c.tag for c in self.characters if c.status == "failed"]
@@ -52,23 +62,98 @@ class SceneIdentity:
         return [c.tag for c in self.characters if c.status == "not_scored"]
 
 
+class RememberedFaces:
+    """The engine, remembering the embedding of each reference image it has seen in this
+    process (by content hash): a character's references are the same few images in every scene,
+    and embedding them took about a quarter of a scene's scoring time in the demo."""
+
+    KEPT = 128
+    _known: ClassVar[OrderedDict[tuple[str, str, str], FaceEmbedding | None]] = OrderedDict()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, engine: FaceEngine) -> None:
+        self._engine = engine
+        self.name: str = engine.name
+        self.metric: Metric = engine.metric
+        self._where = str(getattr(engine, "pack_dir", "") or getattr(engine, "files", ""))
+
+    def detect(self, rgb: np.ndarray) -> list[DetectedFace]:
+        return self._engine.detect(rgb)
+
+    def embed_face(self, image_bytes: bytes) -> FaceEmbedding | None:
+        key = (self.name, self._where, hashlib.sha256(image_bytes).hexdigest())
+        with self._lock:
+            if key in self._known:
+                self._known.move_to_end(key)
+                return self._known[key]
+        embedding = self._engine.embed_face(image_bytes)
+        with self._lock:
+            self._known[key] = embedding
+            while len(self._known) > self.KEPT:
+                self._known.popitem(last=False)
+        return embedding
+
+
 def placed_characters(ctx: StageContext, slug: str, scene_index: int) -> list[str]:
     """The scene's placed tags that name a CHARACTER in the manifest, in placement order."""
     with ctx.database.session() as session:
         project = queries.project_by_slug(session, slug)
         sm = queries.scene_manifest(session, project.id, scene_index)
-        characters = {
-            a.manifest_tag
-            for a in (project.manifest.assets if project.manifest else [])
-            if a.asset_type == "CHARACTER"
-        }
-    placements = (sm.manifest_json or {}).get("placements", []) if sm else []
+        characters = _character_tags(project)
+    return _placed(sm.manifest_json if sm else None, characters)
+
+
+def _character_tags(project: Project) -> set[str]:
+    assets = project.manifest.assets if project.manifest else []
+    return {a.manifest_tag for a in assets if a.asset_type == "CHARACTER"}
+
+
+def _placed(manifest_json: Any, characters: set[str]) -> list[str]:
+    placements = (manifest_json or {}).get("placements", []) if manifest_json else []
     tags: list[str] = []
     for placement in placements:
-        tag = placement.get("asset_tag")
+        tag = placement.get("asset_tag") if isinstance(placement, dict) else None
         if tag in characters and tag not in tags:
             tags.append(tag)
     return tags
+
+
+def stored_identities(
+    session: Session, project: Project, asset_prefix: str
+) -> dict[int, tuple[CharacterIdentity, ...]]:
+    """Per scene with a finished clip, each placed character's identity in that clip, in
+    placement order, from what the clip step recorded (a few queries for the whole project;
+    nothing is scored here).
+    A character without a score of this very clip is "not scored", saying why: never a pass,
+    and never a number measured on another clip."""
+    characters = _character_tags(project)
+    manifests = queries.scene_manifests(session, project.id)
+    clips = dict(queries.clips_in_scene_order(session, project.id))
+    rows: dict[tuple[int, str], ClipIdentityScore] = {
+        (index, row.character_tag): row
+        for index, row in queries.project_clip_identities(session, project.id)
+    }
+    result: dict[int, tuple[CharacterIdentity, ...]] = {}
+    for index, clip in clips.items():
+        if clip is None or clip.status != "done":
+            continue
+        sm = manifests.get(index)
+        cells = []
+        for tag in _placed(sm.manifest_json if sm else None, characters):
+            row = rows.get((index, tag))
+            if row is None:
+                why = f"not scored yet (materialize {asset_prefix}/scene_clip for this scene)"
+            elif row.video_clip_id != clip.id or row.clip_fingerprint != clip.fingerprint:
+                why = f"scored on an older clip (materialize {asset_prefix}/scene_clip again)"
+            else:
+                cells.append(queries.identity_of_row(row))
+                continue
+            cells.append(
+                CharacterIdentity(tag, "not_scored", why, None, None, None, None, None, 0, 0, 0)
+            )
+        if cells:
+            result[index] = tuple(cells)
+    return result
 
 
 def score_scene_identity(
@@ -149,7 +234,7 @@ def score_scene_identity(
                 if data is not None:
                     images.append((key, data))
             try:
-                references.append(reference_from_images(engine, tag, images))
+                references.append(reference_from_images(RememberedFaces(engine), tag, images))
             except MediaError as exc:
                 references.append(CharacterReference(tag, (), f"unreadable reference: {exc}"))
     else:
@@ -200,23 +285,90 @@ def score_scene_identity(
     )
 
 
+def score_scene_identity_or_say_why(
+    ctx: StageContext, slug: str, scene_index: int, *, frames: int = DEFAULT_SAMPLE_FRAMES
+) -> SceneIdentity:
+    """``score_scene_identity`` for a step that must go on: a clip that was paid for and probed
+    fine is never failed because scoring it did not work. The problem is logged and returned in
+    ``problem``, and each placed character is "not scored" with that reason (never a pass)."""
+    try:
+        return score_scene_identity(ctx, slug, scene_index, frames=frames)
+    except Exception as exc:  # scoring is a local convenience beside a paid clip
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        ctx.log.warning(f"scene {scene_index}: identity not scored: {problem}")
+        try:
+            tags = placed_characters(ctx, slug, scene_index)
+        except Exception:  # the database is gone as well: the problem says enough
+            tags = []
+        unscored = tuple(
+            CharacterIdentity(t, "not_scored", problem, None, None, None, None, None, 0, 0, 0)
+            for t in tags
+        )
+        return SceneIdentity(slug, scene_index, unscored, "", False, problem=problem)
+
+
+def verdict(character: CharacterIdentity) -> str:
+    """One character's verdict in the words the UI, ``status`` and the check share: "validated
+    by dlib (distance 0.21 ≤ 0.62)", "rejected by dlib (distance 0.71 > 0.62)" (the median over
+    the sampled frames, against the engine's clip threshold), or "not scored: <why>"."""
+    score = character.median_score()
+    if score is None:
+        return f"not scored: {character.reason}" if character.reason else "not scored"
+    return score.describe()
+
+
+def identity_details(character: CharacterIdentity) -> dict[str, Any]:
+    """One character's scores as the check, the final cut's timeline and ``status`` record them."""
+    c = character
+    return {
+        "status": c.status,
+        "verdict": verdict(c),
+        "engine": c.engine,
+        "metric": c.metric,
+        "median": c.median,
+        "best": c.best,
+        "threshold": c.threshold,
+        "frames_found": c.frames_found,
+        "frames_sampled": c.frames_sampled,
+    }
+
+
+def identity_images(
+    ctx: StageContext, result: SceneIdentity
+) -> dict[str, tuple[bytes | None, bytes | None]]:
+    """Per character: the best-matching face cropped from the clip and the reference image it
+    was compared against (either None when there is none or its file is gone)."""
+    fresh = {c.tag: c.best_frame_crop_png for c in result.characters if c.best_frame_crop_png}
+    images: dict[str, tuple[bytes | None, bytes | None]] = {}
+    for character in result.characters:
+        crop = fresh.get(character.tag)
+        if crop is None and character.tag in result.crops:
+            crop = _load(ctx, result.crops[character.tag])
+        reference = result.references.get(character.tag)
+        images[character.tag] = (crop, _load(ctx, reference) if reference else None)
+    return images
+
+
+def _load(ctx: StageContext, relative: str) -> bytes | None:
+    try:
+        return ctx.media.load(relative)
+    except MediaError:  # a symlink on the way: show nothing rather than fail the clip
+        return None
+
+
 def identity_check(result: SceneIdentity, *, blocking: bool = False) -> CheckOutcome:
     """``characters_recognisable``: fails when a placed character is not recognised or cannot be
     scored (never a silent pass); WARN by default, ERROR when the project makes it blocking."""
     severity = "error" if blocking else "warn"
-    metadata = {
-        c.tag: {
-            "status": c.status,
-            "engine": c.engine,
-            "metric": c.metric,
-            "median": c.median,
-            "best": c.best,
-            "threshold": c.threshold,
-            "frames_found": c.frames_found,
-            "frames_sampled": c.frames_sampled,
-        }
-        for c in result.characters
-    }
+    metadata = {c.tag: identity_details(c) for c in result.characters}
+    if result.problem is not None:
+        return CheckOutcome(
+            CHECK_RECOGNISABLE,
+            passed=False,
+            severity=severity,
+            description=f"not scored: {result.problem}",
+            metadata=metadata,
+        )
     if not result.characters:
         return CheckOutcome(
             CHECK_RECOGNISABLE,
@@ -251,18 +403,38 @@ def identity_check(result: SceneIdentity, *, blocking: bool = False) -> CheckOut
 def project_identity_matrix(
     ctx: StageContext, slug: str, scene_indexes: Sequence[int] | None = None
 ) -> bytes | None:
-    """The identity matrix PNG over the project's stored clip identities (None: none stored)."""
+    """The identity matrix PNG of the project's current clips (None: no scene places a
+    character): what the final cut shows (``identity_matrix``)."""
     with ctx.database.session() as session:
         project = queries.project_by_slug(session, slug)
-        rows = queries.project_clip_identities(session, project.id)
+        identities = stored_identities(session, project, graph_name(slug))
         scenes = [s.scene_index for s in project.scenes]
     if scene_indexes is not None:
-        rows = [(i, r) for i, r in rows if i in scene_indexes]
         scenes = [i for i in scenes if i in scene_indexes]
-    if not rows:
+    return identity_matrix(slug, scenes, identities)
+
+
+def identity_matrix(
+    slug: str, scenes: Sequence[int], identities: Mapping[int, Sequence[CharacterIdentity]]
+) -> bytes | None:
+    """Scenes by characters (in order of first appearance), one cell per placed character."""
+    shown = [i for i in scenes if identities.get(i)]
+    if not shown:
         return None
-    characters = sorted({r.character_tag for _, r in rows})
-    cells = {(f"scene {i}", r.character_tag): queries.identity_of_row(r) for i, r in rows}
+    characters: list[str] = []
+    for index in shown:
+        characters += [c.tag for c in identities[index] if c.tag not in characters]
+    cells = {(f"scene {i}", c.tag): c for i in shown for c in identities[i]}
     return render_identity_matrix(
         [f"scene {i}" for i in scenes], characters, cells, title=f"Identity per scene: {slug}"
     )
+
+
+def identity_problems(identities: Mapping[int, Sequence[CharacterIdentity]]) -> list[str]:
+    """Each scene whose characters are not all recognised, in one line each (a blocking
+    identity check holds the final cut back on these)."""
+    return [
+        f"scene {index}: " + "; ".join(c.describe() for c in cells if c.status != "passed")
+        for index, cells in sorted(identities.items())
+        if any(c.status != "passed" for c in cells)
+    ]

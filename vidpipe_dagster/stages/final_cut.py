@@ -2,9 +2,11 @@
 
 Beside ``projects/<slug>/final_cut.mp4`` (``domain.editorial``: stream copy when the clips allow
 it, one re-encode otherwise, chapters at scene boundaries) the stage writes the editorial
-timeline (``domain.timeline``: ``final_cut.otio`` and its bundles) and a contact sheet
-(``final_cut_contact_sheet.jpg``). What is missing is named, with the asset to materialize, before
-anything is written.
+timeline (``domain.timeline``: ``final_cut.otio`` and its bundles), a contact sheet
+(``final_cut_contact_sheet.jpg``) and the identity matrix (``identity_matrix.png``: scenes by
+characters, from the scores the clip step stored; ``stages.clip_identity``). What is missing is
+named, with the asset to materialize, before anything is written. A project with
+``identity_check: block`` is not cut while a scene's characters are not recognised.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from PIL import Image
 
 from vidpipe_dagster.db import queries
+from vidpipe_dagster.domain.clip_identity import CharacterIdentity
 from vidpipe_dagster.domain.editorial import (
     CONTACT_TILE_WIDTH,
     ClipMedia,
@@ -35,6 +38,12 @@ from vidpipe_dagster.domain.timeline import (
     TimelineScene,
     build_timeline,
     write_timeline,
+)
+from vidpipe_dagster.stages.clip_identity import (
+    identity_details,
+    identity_matrix,
+    identity_problems,
+    stored_identities,
 )
 from vidpipe_dagster.stages.context import StageContext, StageError
 
@@ -96,8 +105,9 @@ class FinalCut:
     timeline_paths: dict[str, str]  # format -> relative path
     contact_sheet_path: str
     contact_sheet: Image.Image
-    # Issue 10 adds a per-scene identity matrix image; the asset shows it when this is set.
+    # scenes x characters, coloured by score (None: no scene places a character)
     identity_matrix_path: str | None = None
+    identity_summary: str | None = None  # e.g. "5 recognised, 1 NOT recognised, 2 not scored"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -119,6 +129,7 @@ class _Scene:
     reference_tags: list[str]
     selected_tags: list[str] | None
     conditioning_mode: str | None
+    identity: tuple[CharacterIdentity, ...] = ()  # each placed character, as stored for the clip
 
 
 def make_final_cut(
@@ -128,8 +139,18 @@ def make_final_cut(
     options: FinalCutOptions | None = None,
 ) -> FinalCut:
     options = options or FinalCutOptions()
-    scenes, aspect, name = _read_scenes(ctx, slug, asset_prefix)
+    scenes, aspect, name, blocking = _read_scenes(ctx, slug, asset_prefix)
+    identities = {s.index: s.identity for s in scenes if s.identity}
+    if blocking and (problems := identity_problems(identities)):
+        raise StageError(
+            f"cannot cut {slug}: identity_check is 'block' and characters are not recognised "
+            f"in {'; '.join(problems)}. Regenerate those clips (a person's decision: "
+            f"vidpipe-dagster regenerate {slug} --scene N, then materialize "
+            f"{asset_prefix}/scene_clip), or accept them with identity_check: warn in the spec "
+            "and import it again."
+        )
     clips, frames = _inspect(ctx, slug, scenes, asset_prefix)
+    matrix = identity_matrix(slug, [s.index for s in scenes], identities)
     previews = [is_preview_backend(s.backend) for s in scenes]
     sheet = contact_sheet(
         [
@@ -139,6 +160,7 @@ def make_final_cut(
     )
     folder = f"projects/{slug}"
     rel, sheet_rel = f"{folder}/final_cut.mp4", f"{folder}/final_cut_contact_sheet.jpg"
+    matrix_rel = f"{folder}/identity_matrix.png" if matrix is not None else None
     total_cost = round(sum(s.cost_usd for s in scenes), 4)
     try:  # the media root refuses a path through a symlink
         result = cut_film(
@@ -158,6 +180,8 @@ def make_final_cut(
         buffer = io.BytesIO()
         sheet.save(buffer, format="JPEG", quality=88)
         ctx.media.write(sheet_rel, buffer.getvalue())
+        if matrix is not None and matrix_rel is not None:
+            ctx.media.write(matrix_rel, matrix)
     except MediaError as exc:
         raise StageError(f"cannot store the cut of {slug}: {exc}") from exc
     markers = [
@@ -179,10 +203,34 @@ def make_final_cut(
         timeline_paths=timeline_paths,
         contact_sheet_path=sheet_rel,
         contact_sheet=sheet,
+        identity_matrix_path=matrix_rel,
+        identity_summary=_identity_summary(identities),
     )
 
 
-def _read_scenes(ctx: StageContext, slug: str, asset_prefix: str) -> tuple[list[_Scene], str, str]:
+def _identity_summary(identities: dict[int, tuple[CharacterIdentity, ...]]) -> str | None:
+    """How many (scene, character) cells were recognised, not recognised and not scored."""
+    cells = [c for cells in identities.values() for c in cells]
+    if not cells:
+        return None
+    counts = {
+        label: sum(c.status == status for c in cells)
+        for status, label in (
+            ("passed", "recognised"),
+            ("failed", "NOT recognised"),
+            ("not_scored", "not scored"),
+        )
+    }
+    return ", ".join(f"{n} {label}" for label, n in counts.items() if n) + (
+        f" (scene x character, {len(identities)} scene(s) with characters)"
+    )
+
+
+def _read_scenes(
+    ctx: StageContext, slug: str, asset_prefix: str
+) -> tuple[list[_Scene], str, str, bool]:
+    """Every scene's clip (all must be done), the aspect ratio, the project's name and whether
+    its identity check blocks the cut."""
     with ctx.database.session() as session:
         project = queries.project_by_slug(session, slug)
         rows = queries.clips_in_scene_order(session, project.id)
@@ -198,6 +246,7 @@ def _read_scenes(ctx: StageContext, slug: str, asset_prefix: str) -> tuple[list[
                 f"cannot cut {slug}: missing clips: {', '.join(missing)}. Materialize "
                 f"{asset_prefix}/scene_clip for those scenes first."
             )
+        identities = stored_identities(session, project, asset_prefix)
         scenes = [
             _Scene(
                 index=index,
@@ -213,11 +262,13 @@ def _read_scenes(ctx: StageContext, slug: str, asset_prefix: str) -> tuple[list[
                     else None
                 ),
                 conditioning_mode=clip.conditioning_mode,
+                identity=identities.get(index, ()),
             )
             for index, clip in rows
             if clip is not None
         ]
-        return scenes, project.aspect_ratio, project.name
+        blocking = project.identity_check == "block"
+        return scenes, project.aspect_ratio, project.name, blocking
 
 
 def _inspect(
@@ -275,6 +326,8 @@ def _write_timeline(
             selected_references=scene.selected_tags,
             conditioning_mode=scene.conditioning_mode,
             cost_usd=scene.cost_usd,
+            identity_scores=_identity_scores(scene.identity),
+            extra={"identity": _identity_details(scene.identity)} if scene.identity else {},
         )
         for scene, clip, length, preview in zip(
             scenes, clips, result.durations, previews, strict=True
@@ -295,6 +348,17 @@ def _write_timeline(
     folder = ctx.media.path(f"projects/{slug}")
     written = write_timeline(timeline, folder, "final_cut", options.timeline_formats)
     return {fmt: ctx.media.relative(Path(path)) for fmt, path in written.items()}
+
+
+def _identity_scores(cells: Sequence[CharacterIdentity]) -> dict[str, float] | None:
+    """Each scored character's median score (on its engine's scale: ``identity`` in the same
+    metadata names the engine, metric and threshold); None when nothing was scored."""
+    scores = {c.tag: round(c.median, 4) for c in cells if c.median is not None}
+    return scores or None
+
+
+def _identity_details(cells: Sequence[CharacterIdentity]) -> dict[str, dict[str, Any]]:
+    return {c.tag: identity_details(c) for c in cells}
 
 
 def _chapter_title(scene: _Scene) -> str:

@@ -295,6 +295,8 @@ def _upsert(
         "video_model",
         "resolution",
         "takes",
+        "identity_check",
+        "owners",
     ):
         new = getattr(spec.project, attr)
         if not created and getattr(project, attr) != new:

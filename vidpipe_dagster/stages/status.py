@@ -1,7 +1,9 @@
 """``vidpipe-dagster status``: one JSON object with a project's references, sheets and clips.
 
 Reads the whole project in a fixed number of queries (``db.queries``' project-wide lookups), so a
-500-scene project costs what a 2-scene one does; no Dagster and no media reads.
+500-scene project costs what a 2-scene one does; no Dagster and no media reads. A clip's identity
+is what the clip step stored (``stages.clip_identity``), read in one query for the project; no
+score is shown that was not measured, and a score of an older clip says it is stale.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from vidpipe_dagster.db import queries
+from vidpipe_dagster.db.models import ClipIdentityScore
 from vidpipe_dagster.db.project_graphs import graph_name
 from vidpipe_dagster.domain.preview import backend_label, is_preview_backend
 from vidpipe_dagster.domain.reference_selection import ChosenReference
+from vidpipe_dagster.stages.clip_identity import identity_details
 
 # The assets a reason may tell a person to materialize (named by key: ``<prefix>/<asset>``).
 STAGE_ASSETS = ("clean_sheet", "scene_references", "scene_clip", "final_cut")
@@ -49,6 +53,10 @@ def project_status(session: Session, slug: str, media_root: Path) -> dict[str, A
     primaries = queries.primary_clean_sheets(session, project.manifest_id)
     rows = queries.scenes_with_clips(session, project.id)
     selections = queries.current_selections(session, project, [s.scene_index for s, _ in rows])
+    identities: dict[Any, list[ClipIdentityScore]] = {}
+    for _, row in queries.project_clip_identities(session, project.id):
+        identities.setdefault(row.video_clip_id, []).append(row)
+    characters = {a.manifest_tag for a in assets if a.asset_type == "CHARACTER"}
     scenes = []
     for scene, clip in rows:
         picks, sm = selections[scene.scene_index]
@@ -70,7 +78,14 @@ def project_status(session: Session, slug: str, media_root: Path) -> dict[str, A
                 # False: the manifest changed since the selection; materialize references again
                 "selection_current": current,
                 "selected_references": selected,
-                "clip": _clip(clip, media_root, slug, str(scene.scene_index)),
+                "clip": _clip(
+                    clip,
+                    media_root,
+                    slug,
+                    str(scene.scene_index),
+                    identities.get(clip.id, []) if clip is not None else [],
+                    places_characters=_places_any(sm, characters),
+                ),
             }
         )
     return {
@@ -110,9 +125,22 @@ def project_status(session: Session, slug: str, media_root: Path) -> dict[str, A
     }
 
 
-def _clip(clip: Any, media_root: Path, slug: str, scene_key: str) -> dict[str, Any] | None:
+def _clip(
+    clip: Any,
+    media_root: Path,
+    slug: str,
+    scene_key: str,
+    identity_rows: list[ClipIdentityScore],
+    *,
+    places_characters: bool = True,
+) -> dict[str, Any] | None:
     if clip is None:
         return None
+    identity: list[dict[str, Any]] | None = None  # not scored
+    if identity_rows:
+        identity = _identity(clip, identity_rows)
+    elif not places_characters:
+        identity = []  # nothing to recognise: no CHARACTER is placed in the scene
     return {
         "status": clip.status,
         "path": _abs(media_root, clip.file_url),
@@ -127,10 +155,59 @@ def _clip(clip: Any, media_root: Path, slug: str, scene_key: str) -> dict[str, A
         "preview": is_preview_backend(clip.backend),
         "cached": clip.cached,
         "attempts": clip.attempts,
-        # identity of the clip against its references: not scored yet (no score is made up)
-        "identity": None,
+        # each placed character's identity in the clip; None: not scored (no score is made up)
+        "identity": identity,
         "error": failure_reason(clip.error, scene_key, slug) if clip.error else None,
     }
+
+
+def _places_any(scene_manifest: Any, characters: set[str]) -> bool:
+    """Whether the scene's placements name a CHARACTER of the manifest (read from rows already
+    loaded: no query)."""
+    placements = ((scene_manifest.manifest_json or {}) if scene_manifest else {}).get(
+        "placements", []
+    )
+    return any(isinstance(p, dict) and p.get("asset_tag") in characters for p in placements)
+
+
+def _identity(clip: Any, rows: list[ClipIdentityScore]) -> list[dict[str, Any]]:
+    """The stored scores, one per placed character; ``stale`` when they were computed from
+    another clip than the one stored now (the clip step scores every clip it makes)."""
+    entries = []
+    for row in rows:
+        character = queries.identity_of_row(row)
+        entries.append(
+            {
+                "tag": row.character_tag,
+                **identity_details(character),  # status: passed | failed | not_scored
+                "stale": row.clip_fingerprint != clip.fingerprint,
+            }
+        )
+    return entries
+
+
+def identity_cell(identity: list[dict[str, Any]] | None) -> str:
+    """The human ``status`` table's identity column: per character, recognised or not with the
+    median score against the engine's bar, or not scored and why."""
+    if identity is None:
+        return "not scored"
+    cells = []
+    for entry in identity:
+        if entry["status"] == "not_scored":
+            cell = f"{entry['tag']} {entry['verdict']}"
+        else:
+            word = "recognised" if entry["status"] == "passed" else "NOT recognised"
+            sign = (
+                ("≥" if entry["status"] == "passed" else "<")
+                if entry["metric"] == "cosine"
+                else ("≤" if entry["status"] == "passed" else ">")
+            )
+            cell = (
+                f"{entry['tag']} {word} ({entry['engine']} {entry['median']:.2f} {sign} "
+                f"{entry['threshold']:.2f})"
+            )
+        cells.append(cell + (" (stale)" if entry["stale"] else ""))
+    return ", ".join(cells) or "no characters"
 
 
 def failure_reason(error: str, scene_key: str | None, slug: str) -> str:
