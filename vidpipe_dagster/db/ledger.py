@@ -19,8 +19,8 @@ connection dropped), every call raises ``LedgerUnavailable``. The writes made af
 sent (``JOURNALED``: its operation name, its end) are first appended to the fallback journal
 (``db.journal``: beside the SQLite file, or in ``journal_dir`` for a server database), so what the
 API accepted is never lost; ``replay_journal`` applies them later, each only where the row has not
-moved past it. Recording an operation name waits for SQLite's lock only ``FIRST_WRITE_BUSY_MS``
-before journaling, so the name is on disk within seconds whatever holds the lock.
+moved past it. Such a write waits for SQLite's lock only ``SENT_WRITE_BUSY_MS`` before journaling,
+so what the API answered is on disk within seconds whatever holds the lock.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ __all__ = [
     "OverDailyBudget",
 ]
 
-FIRST_WRITE_BUSY_MS = 2000  # an operation name waits this long for SQLite's lock, then is journaled
+# A write after a request was sent waits this long for SQLite's lock, then is journaled (and
+# the engine retries it in the background): the journal has it within seconds whatever holds it.
+SENT_WRITE_BUSY_MS = 2000
 _CHUNK = 500  # fingerprints per IN list
 
 # A journaled write is replayed only onto a row still in one of these states: a later write that
@@ -266,11 +268,11 @@ class Ledger:
         entry_id: uuid.UUID,
         args: Mapping[str, Any],
         apply: Callable[[GenerationLedger], None],
-        *,
-        busy_timeout_ms: int | None = None,
     ) -> None:
-        """One write made after a request was sent: the database, else the journal."""
-        with self._guard(op, entry_id, args), self._write(busy_timeout_ms=busy_timeout_ms) as s:
+        """One write made after a request was sent: the database within ``SENT_WRITE_BUSY_MS``
+        (SQLite), else the journal."""
+        busy_ms = SENT_WRITE_BUSY_MS
+        with self._guard(op, entry_id, args), self._write(busy_timeout_ms=busy_ms) as s:
             apply(self._row(s, entry_id))
 
     def replay_journal(self) -> list[str]:
@@ -443,7 +445,7 @@ class Ledger:
 
     def record_operation(self, entry_id: uuid.UUID, operation_name: str) -> None:
         """``in_flight`` the moment the API returns an operation name (it is now resumable).
-        Journaled when the database refuses within ``FIRST_WRITE_BUSY_MS``."""
+        Journaled when the database refuses within ``SENT_WRITE_BUSY_MS``."""
 
         def apply(row: GenerationLedger) -> None:
             if row.state == "done":
@@ -458,7 +460,6 @@ class Ledger:
             entry_id,
             {"operation_name": operation_name},
             apply,
-            busy_timeout_ms=FIRST_WRITE_BUSY_MS,
         )
 
     def note(self, entry_id: uuid.UUID, message: str) -> None:
