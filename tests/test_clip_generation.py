@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from sqlalchemy import event
 
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.session import migrate
@@ -33,6 +34,7 @@ from vidpipe_dagster.generation.clips import (
     estimate_new_spend,
     generate_clips,
     request_ladder,
+    settle_jobs,
 )
 from vidpipe_dagster.generation.vertex import VertexVideoClient, make_genai_client
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
@@ -1004,3 +1006,28 @@ def test_day_budget_does_not_apply_to_the_free_preview(world: World) -> None:
     preview = world.client(backend="animatic", is_preview=True)
     outcomes = world.run([job(0)], preview, day_budget=(since, 0.0))
     assert [o.status for o in outcomes] == ["done"]
+
+
+def test_a_cached_rerun_looks_the_ledger_up_once_for_all_scenes(world: World) -> None:
+    """Issue 17: the budget estimate and the engine share one lookup (``settle_jobs``); a rerun
+    of finished scenes then runs one SQL statement in all, not one or more per scene."""
+    jobs = [job(i) for i in range(20)]
+    world.run(jobs, world.client())
+    statements: list[str] = []
+    engine = world.ledger.sessions.kw["bind"]
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        again = world.client()
+        settled = settle_jobs(jobs, world.ledger, again.backend)
+        assert estimate_new_spend(jobs, again, world.ledger, settled=settled) == [
+            (j.key, 0.0) for j in jobs
+        ]
+        outcomes = world.run(jobs, again, settled=settled)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert all(o.cached for o in outcomes) and again.api_calls == 0
+    assert len(statements) == 1, statements
