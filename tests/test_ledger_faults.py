@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 
 from tests.pg import requires_postgres, temporary_database
 from tests.test_clip_generation import FakeVeo, World, job
+from vidpipe_dagster.db import ledger as ledger_module
 from vidpipe_dagster.db.journal import SUFFIX
 from vidpipe_dagster.db.ledger import Ledger, LedgerConflict, LedgerUnavailable
 from vidpipe_dagster.db.session import migrate
@@ -59,6 +60,12 @@ def world(db_path: Path, tmp_path: Path) -> World:
     staging = tmp_path / "staging"
     staging.mkdir()
     return World(Ledger.from_url(f"sqlite:///{db_path}"), staging)
+
+
+@pytest.fixture(autouse=True)
+def short_lock_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Journal after 1 s of waiting for the lock, not 5 (the tests wait for every attempt)."""
+    monkeypatch.setattr(ledger_module, "SENT_WRITE_BUSY_MS", 1000)
 
 
 @pytest.fixture

@@ -74,8 +74,10 @@ __all__ = [
 ]
 
 # A write after a request was sent waits this long for SQLite's lock, then is journaled (and
-# the engine retries it in the background): the journal has it within seconds whatever holds it.
-SENT_WRITE_BUSY_MS = 2000
+# the engine retries it in the background): the journal has it within seconds whatever holds the
+# lock. Long enough that this process's own writers (up to 32 in flight, each an fsync) do not
+# push a write into the journal on a loaded machine.
+SENT_WRITE_BUSY_MS = 5000
 _CHUNK = 500  # fingerprints per IN list
 
 # A journaled write is replayed only onto a row still in one of these states: a later write that
