@@ -235,6 +235,28 @@ class _Ticket:
             self._limiter._resolve(sent=False)
 
 
+class _Slot:
+    """One of ``max_in_flight`` places for an operation at the API, released as soon as its
+    videos are downloaded (storing and recording them need no place at the API)."""
+
+    def __init__(self, places: asyncio.Semaphore) -> None:
+        self._places = places
+        self._held = False
+
+    async def __aenter__(self) -> _Slot:
+        await self._places.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._places.release()
+
+
 class _SlidingWindowLimiter:
     """At most ``per_minute`` sends in any 60 s window of ``clock`` time; the first
     ``per_minute`` go at once (no pacing inside a window).
@@ -665,7 +687,7 @@ class _Engine:
                     outcome.operation_name = entry.operation_name
                     raise _JobFailed(_held_message(job, entry.operation_name, entry.id))
                 elif entry is not None and entry.operation_name:
-                    async with self.slots:
+                    async with _Slot(self.slots) as slot:
                         try:
                             _remember_sent(outcome, entry)
                             await self.finish(
@@ -676,11 +698,12 @@ class _Engine:
                                 outcome,
                                 cost=cost,
                                 resumed=True,
+                                slot=slot,
                             )
                             return
                         except _OperationLost as exc:
                             await self.lost(entry.id, entry.operation_name, exc, outcome)
-                async with self.slots:
+                async with _Slot(self.slots) as slot:
                     ticket = await self.limiter.acquire()
                     entry_id = uuid.uuid4()
                     sent = request.for_submission(
@@ -716,7 +739,14 @@ class _Engine:
                     )
                     try:
                         await self.finish(
-                            job, request, entry_id, operation, outcome, cost=cost, resumed=False
+                            job,
+                            request,
+                            entry_id,
+                            operation,
+                            outcome,
+                            cost=cost,
+                            resumed=False,
+                            slot=slot,
                         )
                         return
                     except _OperationLost as exc:
@@ -848,19 +878,30 @@ class _Engine:
         return False
 
     async def store_takes(
-        self, request: VideoRequest, result: OperationResult, entry_id: Any, outcome: ClipOutcome
+        self,
+        request: VideoRequest,
+        result: OperationResult,
+        entry_id: Any,
+        outcome: ClipOutcome,
+        slot: _Slot | None = None,
     ) -> list[str]:
-        """Download every take to a staging file and hand it to the store (``take_key`` names
-        each): one video at a time passes through, never all of them. Their URLs, in order."""
-        urls: list[str] = []
-        for index in range(len(result.videos)):
-            path = await self.download(result.take(index), entry_id, outcome)
-            try:
+        """Download every take to a staging file (on disk, never held), release ``slot`` (the
+        API's part is over, so the next request may leave while these are stored), then hand
+        each file to the store (``take_key`` names each). Their URLs, in order."""
+        paths: list[Path] = []
+        try:
+            for index in range(len(result.videos)):
+                paths.append(await self.download(result.take(index), entry_id, outcome))
+            if slot is not None:
+                slot.release()
+            urls: list[str] = []
+            for index, path in enumerate(paths):
                 key = take_key(request.fingerprint, index)
                 urls.append(await asyncio.to_thread(self.store_result, key, path))
-            finally:
+            return urls
+        finally:
+            for path in paths:
                 path.unlink(missing_ok=True)  # the store moved it; if it failed, clean up
-        return urls
 
     async def submit(
         self, request: VideoRequest, entry_id: Any, outcome: ClipOutcome, *, ticket: _Ticket | None
@@ -1024,6 +1065,7 @@ class _Engine:
         *,
         cost: float,
         resumed: bool,
+        slot: _Slot | None = None,
     ) -> None:
         """Poll an accepted operation to the end, download and store every take, and close the
         ledger row: at the price of the takes delivered (filtered takes are not charged); not
@@ -1093,7 +1135,7 @@ class _Engine:
             )
             self.emit(outcome, outcome.notes[-1])
         try:
-            urls = await self.store_takes(request, result, entry_id, outcome)
+            urls = await self.store_takes(request, result, entry_id, outcome, slot)
         except GenerationApiError as exc:
             if exc.kind == "content_policy":
                 signal = self.policy(exc.message, exc.support_codes)
