@@ -26,6 +26,7 @@ from vidpipe_dagster.domain.media import MediaError, image_mime_type, read_image
 from vidpipe_dagster.domain.preview import PREVIEW_LABEL
 from vidpipe_dagster.domain.reference_selection import ChosenReference
 from vidpipe_dagster.domain.render import Mp4Info, probe_mp4
+from vidpipe_dagster.domain.spend import LedgerUnavailable
 from vidpipe_dagster.domain.video_requests import (
     ImageInput,
     VideoRequest,
@@ -161,14 +162,17 @@ def iter_clips(
     except MediaError as exc:
         raise StageError(f"{exc}; nothing was submitted") from exc
     ledger = ctx.ledger()
-    replayed = ledger.replay_journal()  # writes a faltering database left behind, first
-    for line in replayed:
-        ctx.log.warning(f"ledger journal: {line}")
-    # one ledger lookup for every scene, shared by the budget and the engine
-    settled = settle_jobs(jobs, ledger, client.backend, ctx.catalog)
-    plan = plan_clip_spend(
-        jobs, client, ledger, ctx.budget, options.prices, ctx.catalog, settled=settled
-    )
+    try:
+        replayed = ledger.replay_journal()  # writes a faltering database left behind, first
+        for line in replayed:
+            ctx.log.warning(f"ledger journal: {line}")
+        # one ledger lookup for every scene, shared by the budget and the engine
+        settled = settle_jobs(jobs, ledger, client.backend, ctx.catalog)
+        plan = plan_clip_spend(
+            jobs, client, ledger, ctx.budget, options.prices, ctx.catalog, settled=settled
+        )
+    except LedgerUnavailable as exc:
+        raise StageError(f"{exc}; nothing was submitted, rerun once the database answers") from exc
     ctx.log.info(f"spend: {plan.message}")
     if not plan.fits:
         raise StageError(
