@@ -36,13 +36,16 @@ demo: setup models  ## build, import and materialize the demo projects offline
 dev: setup models  ## the Dagster UI over $VIDPIPE_HOME (default ./.vidpipe)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.vidpipe/dagster} $(BIN)/dagster dev -w workspace.yaml
 
-bench: setup models  ## clips, definitions load, preview render, identity, tick and status, final cut
+bench: setup models  ## clips, definitions load, preview render, identity, tick and status, final cut, rerun, tier 2, sqlite locks
 	$(BIN)/python bench/clips.py
 	$(BIN)/python bench/definitions_load.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/identity.py
 	$(BIN)/python bench/tick_status.py
 	$(BIN)/python bench/final_cut.py
+	$(BIN)/python bench/rerun.py --scenes 50
+	$(BIN)/python bench/tier2.py
+	$(BIN)/python bench/sqlite_locks.py
 
 test-postgres: setup  ## local PostgreSQL (Debian package) + the postgres-marked tests
 	bash .ci/postgres.sh > .ci/pg.env && . .ci/pg.env && $(BIN)/pytest -q -m postgres
@@ -50,5 +53,5 @@ test-postgres: setup  ## local PostgreSQL (Debian package) + the postgres-marked
 clean:
 	rm -rf $(VENV) .vidpipe .vidpipe-models .pytest_cache .ruff_cache
 
-screenshots: setup  ## PNGs of the UI over the demo (needs Debian's chromium: apt-get install chromium)
+screenshots: setup models  ## PNGs of the UI over a fresh demo in .vidpipe/screenshots (needs Debian's chromium)
 	$(BIN)/python tools/screenshots.py

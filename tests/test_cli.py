@@ -225,6 +225,7 @@ def test_help_lists_every_command_and_every_option_has_help(
         "import",
         "materialize",
         "regenerate",
+        "choose",
         "archive",
         "unarchive",
         "status",

@@ -199,7 +199,7 @@ def test_human_status_shows_state_backend_cost_identity_and_reason(
     assert lines[0].startswith("spring-ad: Spring ad; 3 scene(s)")
     assert "clips: 1 done, 1 failed, 1 none" in lines[0]
     header = lines[1].split()
-    assert header == ["scene", "clip", "backend", "cost", "identity", "references"]
+    assert header == ["scene", "clip", "backend", "cost", "take", "identity", "references"]
     scene0 = next(line for line in lines if line.strip().startswith("0 "))
     assert "done" in scene0 and "animatic preview (local render, not Veo)" in scene0
     assert "0.00 USD" in scene0 and "CHAR_01 recognised (dlib 0.31 ≤ 0.62)" in scene0

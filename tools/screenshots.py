@@ -1,15 +1,21 @@
 """Screenshots of the Dagster UI over the demo projects, for the README (``make screenshots``).
 
-Starts ``dagster-webserver`` on 127.0.0.1 over ``$VIDPIPE_HOME`` (running the demo first if it has
-not been run), then drives Debian's headless Chromium (``apt-get install chromium``; no browser
-download) through the DevTools protocol: each page is loaded until its data shows, and on the
-materialization pages the collapsed markdown preview ("[Show Markdown]") is opened, so the PNG shows
-the thumbnails in Dagster's dialog. Chromium and the webserver are stopped by their process groups
-whatever happens.
+Builds its own Dagster home and project database (``.vidpipe/screenshots``, made again on every
+run; ``--reuse`` keeps a complete one) with ``vidpipe-dagster demo`` on the local animatic backend,
+so the pictures show what this code does for a new user, and the user's own ``$VIDPIPE_HOME`` is
+never edited. Then it starts ``dagster-webserver`` on 127.0.0.1 over that home, edits one scene's
+prompt in a copy of the demo spec and imports it (which reloads the webserver), checks over
+GraphQL that Dagster now shows exactly that scene partition stale, and drives Debian's headless
+Chromium (``apt-get install chromium``; no browser download) through the DevTools protocol. Each
+page is loaded until its data shows; tabs are clicked, badges hovered and collapsed markdown
+previews ("[Show Markdown]") opened, each step waiting on what it makes appear, never on a fixed
+sleep. Rows and tabs are found by their label, not their position, so more metadata does not
+break a page. Chromium and the webserver are stopped by their process groups whatever happens.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import json
@@ -25,7 +31,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -34,10 +40,41 @@ from vidpipe_dagster.webserver_reload import post_graphql
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "screenshots"
+HOME = REPO / ".vidpipe" / "screenshots"
+MARKER = ".made-by-tools-screenshots"
 WIDTH, HEIGHT = 1600, 1000
-GROUP = "/locations/vidpipe/asset-groups/launch_day"
+MAX_PNG_BYTES = 400_000
+SLUG, PREFIX = "launch-day", "launch_day"
+STALE_SCENE = 2
+"""The scene whose prompt the script edits, so that Dagster shows exactly it stale."""
+CHECK_SCENE = "4"
+"""The scene whose check result is opened: one character recognised, one that cannot be scored."""
+GROUP = f"/locations/vidpipe/asset-groups/{PREFIX}"
 SHOW_MARKDOWN = "[Show Markdown]"
+# the graph's "customize nodes" choice, saved in the browser as the UI saves it: owners shown too
+GRAPH_FACETS = [
+    "unsynced-tag",
+    "owner",
+    "checks",
+    "latest-event",
+    "status",
+    "kind-tag",
+    "automation",
+    "partitions",
+]
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing a person does on the page before the picture is taken."""
+
+    kind: Literal["click", "hover", "expand"]
+    """``click`` or ``hover`` an element by its label, or ``expand`` a metadata row's markdown."""
+    target: str
+    """The element's label (a prefix is enough: "Unsynced" for "Unsynced (1)"), or the row key."""
+    shows: str | None = None
+    """Text the page shows once the step took effect (``expand`` waits on the dialog's images)."""
 
 
 @dataclass(frozen=True)
@@ -45,32 +82,72 @@ class Page:
     path: str
     ready: str
     """Text the page shows once its data has arrived."""
-    expand: str | None = None
-    """Metadata key whose collapsed markdown is opened before the PNG is taken."""
+    steps: tuple[Step, ...] = ()
+    height: int = HEIGHT
+    """Viewport height: a shorter page moves an opened dialog up, off the rows in ``visible``."""
+    visible: tuple[str, ...] = ()
+    """Metadata rows the picture is also about: a warning names any the dialog hides."""
 
 
+def _expand(key: str) -> Step:
+    return Step("expand", key)
+
+
+SCENE_CLIP = f"/assets/{PREFIX}/scene_clip"
+CHECK = f"{SCENE_CLIP}?view=checks&checkDetail=characters_recognisable"
 PAGES = {
-    "asset_graph.png": Page(f"{GROUP}/lineage", ready="final_cut"),
-    "scene_clip_materialization.png": Page(
-        "/assets/launch_day/scene_clip?partition=3&view=events",
+    # "Owner" is a node row once the facets below are saved: the graph with its data and owners
+    "asset_graph.png": Page(f"{GROUP}/lineage", ready="Owner"),
+    "scene_clip_stale_partition.png": Page(
+        f"{SCENE_CLIP}?view=partitions&partition={STALE_SCENE}",
         ready="conditioning_mode",
-        expand="preview",
+        steps=(Step("hover", "Unsynced", shows="since last materialization"),),
+    ),
+    "scene_clip_materialization.png": Page(
+        f"{SCENE_CLIP}?partition=3&view=events",
+        ready="conditioning_mode",
+        steps=(_expand("preview"),),
+        visible=("references",),
+    ),
+    "scene_clip_identity.png": Page(
+        f"{SCENE_CLIP}?partition=3&view=events",
+        ready="conditioning_mode",
+        steps=(_expand("identity"),),
+    ),
+    "scene_clip_check_partitions.png": Page(
+        CHECK,
+        ready="Latest execution",
+        steps=(
+            Step("click", "Partitions", shows="Passed ("),
+            Step("click", CHECK_SCENE, shows="historical executions"),
+        ),
+    ),
+    "scene_clip_check_history.png": Page(
+        CHECK,
+        ready="Latest execution",
+        steps=(Step("click", "Execution history", shows="Description"),),
     ),
     "clean_sheet_materialization.png": Page(
-        "/assets/launch_day/clean_sheet?partition=CHAR_01&view=events",
+        f"/assets/{PREFIX}/clean_sheet?partition=CHAR_01&view=events",
         ready="before_after",
-        expand="before_after",
+        steps=(_expand("before_after"),),
     ),
     "scene_references_materialization.png": Page(
-        "/assets/launch_day/scene_references?partition=3&view=events",
+        f"/assets/{PREFIX}/scene_references?partition=3&view=events",
         ready="selected_reference_tags",
-        expand="preview",
+        steps=(_expand("preview"),),
+        height=720,
+        visible=("references",),
     ),
-    "scene_references_checks.png": Page(
-        "/assets/launch_day/scene_references?view=checks", ready="at_most_three_references"
+    "final_cut_contact_sheet.png": Page(
+        f"/assets/{PREFIX}/final_cut?view=events", ready="cut_mode", steps=(_expand("preview"),)
+    ),
+    "final_cut_identity_matrix.png": Page(
+        f"/assets/{PREFIX}/final_cut?view=events",
+        ready="cut_mode",
+        steps=(_expand("identity_matrix"),),
     ),
 }
-
 # everything this script talks to is on 127.0.0.1: never through a proxy from the environment
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -103,6 +180,43 @@ _DIALOG_JS = """((key) => {
   const loaded = images.filter((i) => i.complete && i.naturalWidth > 0);
   return {images: images.length, loaded: loaded.length};
 })(%s)"""
+
+
+# the centre of the last visible element whose text is LABEL (else starts with it): the innermost
+# tab bar comes last (a check's "Partitions" after the asset's); null while there is none
+_FIND_JS = """((label) => {
+  const shown = [...document.querySelectorAll("a, button, span, div, [role=tab]")].filter(
+    (e) => e.offsetParent);
+  const text = (e) => (e.innerText || "").trim();
+  let found = shown.filter((e) => text(e) === label);
+  if (!found.length) found = shown.filter(
+    (e) => text(e).startsWith(label) && text(e).length < label.length + 12);
+  if (!found.length) return null;
+  const r = found[found.length - 1].getBoundingClientRect();
+  return [r.x + r.width / 2, r.y + r.height / 2];
+})(%s)"""
+
+# the metadata rows named in KEYS that the open dialog covers or the viewport cuts off
+_HIDDEN_JS = """((keys) => {
+  const dialog = document.querySelector("[role=dialog]");
+  const box = dialog ? dialog.getBoundingClientRect() : null;
+  return keys.filter((key) => {
+    const tr = [...document.querySelectorAll("tr")].find(
+      (t) => t.cells.length > 1 && t.cells[0].innerText.trim() === key);
+    if (!tr) return true;
+    const r = tr.getBoundingClientRect();
+    const uncovered = r.bottom - Math.max(r.y, box ? box.bottom : 0);
+    const clear = !box || r.bottom <= box.top || uncovered >= 0.6 * r.height;
+    return !(clear && r.bottom <= window.innerHeight);
+  });
+})(%s)"""
+
+_STALENESS_QUERY = """
+query Staleness($assetKey: AssetKeyInput!, $partitions: [String!]) {
+  assetNodeOrError(assetKey: $assetKey) {
+    ... on AssetNode { staleStatusByPartition(partitions: $partitions) }
+  }
+}"""
 
 
 class ScreenshotError(Exception):
@@ -335,59 +449,205 @@ def _expand(tools: DevTools, url: str, key: str) -> None:
         ) from None
 
 
+def _pointer(tools: DevTools, url: str, step: Step) -> None:
+    """Move the mouse onto the element labelled ``step.target`` (and click it), as a person would:
+    hover cards open on real pointer events only."""
+    script = _FIND_JS % json.dumps(step.target)
+    where = _until(f"{step.target!r} on {url}", lambda: tools.evaluate(script), timeout=60)
+    x, y = where
+    tools.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+    if step.kind == "click":
+        for kind in ("mousePressed", "mouseReleased"):
+            tools.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+    if step.shows:
+        what = f"{step.shows!r} after {step.kind} on {step.target!r} at {url}"
+        _until(what, lambda: _text_shown(tools, step.shows or ""), timeout=60)
+
+
 def _shoot(tools: DevTools, base: str, page: Page, target: Path) -> None:
     url = base + page.path
+    tools.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=WIDTH,
+        height=page.height,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
     navigated = tools.call("Page.navigate", url=url)
     if navigated.get("errorText"):
         raise ScreenshotError(f"{url}: {navigated['errorText']}")
     _until(f"{page.ready!r} on {url}", lambda: _text_shown(tools, page.ready), timeout=90)
     tools.settle()
-    if page.expand:
-        _expand(tools, url, page.expand)
+    for step in page.steps:
+        if step.kind == "expand":
+            _expand(tools, url, step.target)
+        else:
+            _pointer(tools, url, step)
         tools.settle(quiet=1.0)
+    hidden = tools.evaluate(_HIDDEN_JS % json.dumps(list(page.visible))) if page.visible else []
+    if hidden:
+        print(
+            f"warning: {target.name}: the row(s) {', '.join(hidden)} are hidden (behind the "
+            f"dialog or below the page); change this page's height in PAGES",
+            file=sys.stderr,
+        )
     png = tools.call("Page.captureScreenshot", format="png")["data"]
     partial = target.with_name(target.name + ".part")
     partial.write_bytes(base64.b64decode(png))
+    _optimise(partial)
     partial.replace(target)
 
 
-def main() -> int:
+def _optimise(path: Path) -> None:
+    """Recompress a PNG with Pillow; one still over ``MAX_PNG_BYTES`` gets a 256-colour palette."""
+    from PIL import Image
+
+    with Image.open(path) as shot:
+        image = shot.convert("RGB")
+    image.save(path, format="PNG", optimize=True)
+    if path.stat().st_size > MAX_PNG_BYTES:
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+            path, format="PNG", optimize=True
+        )
+
+
+def _clean_env(home: Path) -> dict[str, str]:
+    """The environment for the demo, the import and the webserver: this home, the packaged model
+    catalog and the local animatic backend whatever the caller's shell says (no paid request, no
+    other database, no other UI reloaded); only where the model weights are cached is kept."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("VIDPIPE_", "GOOGLE_", "DAGSTER_")) or name == "VIDPIPE_MODELS_DIR"
+    }
+    env.update(
+        VIDPIPE_HOME=str(home),
+        DAGSTER_HOME=str(home / "dagster"),
+        VIDPIPE_VIDEO_BACKEND="animatic",
+    )
+    return env
+
+
+def _cli(env: dict[str, str], *args: str) -> None:
+    command = [str(Path(sys.executable).parent / "vidpipe-dagster"), *args]
+    completed = subprocess.run(command, cwd=REPO, env=env, check=False)
+    if completed.returncode != 0:
+        raise ScreenshotError(f"`vidpipe-dagster {' '.join(args)}` exited {completed.returncode}")
+
+
+def _prepare_home(home: Path, reuse: bool) -> None:
+    """A home that only this script writes: made again (demo included) unless ``reuse`` finds the
+    demo complete there. A folder without the script's marker is never deleted."""
+    done = (home / "media" / "projects" / SLUG / "final_cut.mp4").exists()
+    if home.exists() and not (home / MARKER).exists():
+        raise SystemExit(
+            f"screenshots: {home} exists but was not made by this script; move it away "
+            "(this script deletes and rebuilds its home on every run)"
+        )
+    if reuse and done:
+        return
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    (home / MARKER).write_text("made by tools/screenshots.py; deleted and rebuilt by it\n")
+    _cli(_clean_env(home), "demo")
+
+
+def _edit_one_prompt(home: Path, env: dict[str, str], copy_dir: Path) -> list[str]:
+    """Import a copy of the demo spec whose scene ``STALE_SCENE`` has another prompt; returns the
+    project's scene keys."""
+    import yaml
+
+    shutil.copytree(home / "demo_inputs", copy_dir)
+    spec_path = copy_dir / f"{SLUG}.yaml"
+    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    (scene,) = [s for s in spec["scenes"] if s["index"] == STALE_SCENE]
+    scene["prompt"] += " (prompt edited by tools/screenshots.py)"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    _cli(env, "import", str(spec_path))
+    return [str(s["index"]) for s in spec["scenes"]]
+
+
+def _check_staleness(base: str, scenes: list[str]) -> None:
+    """Dagster must show exactly the edited scene stale, in clips and references alike: the
+    picture of it stale is only honest if the other partitions are fresh."""
+    for asset in ("scene_clip", "scene_references"):
+        data = post_graphql(
+            base,
+            _STALENESS_QUERY,
+            {"assetKey": {"path": [PREFIX, asset]}, "partitions": scenes},
+            timeout=300,
+        )
+        statuses = data["assetNodeOrError"]["staleStatusByPartition"]
+        stale = [scene for scene, status in zip(scenes, statuses, strict=True) if status == "STALE"]
+        if stale != [str(STALE_SCENE)]:
+            raise ScreenshotError(
+                f"{PREFIX}/{asset}: Dagster shows scenes {stale or 'none'} stale after scene "
+                f"{STALE_SCENE}'s prompt was edited (statuses: {statuses}); expected exactly "
+                f"[{STALE_SCENE}]"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help=f"keep {HOME.relative_to(REPO)} when its demo is complete (skips the demo)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(PAGES),
+        metavar="PNG",
+        help="take only this picture (repeatable); default: all of them",
+    )
+    args = parser.parse_args(argv)
+    pages = {name: page for name, page in PAGES.items() if not args.only or name in args.only}
     _chromium_binary()  # fail before the demo and the webserver if there is no browser
     # a plain `kill` should still stop the webserver and Chromium (the finally blocks run)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    home = Path(os.environ.get("VIDPIPE_HOME", REPO / ".vidpipe")).resolve()
-    env = {
-        **os.environ,
-        "VIDPIPE_HOME": str(home),
-        "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", str(home / "dagster")),
-    }
-    if not (home / "media" / "projects" / "launch-day" / "final_cut.mp4").exists():
-        demo = Path(sys.executable).parent / "vidpipe-dagster"
-        subprocess.run([str(demo), "demo"], env=env, check=True)
     OUT.mkdir(parents=True, exist_ok=True)
     try:
+        _prepare_home(HOME, args.reuse)
+        for old in HOME.glob("failed-*.png"):  # from an earlier run that stopped
+            old.unlink()
         with (
             tempfile.TemporaryDirectory(prefix="vidpipe-shots-", ignore_cleanup_errors=True) as tmp,
-            _webserver(env, Path(tmp)) as base,
-            _chromium(Path(tmp)) as page_socket,
-            connect(page_socket, max_size=None, proxy=None, open_timeout=30) as connection,
+            _webserver(_clean_env(HOME), Path(tmp)) as base,
         ):
+            env = {**_clean_env(HOME), "VIDPIPE_DAGSTER_WEBSERVER": base}
+            scenes = _edit_one_prompt(HOME, env, Path(tmp) / "edited_spec")  # and reloads
+            _check_staleness(base, scenes)
             # the community sign-up dialog would cover every page: mark it seen, as its Skip does
             post_graphql(base, "mutation { setNuxSeen }")
-            tools = DevTools(connection)
-            tools.call(
-                "Emulation.setDeviceMetricsOverride",
-                width=WIDTH,
-                height=HEIGHT,
-                deviceScaleFactor=1,
-                mobile=False,
-            )
-            for name, page in PAGES.items():
-                _shoot(tools, base, page, OUT / name)
-                print(f"wrote {(OUT / name).relative_to(REPO)}")
+            with (
+                _chromium(Path(tmp)) as page_socket,
+                connect(page_socket, max_size=None, proxy=None, open_timeout=30) as connection,
+            ):
+                tools = DevTools(connection)
+                _save_settings(tools, base)
+                for name, page in pages.items():
+                    try:
+                        _shoot(tools, base, page, OUT / name)
+                    except ScreenshotError as exc:  # what the page showed, to see why
+                        seen = HOME / f"failed-{name}"
+                        png = tools.call("Page.captureScreenshot", format="png")["data"]
+                        seen.write_bytes(base64.b64decode(png))
+                        raise ScreenshotError(f"{exc} (the page then: {seen})") from None
+                    size = (OUT / name).stat().st_size
+                    print(f"wrote {(OUT / name).relative_to(REPO)} ({size // 1000} kB)")
     except ScreenshotError as exc:
         raise SystemExit(f"screenshots: {exc}") from None
     return 0
+
+
+def _save_settings(tools: DevTools, base: str) -> None:
+    """Save the graph's node facets in the browser, as its "customize nodes" dialog does."""
+    tools.call("Page.navigate", url=f"{base}/server_info")
+    _until("the UI's origin", lambda: tools.evaluate("document.readyState") == "complete", 60)
+    facets = json.dumps(json.dumps(GRAPH_FACETS))
+    tools.evaluate(f"localStorage.setItem('asset-node-facets', {facets})")
 
 
 if __name__ == "__main__":

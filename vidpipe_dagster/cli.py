@@ -133,6 +133,57 @@ def cmd_regenerate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_choose(args: argparse.Namespace, settings: Settings) -> int:
+    """A person picks another take of a scene's clip: nothing is paid (the takes are on disk);
+    the scene's clip partition is then materialized again (a cached run) to show it."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from vidpipe_dagster.definitions import default_resources
+    from vidpipe_dagster.runner import RunnerError, materialize_project
+    from vidpipe_dagster.stages.context import StageContext
+    from vidpipe_dagster.stages.takes import TakeChoiceError, choose_take
+
+    _init(settings)
+    resources = default_resources(settings)
+    ctx = StageContext(
+        database=resources["database"].database(),
+        media=resources["media"].store(),
+        backends=resources["vertex"].backends(),
+        models=resources["models"].models(),
+        budget=resources["budget"].budget(),
+    )
+    who = args.by
+    if who is None:
+        try:
+            who = getpass.getuser()
+        except (KeyError, OSError):  # no user name known to the system
+            who = None
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        choice = choose_take(ctx, args.slug, args.scene, args.take, who=who, when=when)
+    except TakeChoiceError as exc:
+        raise CliError(str(exc)) from exc
+    was = f"was {choice.previous_reason}" if choice.previous_reason else "was take 1"
+    print(
+        f"scene {args.scene} of {args.slug!r}: {choice.reason} ({was}); no request sent, "
+        "nothing paid. Showing it in Dagster (a cached run of the scene's clip):"
+    )
+    try:
+        reports = materialize_project(
+            args.slug,
+            ("clips",),
+            partitions=[str(args.scene)],
+            settings=settings,
+            log_level="INFO" if args.debug else "CRITICAL",
+        )
+    except RunnerError as exc:
+        raise CliError(
+            f"take {args.take} is chosen, but the clip was not shown again: {exc}"
+        ) from exc
+    return 0 if _print_reports(args.slug, reports) else 1
+
+
 def _print_reports(slug: str, reports: Sequence[Any]) -> bool:
     """One line per stage; each failed partition on its own line naming the asset key to
     materialize again (what the UI shows), then the one command that retries them all."""
@@ -316,7 +367,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
     """The human ``status``: a table with one row per scene (clip state, backend or preview label,
     cost, identity, references), then each failed scene's reason and the command that retries it."""
     from vidpipe_dagster.domain.preview import backend_label
-    from vidpipe_dagster.stages.status import identity_cell
+    from vidpipe_dagster.stages.status import identity_cell, take_cell
 
     slug, prefix = status["project"], status["asset_prefix"]
     scenes = status["scenes"]
@@ -331,7 +382,7 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         f"{slug}: {status['name']}{archived}; {len(scenes)} scene(s), {status['video_model']}; "
         f"clips: {counts or 'none'}; clip cost {total:.2f} USD"
     ]
-    rows = [("scene", "clip", "backend", "cost", "identity", "references")]
+    rows = [("scene", "clip", "backend", "cost", "take", "identity", "references")]
     notes: list[str] = []
     for scene, clip in zip(scenes, clips, strict=True):
         index = str(scene["index"])
@@ -341,7 +392,10 @@ def status_lines(status: dict[str, Any]) -> list[str]:
         backend = backend_label(clip.get("backend")) if clip.get("backend") else "-"
         cost = f"{float(clip['cost_usd']):.2f} USD" if clip.get("cost_usd") is not None else "-"
         identity = identity_cell(clip.get("identity")) if clip else "-"
-        rows.append((index, state, backend, cost, identity, _references_cell(scene)))
+        take = take_cell(clip) if clip else "-"
+        rows.append((index, state, backend, cost, take, identity, _references_cell(scene)))
+        if (clip.get("takes") or 0) > 1 and clip.get("take_choice"):
+            notes.append(f"  scene {index}: {clip['take_choice']}")
         if clip.get("status") == "failed":
             notes.append(f"  scene {index} failed: {clip.get('error') or 'no reason recorded'}")
             notes.append(
@@ -466,6 +520,7 @@ examples:
   vidpipe-dagster import spring/project.yaml
   vidpipe-dagster materialize spring-ad --stage clips --partition 3
   vidpipe-dagster status spring-ad            # a table; --json for one JSON object
+  vidpipe-dagster choose spring-ad --scene 3 --take 2   # another take of a clip, nothing paid
   vidpipe-dagster runs clear-dead spring-ad   # after a killed run blocks the schedule
 
 Configuration is read from the environment (VIDPIPE_HOME, VIDPIPE_DATABASE_URL, DAGSTER_HOME, ...):
@@ -544,6 +599,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="why, kept in the ledger and on the clip (default: %(default)r)",
     )
     p.set_defaults(func=cmd_regenerate)
+    p = command(
+        "choose",
+        "use another take of a scene's clip (a request for several takes stores them all): "
+        "no API call, nothing paid; the scene's clip is then materialized again (cached) so "
+        "Dagster shows the new take and the final cut becomes stale",
+    )
+    slug_argument(p)
+    p.add_argument("--scene", type=int, required=True, help="the scene index")
+    p.add_argument(
+        "--take",
+        type=int,
+        required=True,
+        help="the take to use, from 1 (status shows how many the clip has; an invalid one is an "
+        "error naming the valid takes)",
+    )
+    p.add_argument(
+        "--by",
+        default=None,
+        help="who chose it, kept with the choice (default: the system user name)",
+    )
+    p.set_defaults(func=cmd_choose)
     for name, text in (
         ("archive", "hide a project from the graph (its rows, files and run history stay)"),
         ("unarchive", "show an archived project again"),

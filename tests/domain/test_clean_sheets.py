@@ -155,7 +155,7 @@ def test_rembg_session_is_created_once_per_process(u2net_file: Path) -> None:
     first = clean_sheets._rembg_session("u2net_custom", u2net_file.resolve())
     again = clean_sheets._rembg_session("u2net_custom", u2net_file.resolve())
     assert first is again
-    RembgRemover("u2net_custom", u2net_file).remove(encode(subject_on_texture()))
+    RembgRemover("u2net_custom", u2net_file).remove(Image.fromarray(subject_on_texture()))
     assert clean_sheets._rembg_session("u2net_custom", u2net_file.resolve()) is first
 
 
@@ -384,8 +384,8 @@ class TransparentRemover:
     def load(self) -> None:
         pass
 
-    def remove(self, image_bytes: bytes) -> Image.Image:
-        return Image.new("RGBA", Image.open(io.BytesIO(image_bytes)).size, (0, 0, 0, 0))
+    def remove(self, image: Image.Image) -> Image.Image:
+        return Image.new("RGBA", image.size, (0, 0, 0, 0))
 
 
 def test_a_blank_result_is_refused_not_stored() -> None:

@@ -14,6 +14,7 @@ from vidpipe_dagster.assets import metadata as md
 from vidpipe_dagster.assets.provenance import InputsOf, materialization
 from vidpipe_dagster.domain.preview import PREVIEW_LABEL
 from vidpipe_dagster.domain.previews import animated_webp, sample_frames
+from vidpipe_dagster.domain.takes import TakeScore
 from vidpipe_dagster.stages import clip_checks
 from vidpipe_dagster.stages import scene_clip as stage
 from vidpipe_dagster.stages.clip_identity import SceneIdentity, identity_images, verdict
@@ -126,14 +127,17 @@ def events(
                 ctx, slug, result.key, blocking=identity_blocking
             )
             outcomes.append(recognisable)
-            fingerprint = result.outcome.request.fingerprint
             metadata = _metadata(context, result, client.backend, preview)
             metadata["identity"] = identity_markdown(ctx, identity, preview)
+            if len(result.take_urls) > 1:  # one request, several takes: each shown, the choice
+                metadata["chosen_take"] = result.chosen_take
+                metadata["take_choice"] = result.take_choice or ""
+                metadata["takes"] = takes_markdown(ctx, result)
             yield materialization(
                 context.instance,
                 key,
                 result.key,
-                data_version=fingerprint[:24],
+                data_version=result.data_version,
                 code_version=CODE_VERSION,
                 inputs=inputs_of(result.key),
                 sources=sources,
@@ -254,7 +258,7 @@ def _metadata(
         "backend": PREVIEW_LABEL if preview else backend,
         "model": request.model,
         "preview": dg.MetadataValue.md(shown),
-        "path": outcome.result_url or "",
+        "path": result.file_url or outcome.result_url or "",
         "duration_seconds": result.duration_seconds,
         "conditioning_mode": request.conditioning_mode,
         "conditioning_reason": request.conditioning_reason,
@@ -270,3 +274,33 @@ def _metadata(
         metadata["attempts"] = result.attempts
         metadata["operation_name"] = outcome.operation_name or ""
     return metadata
+
+
+def takes_markdown(ctx: StageContext, result: stage.ClipResult) -> dg.MarkdownMetadataValue:
+    """One row per take: its middle frame, its characters' scores when this run scored them,
+    and which one the scene uses (the reason under the table)."""
+    scores = {score.take: score for score in result.take_scores}
+    rows = ["| take | frame | identity | used |", "|---|---|---|---|"]
+    for number, url in enumerate(result.take_urls, start=1):
+        try:
+            [frame] = sample_frames(ctx.media.path(url), n=1, height=THUMB)
+            shown = md.thumbnail(frame, f"take {number}", size=None)
+        except ValueError as exc:  # MediaError included: say so in its cell
+            shown = f"_unreadable: {' '.join(str(exc).split())[:80]}_"
+        used = "**chosen**" if number == result.chosen_take else ""
+        rows.append(f"| {number} | {shown} | {_take_scores(scores.get(number))} | {used} |")
+    note = "" if scores else "\n\n_Takes not scored again by this run: the choice was kept._"
+    return dg.MetadataValue.md("\n".join(rows) + f"\n\n{result.take_choice or ''}" + note)
+
+
+def _take_scores(score: TakeScore | None) -> str:
+    if score is None:
+        return "-"
+    if score.problem is not None:
+        return f"not scored: {score.problem[:80]}"
+    if not score.characters:
+        return "-"
+    return ", ".join(
+        f"{c.tag} {_score(c.median)} ({'recognised' if c.status == 'passed' else c.status})"
+        for c in score.characters
+    )

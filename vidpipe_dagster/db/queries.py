@@ -63,8 +63,23 @@ def scene_manifest(session: Session, project_id: uuid.UUID, index: int) -> Scene
     ).one_or_none()
 
 
-def scene_manifests(session: Session, project_id: uuid.UUID) -> dict[int, SceneManifest]:
-    rows = session.scalars(select(SceneManifest).where(SceneManifest.project_id == project_id))
+# Up to this many scene indexes, reads for some scenes filter by index (``IN``); more read the
+# whole project (as cheap by then, and within every backend's bound-parameter limit).
+FEW_SCENES = 500
+
+
+def _few(indexes: Sequence[int] | None) -> list[int] | None:
+    return list(indexes) if indexes is not None and len(indexes) <= FEW_SCENES else None
+
+
+def scene_manifests(
+    session: Session, project_id: uuid.UUID, indexes: Sequence[int] | None = None
+) -> dict[int, SceneManifest]:
+    """Per scene index, its manifest row; ``indexes`` reads only those scenes' rows."""
+    query = select(SceneManifest).where(SceneManifest.project_id == project_id)
+    if (few := _few(indexes)) is not None:
+        query = query.where(SceneManifest.scene_index.in_(few))
+    rows = session.scalars(query)
     return {row.scene_index: row for row in rows}
 
 
@@ -138,6 +153,11 @@ def clip_row(session: Session, scene_id: uuid.UUID) -> VideoClip:
         clip = VideoClip(scene_id=scene_id)
         session.add(clip)
     return clip
+
+
+def clip_of_scene(session: Session, scene_id: uuid.UUID) -> VideoClip | None:
+    """The scene's clip row, or None (unlike ``clip_row``, never creates one)."""
+    return session.scalars(select(VideoClip).where(VideoClip.scene_id == scene_id)).one_or_none()
 
 
 def clips_in_scene_order(
@@ -385,28 +405,35 @@ def primary_clean_sheets(
 
 
 def scenes_with_clips(
-    session: Session, project_id: uuid.UUID
+    session: Session, project_id: uuid.UUID, indexes: Sequence[int] | None = None
 ) -> list[tuple[Scene, VideoClip | None]]:
-    """Every scene of a project with its clip row (None: never generated), in scene order."""
-    return [
-        (scene, clip)
-        for scene, clip in session.execute(
-            select(Scene, VideoClip)
-            .outerjoin(VideoClip, VideoClip.scene_id == Scene.id)
-            .where(Scene.project_id == project_id)
-            .order_by(Scene.scene_index)
-        ).all()
-    ]
+    """Every scene of a project (or those of ``indexes``) with its clip row (None: never
+    generated), in scene order."""
+    query = (
+        select(Scene, VideoClip)
+        .outerjoin(VideoClip, VideoClip.scene_id == Scene.id)
+        .where(Scene.project_id == project_id)
+        .order_by(Scene.scene_index)
+    )
+    if (few := _few(indexes)) is not None:
+        query = query.where(Scene.scene_index.in_(few))
+    return [(scene, clip) for scene, clip in session.execute(query).all()]
 
 
-def keyframes_of_project(session: Session, project_id: uuid.UUID) -> dict[int, dict[str, Keyframe]]:
-    """Per scene index, its keyframes by position (``start``/``end``), in one query."""
-    frames: dict[int, dict[str, Keyframe]] = {}
-    for index, frame in session.execute(
+def keyframes_of_project(
+    session: Session, project_id: uuid.UUID, indexes: Sequence[int] | None = None
+) -> dict[int, dict[str, Keyframe]]:
+    """Per scene index (all, or those of ``indexes``), its keyframes by position
+    (``start``/``end``), in one query."""
+    query = (
         select(Scene.scene_index, Keyframe)
         .join(Keyframe, Keyframe.scene_id == Scene.id)
         .where(Scene.project_id == project_id)
-    ).all():
+    )
+    if (few := _few(indexes)) is not None:
+        query = query.where(Scene.scene_index.in_(few))
+    frames: dict[int, dict[str, Keyframe]] = {}
+    for index, frame in session.execute(query).all():
         frames.setdefault(index, {})[frame.position] = frame
     return frames
 
@@ -416,7 +443,7 @@ def current_selections(
 ) -> dict[int, tuple[list[Asset] | None, SceneManifest | None]]:
     """``current_selection`` for many scenes at once, with each scene's manifest row (whose
     ``selected_reference_tags`` is the persisted selection): two queries whatever the count."""
-    rows = scene_manifests(session, project.id)
+    rows = scene_manifests(session, project.id, indexes)
     if project.manifest is None:
         return {index: ([], rows.get(index)) for index in indexes}
     assets = list(project.manifest.assets)
@@ -428,3 +455,26 @@ def current_selections(
         )
         selections[index] = (picks, row)
     return selections
+
+
+def newest_done_video_rows(
+    session: Session, fingerprints: Sequence[str], backend: str
+) -> dict[str, tuple[bool, float]]:
+    """Per fingerprint, (billed, cost) of its newest ``done`` ledger row on ``backend``: what
+    ``Ledger.find_reusable`` answers for a finished request, for many requests in few queries
+    (fingerprints without such a row are absent)."""
+    found: dict[str, tuple[bool, float]] = {}
+    unique = list(dict.fromkeys(fingerprints))
+    for start in range(0, len(unique), 500):  # SQLite's bound-parameter limit, with margin
+        rows = session.execute(
+            select(GenerationLedger.fingerprint, GenerationLedger.billed, GenerationLedger.cost_usd)
+            .where(
+                GenerationLedger.fingerprint.in_(unique[start : start + 500]),
+                GenerationLedger.state == "done",
+                GenerationLedger.backend == backend,
+            )
+            .order_by(GenerationLedger.created_at.desc())
+        ).all()
+        for fingerprint, billed, cost in rows:
+            found.setdefault(fingerprint, (bool(billed), float(cost or 0.0)))
+    return found

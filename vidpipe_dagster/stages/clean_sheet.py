@@ -32,7 +32,7 @@ from vidpipe_dagster.domain.clean_sheets import (
     make_tier2_clean_sheet,
 )
 from vidpipe_dagster.domain.identity import FaceEmbedding, FaceEngine, FaceScore
-from vidpipe_dagster.domain.media import MediaError, image_mime_type, read_image_bytes, sha256_bytes
+from vidpipe_dagster.domain.media import MediaError, image_mime_type, read_image, sha256_bytes
 from vidpipe_dagster.generation.budgets import plan_tier3_spend
 from vidpipe_dagster.generation.images import LedgeredImageClient
 from vidpipe_dagster.generation.tier3 import generate_tier3_clean_sheet
@@ -208,13 +208,15 @@ def _load_inputs(ctx: StageContext, slug: str, tag: str) -> list[AssetInput]:
 
 def _read_original(ctx: StageContext, item: AssetInput) -> AssetResult:
     label = f"asset {item.key!r} reference image"
-    try:
-        data = read_image_bytes(ctx.media.path(item.image_url), label=label)
+    try:  # the photo proven at import (same hash) is not decoded here: Tier 2 decodes it once
+        image = read_image(
+            ctx.media.path(item.image_url), label=label, known_sha256=item.original_sha256
+        )
     except MediaError as exc:
         raise StageError(
             f"{exc}. Re-import the project spec to restore the file; nothing was written."
         ) from exc
-    return AssetResult(item, data, original_untouched=sha256_bytes(data) == item.original_sha256)
+    return AssetResult(item, image.data, original_untouched=image.sha256 == item.original_sha256)
 
 
 def _ensure_face_embedding(
@@ -422,9 +424,9 @@ def _persist(ctx: StageContext, result: AssetResult) -> None:
         and primary.tier == result.tier
         and primary.clean_image_url == rel
         and target.is_file()
-        and target.read_bytes() == result.clean_png
+        and _same_sheet(target.read_bytes(), result.clean_png)
     ):
-        result.status = "unchanged"  # same bytes as the current primary: no new row
+        result.status = "unchanged"  # same picture as the current primary: no new row
         return
     ctx.media.write(rel, result.clean_png)
     with ctx.database.session() as session:
@@ -451,6 +453,19 @@ def _persist(ctx: StageContext, result: AssetResult) -> None:
             queries.record_clean_sheet_face_score(
                 session, sheet.id, result.face_score, result.try_number
             )
+
+
+def _same_sheet(stored: bytes, made: bytes) -> bool:
+    """Same bytes, or the same pixels written at another PNG compression level (sheets made
+    before ``CLEAN_SHEET_PNG_LEVEL``): keeping the stored file keeps its hash, so the clips
+    that sent it stay current and nothing is paid for again."""
+    if stored == made:
+        return True
+    try:
+        old, new = (Image.open(io.BytesIO(data)) for data in (stored, made))
+        return old.size == new.size and old.mode == new.mode and old.tobytes() == new.tobytes()
+    except (OSError, ValueError):
+        return False
 
 
 def gray_border_fraction(png: bytes) -> float:

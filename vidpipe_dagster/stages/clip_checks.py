@@ -62,10 +62,13 @@ class ClipFacts:
 
 
 def facts_of_result(ctx: StageContext, slug: str, result: ClipResult, preview: bool) -> ClipFacts:
-    """A settled scene's facts; the ledger is asked (one query) how often its clip was billed."""
+    """A settled scene's facts. How often its clip was billed comes with the result when the
+    run read it for all its scenes at once (a reused clip), else from the ledger (one query)."""
     request = result.outcome.request if result.outcome is not None else None
     billed_requests = 0
-    if result.done and request is not None:
+    if result.done and result.billed_requests is not None:
+        billed_requests = result.billed_requests
+    elif result.done and request is not None:
         ledger = ctx.ledger()
         clip = {result.key: request.fingerprint}
         billed_requests = ledger.billed_per_clip(slug, clip).get(result.key, 0)

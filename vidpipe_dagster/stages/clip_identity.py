@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,10 +32,12 @@ from vidpipe_dagster.domain.clip_identity import (
     reference_from_images,
     score_clip_identity,
 )
+from vidpipe_dagster.domain.faces import FaceEngineStatus
 from vidpipe_dagster.domain.identity import Box, DetectedFace, FaceEmbedding, FaceEngine, Metric
 from vidpipe_dagster.domain.identity_matrix import render_identity_matrix
 from vidpipe_dagster.domain.media import MediaError
 from vidpipe_dagster.domain.render import animatic_reference_strip_box, probe_mp4
+from vidpipe_dagster.domain.takes import TakeScore, scored_fingerprint
 from vidpipe_dagster.stages.context import CheckOutcome, StageContext, StageError
 
 CHECK_RECOGNISABLE = "characters_recognisable"
@@ -143,7 +146,9 @@ def stored_identities(
             row = rows.get((index, tag))
             if row is None:
                 why = f"not scored yet (materialize {asset_prefix}/scene_clip for this scene)"
-            elif row.video_clip_id != clip.id or row.clip_fingerprint != clip.fingerprint:
+            elif row.video_clip_id != clip.id or row.clip_fingerprint != scored_fingerprint(
+                clip.fingerprint, clip.chosen_take
+            ):
                 why = f"scored on an older clip (materialize {asset_prefix}/scene_clip again)"
             else:
                 cells.append(queries.identity_of_row(row))
@@ -164,7 +169,8 @@ def score_scene_identity(
     frames: int = DEFAULT_SAMPLE_FRAMES,
     force: bool = False,
 ) -> SceneIdentity:
-    """Score (or reuse) the identity of every character placed in the scene's clip.
+    """Score (or reuse) the identity of every character placed in the scene's clip (its chosen
+    take: the stored rows are keyed by ``domain.takes.scored_fingerprint``).
 
     Raises ``StageError`` when the clip file is missing or unreadable. A scene without a done
     clip or without placed characters returns an empty result with ``note`` saying so.
@@ -180,17 +186,12 @@ def score_scene_identity(
             return SceneIdentity(
                 slug, scene_index, (), status.note, False, note="the scene has no finished clip"
             )
-        clip_id, fingerprint, file_url = clip.id, clip.fingerprint, clip.file_url
+        clip_id, file_url = clip.id, clip.file_url
+        fingerprint = scored_fingerprint(clip.fingerprint, clip.chosen_take)
         reference_count = len(clip.reference_tags or [])
         aspect_ratio = project.aspect_ratio
         rows = queries.clip_identity_rows(session, clip_id)
-        reference_images: dict[str, list[tuple[str, str]]] = {
-            tag: [
-                (a.asset_key, queries.chosen_reference(session, a).image_url or "")
-                for a in queries.character_reference_assets(session, project, tag)
-            ]
-            for tag in tags
-        }
+        reference_images = _reference_images(session, project, tags)
     if not tags:
         with ctx.database.session() as session:
             queries.delete_clip_identities_except(session, clip_id, [])
@@ -225,36 +226,97 @@ def score_scene_identity(
     path = ctx.media.path(file_url)
     if not path.is_file():
         raise StageError(f"scene {scene_index}: clip file {file_url} is missing; run clips again")
-    references: list[CharacterReference] = []
-    if engine is not None:
-        for tag in tags:
-            images = []
-            for key, url in reference_images[tag]:
-                data = ctx.media.load(url) if url else None
-                if data is not None:
-                    images.append((key, data))
-            try:
-                references.append(reference_from_images(RememberedFaces(engine), tag, images))
-            except MediaError as exc:
-                references.append(CharacterReference(tag, (), f"unreadable reference: {exc}"))
-    else:
-        references = [CharacterReference(tag, ()) for tag in tags]
-    ignore: list[Box] = []
+    references = _character_references(ctx, tags, reference_images, engine)
     try:
-        if probe_mp4(path).is_animatic:  # its burned-in strip shows the references themselves
-            box = animatic_reference_strip_box(aspect_ratio, reference_count)
-            ignore = [box] if box else []
-        identity: ClipIdentity = score_clip_identity(
-            path,
-            references,
-            engine,
-            engine_problem=status.problem,
-            frames=frames,
-            ignore_regions=ignore,
-        )
+        identity = _score_file(path, references, status, aspect_ratio, reference_count, frames)
     except ValueError as exc:
         raise StageError(f"scene {scene_index}: clip {file_url} is not readable: {exc}") from exc
+    crops = _save_identity(ctx, slug, scene_index, clip_id, identity, fingerprint, tags)
+    for character in identity.characters:
+        ctx.log.info(f"scene {scene_index}: {character.describe()}")
+    return SceneIdentity(
+        slug,
+        scene_index,
+        identity.characters,
+        status.note,
+        False,
+        fingerprint,
+        crops=crops,
+        references={t: v[0][1] for t, v in reference_images.items() if v},
+    )
 
+
+def _reference_images(
+    session: Session, project: Project, tags: Sequence[str]
+) -> dict[str, list[tuple[str, str]]]:
+    """Per character: (asset id, image the clip stage sends) of each of its assets, face crop
+    first."""
+    return {
+        tag: [
+            (a.asset_key, queries.chosen_reference(session, a).image_url or "")
+            for a in queries.character_reference_assets(session, project, tag)
+        ]
+        for tag in tags
+    }
+
+
+def _character_references(
+    ctx: StageContext,
+    tags: Sequence[str],
+    reference_images: Mapping[str, list[tuple[str, str]]],
+    engine: FaceEngine | None,
+) -> list[CharacterReference]:
+    """Each character's reference embeddings (each image embedded once per process)."""
+    if engine is None:
+        return [CharacterReference(tag, ()) for tag in tags]
+    references: list[CharacterReference] = []
+    for tag in tags:
+        images = []
+        for key, url in reference_images[tag]:
+            data = ctx.media.load(url) if url else None
+            if data is not None:
+                images.append((key, data))
+        try:
+            references.append(reference_from_images(RememberedFaces(engine), tag, images))
+        except MediaError as exc:
+            references.append(CharacterReference(tag, (), f"unreadable reference: {exc}"))
+    return references
+
+
+def _score_file(
+    path: Path,
+    references: Sequence[CharacterReference],
+    status: FaceEngineStatus,
+    aspect_ratio: str,
+    reference_count: int,
+    frames: int,
+) -> ClipIdentity:
+    """One mp4 scored against the references (ValueError: not a readable mp4)."""
+    ignore: list[Box] = []
+    if probe_mp4(path).is_animatic:  # its burned-in strip shows the references themselves
+        box = animatic_reference_strip_box(aspect_ratio, reference_count)
+        ignore = [box] if box else []
+    return score_clip_identity(
+        path,
+        references,
+        status.engine,
+        engine_problem=status.problem,
+        frames=frames,
+        ignore_regions=ignore,
+    )
+
+
+def _save_identity(
+    ctx: StageContext,
+    slug: str,
+    scene_index: int,
+    clip_id: Any,
+    identity: ClipIdentity,
+    fingerprint: str | None,
+    tags: Sequence[str],
+) -> dict[str, str]:
+    """Store each character's row (keyed by ``fingerprint``) and best-face crop; returns the
+    crops' media paths by tag."""
     crops: dict[str, str] = {}
     for character in identity.characters:
         if character.best_frame_crop_png is not None:
@@ -270,19 +332,80 @@ def score_scene_identity(
                 clip_fingerprint=fingerprint,
                 best_frame_url=crops.get(character.tag),
             )
-        queries.delete_clip_identities_except(session, clip_id, tags)
-    for character in identity.characters:
-        ctx.log.info(f"scene {scene_index}: {character.describe()}")
-    return SceneIdentity(
-        slug,
-        scene_index,
-        identity.characters,
-        status.note,
-        False,
-        fingerprint,
-        crops=crops,
-        references={t: v[0][1] for t, v in reference_images.items() if v},
-    )
+        queries.delete_clip_identities_except(session, clip_id, list(tags))
+    return crops
+
+
+@dataclass(frozen=True)
+class ScoredTakes:
+    """Every take of a scene's clip scored once, and the face engine they were scored with."""
+
+    scores: tuple[TakeScore, ...]
+    identities: dict[int, ClipIdentity]  # take (1-based) -> its identity, when scored
+    engine: str | None
+    metric: Metric | None
+    engine_problem: str | None
+    tags: tuple[str, ...]
+
+
+def score_takes(
+    ctx: StageContext,
+    slug: str,
+    scene_index: int,
+    take_urls: Sequence[str],
+    reference_count: int,
+    *,
+    frames: int = DEFAULT_SAMPLE_FRAMES,
+) -> ScoredTakes:
+    """Score each take of a scene's clip against its placed characters, once each (the
+    references are embedded once per process). Nothing is decoded without a face engine or
+    without placed characters; a take that cannot be read is scored as a problem, not a pass."""
+    tags = placed_characters(ctx, slug, scene_index)
+    status = ctx.models.face_engine()
+    engine = status.engine
+    metric = engine.metric if engine is not None else None
+    name = engine.name if engine is not None else None
+    if engine is None or not tags:
+        scores = tuple(TakeScore(i + 1) for i in range(len(take_urls)))
+        return ScoredTakes(scores, {}, name, metric, status.problem, tuple(tags))
+    with ctx.database.session() as session:
+        project = queries.project_by_slug(session, slug)
+        aspect_ratio = project.aspect_ratio
+        reference_images = _reference_images(session, project, tags)
+    references = _character_references(ctx, tags, reference_images, engine)
+    scores_list: list[TakeScore] = []
+    identities: dict[int, ClipIdentity] = {}
+    for number, url in enumerate(take_urls, start=1):
+        try:
+            path = ctx.media.path(url)
+            if not path.is_file():
+                raise MediaError(f"take file {url} is missing")
+            identity = _score_file(path, references, status, aspect_ratio, reference_count, frames)
+        except (ValueError, OSError) as exc:  # MediaError and EngineMismatch included
+            problem = " ".join(str(exc).split()) or type(exc).__name__
+            scores_list.append(TakeScore(number, problem=problem))
+            continue
+        identities[number] = identity
+        scores_list.append(TakeScore(number, identity.characters))
+    return ScoredTakes(tuple(scores_list), identities, name, metric, status.problem, tuple(tags))
+
+
+def save_take_identity(
+    ctx: StageContext, slug: str, scene_index: int, take: int, identity: ClipIdentity
+) -> bool:
+    """Store the chosen take's scores as the clip's identity, so the clip step reuses them
+    instead of scoring that take again. False when the clip row no longer has that take chosen
+    (then nothing is written)."""
+    with ctx.database.session() as session:
+        project = queries.project_by_slug(session, slug)
+        clip = queries.scene_of(session, project, scene_index).clip
+        if clip is None or clip.status != "done" or (clip.chosen_take or 1) != take:
+            return False
+        clip_id = clip.id
+        fingerprint = scored_fingerprint(clip.fingerprint, take)
+    tags = [c.tag for c in identity.characters]
+    _save_identity(ctx, slug, scene_index, clip_id, identity, fingerprint, tags)
+    return True
 
 
 def score_scene_identity_or_say_why(

@@ -33,6 +33,7 @@ from vidpipe_dagster.domain.editorial import (
 from vidpipe_dagster.domain.media import MediaError
 from vidpipe_dagster.domain.preview import is_preview_backend
 from vidpipe_dagster.domain.render import Mp4Info, frame_at, probe_mp4
+from vidpipe_dagster.domain.takes import scored_fingerprint
 from vidpipe_dagster.domain.timeline import (
     TIMELINE_FORMATS,
     TimelineScene,
@@ -125,11 +126,12 @@ class _Scene:
     file_url: str
     backend: str | None
     cost_usd: float
-    fingerprint: str
+    fingerprint: str  # of the chosen take (another take is another clip: the cut changes)
     reference_tags: list[str]
     selected_tags: list[str] | None
     conditioning_mode: str | None
     identity: tuple[CharacterIdentity, ...] = ()  # each placed character, as stored for the clip
+    take: int | None = None  # 1-based chosen take; None for clips from before takes
 
 
 def make_final_cut(
@@ -254,7 +256,7 @@ def _read_scenes(
                 file_url=clip.file_url or "",
                 backend=clip.backend,
                 cost_usd=float(clip.cost_usd or 0.0),
-                fingerprint=clip.fingerprint or "",
+                fingerprint=scored_fingerprint(clip.fingerprint, clip.chosen_take) or "",
                 reference_tags=list(clip.reference_tags or []),
                 selected_tags=(
                     list(manifests[index].selected_reference_tags)
@@ -263,6 +265,7 @@ def _read_scenes(
                 ),
                 conditioning_mode=clip.conditioning_mode,
                 identity=identities.get(index, ()),
+                take=clip.chosen_take,
             )
             for index, clip in rows
             if clip is not None
@@ -326,6 +329,7 @@ def _write_timeline(
             selected_references=scene.selected_tags,
             conditioning_mode=scene.conditioning_mode,
             cost_usd=scene.cost_usd,
+            take=scene.take,
             identity_scores=_identity_scores(scene.identity),
             extra={"identity": _identity_details(scene.identity)} if scene.identity else {},
         )

@@ -54,17 +54,24 @@ def scenes_needing_clips(
         clips = queries.clip_states(session, slug)
     needs: list[SceneNeed] = []
     blocked: dict[str, str] = {}
+    shape: tuple[str, int] | None = None  # the project's resolution and takes, read once
     for key in remaining:
         status, fingerprint = clips.get(key, (None, None))
         item = scene_inputs(ctx, slug, key, options)
         if item.job is None:
             if item.error and "scene_references" in item.error:  # selection is out of date
+                if shape is None:
+                    with ctx.database.session() as session:
+                        project = queries.project_by_slug(session, slug)
+                        shape = (project.resolution, project.takes)
                 estimate = expected_cost_usd(
                     kind="video",
                     model=video_model,
                     backend=client.backend,
                     details=None,
                     price_table=options.prices,
+                    resolution=shape[0],
+                    takes=shape[1],  # every take is billed
                     catalog=ctx.catalog,
                 )
                 needs.append(SceneNeed(key, "references out of date", estimate))

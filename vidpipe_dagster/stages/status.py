@@ -18,6 +18,7 @@ from vidpipe_dagster.db.models import ClipIdentityScore
 from vidpipe_dagster.db.project_graphs import graph_name
 from vidpipe_dagster.domain.preview import backend_label, is_preview_backend
 from vidpipe_dagster.domain.reference_selection import ChosenReference
+from vidpipe_dagster.domain.takes import is_person_choice, scored_fingerprint
 from vidpipe_dagster.stages.clip_identity import identity_details
 
 # The assets a reason may tell a person to materialize (named by key: ``<prefix>/<asset>``).
@@ -155,10 +156,32 @@ def _clip(
         "preview": is_preview_backend(clip.backend),
         "cached": clip.cached,
         "attempts": clip.attempts,
+        # takes: how many the request returned, which one the scene uses (1-based) and why
+        **_takes(clip, media_root),
         # each placed character's identity in the clip; None: not scored (no score is made up)
         "identity": identity,
         "error": failure_reason(clip.error, scene_key, slug) if clip.error else None,
     }
+
+
+def _takes(clip: Any, media_root: Path) -> dict[str, Any]:
+    """A clip made before takes were recorded has one take: its file."""
+    urls = list(clip.take_urls or ([clip.file_url] if clip.file_url else []))
+    chosen = clip.chosen_take or (1 if urls else None)
+    return {
+        "takes": len(urls),
+        "chosen_take": chosen,
+        "take_choice": clip.take_choice,
+        "take_paths": [_abs(media_root, url) for url in urls],
+    }
+
+
+def take_cell(clip: dict[str, Any]) -> str:
+    """The human table's take column: "2 of 3" (a person's pick is marked), or "-"."""
+    if not clip.get("takes"):
+        return "-"
+    mark = " (by a person)" if is_person_choice(clip.get("take_choice")) else ""
+    return f"{clip['chosen_take']} of {clip['takes']}{mark}"
 
 
 def _places_any(scene_manifest: Any, characters: set[str]) -> bool:
@@ -180,7 +203,8 @@ def _identity(clip: Any, rows: list[ClipIdentityScore]) -> list[dict[str, Any]]:
             {
                 "tag": row.character_tag,
                 **identity_details(character),  # status: passed | failed | not_scored
-                "stale": row.clip_fingerprint != clip.fingerprint,
+                "stale": row.clip_fingerprint
+                != scored_fingerprint(clip.fingerprint, clip.chosen_take),
             }
         )
     return entries
