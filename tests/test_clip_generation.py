@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from sqlalchemy import event
 
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.session import migrate
@@ -33,6 +34,7 @@ from vidpipe_dagster.generation.clips import (
     estimate_new_spend,
     generate_clips,
     request_ladder,
+    settle_jobs,
 )
 from vidpipe_dagster.generation.vertex import VertexVideoClient, make_genai_client
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
@@ -176,30 +178,43 @@ class VirtualTime:
 
 
 class Store:
+    """Takes the engine's downloaded file (as the media store does) and keeps its bytes."""
+
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
 
-    def store(self, fingerprint: str, data: bytes) -> str:
+    def store(self, fingerprint: str, downloaded: Path) -> str:
         url = f"clips/{fingerprint}.mp4"
-        self.files[url] = data
+        self.files[url] = downloaded.read_bytes()
+        downloaded.unlink()
         return url
 
-    def load(self, url: str) -> bytes | None:
-        return self.files.get(url)
+    def exists(self, url: str) -> bool:
+        return url in self.files
 
 
 @dataclass
 class World:
     ledger: Ledger
+    staging: Path
     store: Store = field(default_factory=Store)
     time: VirtualTime = field(default_factory=VirtualTime)
     events: list[tuple[str, str]] = field(default_factory=list)
+
+    def video(self, outcome: ClipOutcome) -> bytes | None:
+        """The stored bytes of an outcome's first take."""
+        return self.store.files.get(outcome.result_url or "")
 
     def client(self, **kwargs: Any) -> FakeVeo:
         return FakeVeo(clock=self.time.clock, **kwargs)
 
     def run(
-        self, jobs: list[ClipJob], client: FakeVeo, limits: Limits | None = None, **kwargs: Any
+        self,
+        jobs: list[ClipJob],
+        client: FakeVeo,
+        limits: Limits | None = None,
+        poll_interval: float = 5.0,
+        **kwargs: Any,
     ) -> list[ClipOutcome]:
         return asyncio.run(
             generate_clips(
@@ -207,9 +222,10 @@ class World:
                 client,
                 self.ledger,
                 limits or Limits(backoff_base=1.0),
-                load_result=self.store.load,
                 store_result=self.store.store,
-                poll_interval=5.0,
+                result_exists=self.store.exists,
+                staging_dir=self.staging,
+                poll_interval=poll_interval,
                 sleep=self.time.sleep,
                 clock=self.time.clock,
                 on_event=lambda key, message: self.events.append((key, message)),
@@ -223,7 +239,9 @@ class World:
 def world(tmp_path: Path) -> World:
     url = f"sqlite:///{tmp_path / 'engine.db'}"
     migrate(url)
-    return World(Ledger.from_url(url))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    return World(Ledger.from_url(url), staging)
 
 
 def job(i: int, *, refs: int = 2, model: str = MODEL, **kwargs: Any) -> ClipJob:
@@ -251,8 +269,7 @@ def test_generates_stores_and_records_cost(world: World) -> None:
     assert [o.status for o in outcomes] == ["done"] * 3
     assert [o.key for o in outcomes] == ["0", "1", "2"]
     for o, j in zip(outcomes, jobs, strict=True):
-        assert o.video_bytes == b"MP4" + j.request.fingerprint.encode()
-        assert world.store.files[o.result_url or ""] == o.video_bytes
+        assert world.video(o) == b"MP4" + j.request.fingerprint.encode()
         assert (o.cached, o.resumed, o.attempts, o.error) == (False, False, 1, None)
         assert o.cost_usd == pytest.approx(3.20)  # 8 s with references, audio, 0.40 USD/s
         assert o.api_calls == 1 + 3 + 1  # submit, 3 polls (2 running + done), fetch
@@ -271,7 +288,9 @@ def test_rerun_makes_zero_api_calls(world: World) -> None:
     second = world.run(jobs, again)
     assert again.api_calls == 0
     assert all(o.cached and o.status == "done" and o.api_calls == 0 for o in second)
-    assert [o.video_bytes for o in second] == [o.video_bytes for o in first]
+    assert [o.result_url for o in second] == [o.result_url for o in first]
+    assert all(world.video(o) for o in second)
+    assert list(world.staging.iterdir()) == []  # every download was handed to the store
     assert all(o.cost_usd == 0 and o.attempts == 0 for o in second)
 
 
@@ -281,7 +300,7 @@ def test_identical_requests_in_one_call_pay_once(world: World) -> None:
     outcomes = world.run([twin, ClipJob("2", "spring-ad", twin.request)], client)
     assert len(client.accepted) == 1
     assert sorted(o.cached for o in outcomes) == [False, True]
-    assert outcomes[0].video_bytes == outcomes[1].video_bytes
+    assert outcomes[0].result_url == outcomes[1].result_url
 
 
 def test_resume_in_flight_operation_without_submitting(world: World) -> None:
@@ -351,7 +370,7 @@ def test_level_two_failure_fails_with_reasons_and_support_codes(world: World) ->
     client = world.client(ending=lambda _r: "filtered")
     j = job(1)
     [outcome] = world.run([j], client)
-    assert outcome.status == "failed" and outcome.video_bytes is None
+    assert outcome.status == "failed" and outcome.result_url is None
     assert outcome.remediation_level == 2
     assert "remediation level 2 (the last)" in (outcome.error or "")
     assert "Violence detected" in (outcome.error or "")
@@ -416,14 +435,27 @@ def test_other_rejections_fail_without_retry(world: World) -> None:
     assert states(world, outcome.request) == ["failed_unbilled"]
 
 
-def test_failed_generation_is_billed_and_never_silently_resubmitted(world: World) -> None:
+def test_an_operation_ending_in_an_error_is_not_billed_and_the_next_run_sends_it_again(
+    world: World,
+) -> None:
+    """Issue 14: an operation that ends in an error is not billed (nothing was generated), so
+    the ledger says so and the next run sends it again, instead of calling it paid."""
     client = world.client(ending=lambda _r: "error:Internal error during generation")
     j = job(1)
     [outcome] = world.run([j], client)
-    assert outcome.status == "failed" and "not resubmitted" in (outcome.error or "")
-    assert client.submit_calls == 1 and outcome.attempts == 1
-    assert states(world, j.request) == ["failed_billed"]
-    assert world.ledger.billed_count(j.request.fingerprint) == 1
+    assert outcome.status == "failed" and "Not billed" in (outcome.error or "")
+    assert "the next run sends it again" in (outcome.error or "")
+    assert client.submit_calls == 1 and outcome.attempts == 0 and outcome.cost_usd == 0
+    assert states(world, j.request) == ["failed_unbilled"]
+    assert world.ledger.billed_count(j.request.fingerprint) == 0
+    [line] = world.ledger.cost_report("spring-ad")
+    assert (line.charge, line.cost_usd, line.at_risk_usd) == ("not charged", 0.0, 0.0)
+    assert estimate_new_spend([j], client, world.ledger) == [("1", pytest.approx(3.20))]
+
+    client.ending = lambda _r: "video"
+    [second] = world.run([j], client)
+    assert second.status == "done" and client.submit_calls == 2
+    assert states(world, j.request) == ["failed_unbilled", "done"]
 
 
 def test_one_broken_job_never_hides_the_others(world: World) -> None:
@@ -432,10 +464,10 @@ def test_one_broken_job_never_hides_the_others(world: World) -> None:
             raise RuntimeError("client bug")
 
     class BrokenStore(Store):
-        def store(self, fingerprint: str, data: bytes) -> str:
+        def store(self, fingerprint: str, downloaded: Path) -> str:
             if fingerprint == jobs[4].request.fingerprint:
                 raise OSError("disk full")
-            return super().store(fingerprint, data)
+            return super().store(fingerprint, downloaded)
 
     jobs = [job(i) for i in range(6)]
     world.store = BrokenStore()
@@ -464,6 +496,33 @@ def test_submits_respect_requests_per_minute(world: World) -> None:
     assert len(times) == 10
     assert all(sum(t <= s < t + 60 for s in times) <= 4 for t in times)
     assert times[-1] >= 120  # ten submits at four a minute need at least two more windows
+
+
+def test_the_first_wave_goes_out_at_once_up_to_the_allowance_and_never_past_it(
+    world: World,
+) -> None:
+    """Issue 15: on a virtual clock that only the limiter moves (polls wait 0 s), 40 jobs with
+    32 slots and 10 requests a minute: the first 10 leave together at t = 0, none of the
+    others before t = 60, and no 60 s window ever holds more than 10."""
+    client = world.client(polls_to_finish=3)
+    limits = Limits(max_in_flight=32, requests_per_minute=10)
+    outcomes = world.run([job(i) for i in range(40)], client, limits, poll_interval=0.0)
+    assert all(o.status == "done" for o in outcomes)
+    times = sorted(client.submit_times)
+    assert times[:10] == [0.0] * 10  # at once: no pacing inside the allowance
+    assert times[10] >= 60.0  # never past it
+    assert [sum(t <= s < t + 60 for s in times) for t in times] == [10] * 40
+    assert times[-1] == pytest.approx(180.0)  # 40 at 10 a minute: four windows, no more
+
+
+def test_a_free_preview_is_not_paced(world: World) -> None:
+    """Issue 17: quota pacing is for paid APIs; a local preview costs nothing and has none."""
+    preview = world.client(backend="animatic", is_preview=True, polls_to_finish=0)
+    limits = Limits(max_in_flight=16, requests_per_minute=4)
+    outcomes = world.run([job(i) for i in range(12)], preview, limits, poll_interval=0.0)
+    assert all(o.status == "done" for o in outcomes)
+    assert preview.submit_times == [0.0] * 12
+    assert world.time.now == 0.0  # nobody waited for quota
 
 
 def test_ambiguous_submit_is_not_retried_and_is_recorded(world: World) -> None:
@@ -551,8 +610,9 @@ def test_missing_stored_file_is_downloaded_again_from_its_operation(world: World
     client.submit_calls = 0
     [second] = world.run([j], client)
     assert second.status == "done" and client.submit_calls == 0
-    assert second.video_bytes == first.video_bytes and second.resumed and not second.cached
-    assert world.store.files[second.result_url or ""] == first.video_bytes
+    assert second.resumed and not second.cached
+    assert second.result_url == first.result_url
+    assert world.video(second) == b"MP4" + j.request.fingerprint.encode()
     assert world.ledger.billed_count(j.request.fingerprint) == 1
 
 
@@ -709,7 +769,7 @@ def test_rerun_after_remediation_reuses_the_remediated_clip(world: World) -> Non
     assert lenient.api_calls == 0
     assert (again.status, again.cached, again.remediation_level) == ("done", True, 1)
     assert again.request.fingerprint == first.request.fingerprint
-    assert again.video_bytes == first.video_bytes and again.cost_usd == 0
+    assert again.result_url == first.result_url and again.cost_usd == 0
     assert states(world, j.request) == ["failed_unbilled"]
     assert estimate_new_spend([j], lenient, world.ledger) == [("1", 0.0)]
 
@@ -803,19 +863,42 @@ def test_billed_video_that_fails_to_download_is_downloaded_again_by_a_rerun(
     assert world.ledger.billed_count(j.request.fingerprint) == 1
 
 
-def test_operation_without_a_video_is_billed_and_not_resumed(world: World) -> None:
+def test_done_without_a_video_or_a_filter_count_is_held_for_a_person(world: World) -> None:
+    """Issue 14: "done" with no video and no RAI count is not what the API documents; it may
+    have been billed, so it waits for a person like a paid clip whose file is lost: no run sends
+    it again (not even by hand) until ``regenerate``, the costs report says "may be billed" and
+    the schedule's check leaves it to a person."""
+
     class NoVideo(FakeVeo):
         async def poll(self, operation_name: str) -> OperationResult:
+            self.poll_calls += 1
             return OperationResult(name=operation_name, done=True)
-
-        async def fetch_video(self, result: OperationResult) -> bytes:
-            raise GenerationApiError("failed", "finished without a video", billed=True)
 
     client = NoVideo(clock=world.time.clock)
     j = job(1)
     [outcome] = world.run([j], client)
-    assert outcome.status == "failed" and "no video" in (outcome.error or "")
-    assert states(world, j.request) == ["failed_billed"]
+    error = outcome.error or ""
+    assert outcome.status == "failed" and "no video and no filter count" in error
+    assert (
+        "may have been billed" in error
+        and "vidpipe-dagster regenerate spring-ad --scene 1" in error
+    )
+    assert client.fetch_calls == 0
+    assert states(world, j.request) == ["held"]
+    [line] = world.ledger.cost_report("spring-ad")
+    assert (line.charge, line.at_risk_usd) == ("may be billed", pytest.approx(3.20))
+    assert world.ledger.outcome_unknown([j.request.fingerprint], "vertex")
+    assert estimate_new_spend([j], client, world.ledger) == [("1", 0.0)]  # nothing to pay now
+
+    again = world.client()  # a person reruns by hand: still nothing is sent, and it says why
+    [second] = world.run([j], again)
+    assert second.status == "failed" and "no filter count" in (second.error or "")
+    assert again.api_calls == 0
+
+    world.ledger.give_up("spring-ad", "1", [j.request.fingerprint], "checked the bill")
+    [third] = world.run([j], again)  # after `regenerate`: paid once more, recorded beside it
+    assert third.status == "done" and again.submit_calls == 1
+    assert states(world, j.request) == ["failed_billed", "done"]
 
 
 def test_missing_file_whose_download_fails_for_now_is_not_paid_again(world: World) -> None:
@@ -861,8 +944,9 @@ def run_on_emulator(world: World, emu: VertexEmulator, jobs: list[ClipJob]) -> l
                 VertexVideoClient(genai),
                 world.ledger,
                 Limits(requests_per_minute=0),
-                load_result=world.store.load,
                 store_result=world.store.store,
+                result_exists=world.store.exists,
+                staging_dir=world.staging,
                 poll_interval=0.01,
             )
         finally:
@@ -922,3 +1006,28 @@ def test_day_budget_does_not_apply_to_the_free_preview(world: World) -> None:
     preview = world.client(backend="animatic", is_preview=True)
     outcomes = world.run([job(0)], preview, day_budget=(since, 0.0))
     assert [o.status for o in outcomes] == ["done"]
+
+
+def test_a_cached_rerun_looks_the_ledger_up_once_for_all_scenes(world: World) -> None:
+    """Issue 17: the budget estimate and the engine share one lookup (``settle_jobs``); a rerun
+    of finished scenes then runs one SQL statement in all, not one or more per scene."""
+    jobs = [job(i) for i in range(20)]
+    world.run(jobs, world.client())
+    statements: list[str] = []
+    engine = world.ledger.sessions.kw["bind"]
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        again = world.client()
+        settled = settle_jobs(jobs, world.ledger, again.backend)
+        assert estimate_new_spend(jobs, again, world.ledger, settled=settled) == [
+            (j.key, 0.0) for j in jobs
+        ]
+        outcomes = world.run(jobs, again, settled=settled)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert all(o.cached for o in outcomes) and again.api_calls == 0
+    assert len(statements) == 1, statements

@@ -101,9 +101,7 @@ def backfill_tick(
     plan = plan_within_budget(
         [(n.key, n.estimate_usd) for n in runnable],
         budget,
-        committed_today(
-            Ledger(database.sessionmaker(), catalog=backends.catalog()), instance, prices
-        ),
+        committed_today(ctx.ledger(), instance, prices),
     )
     _log(log, f"{graph.slug}: {plan.message}")
     if not plan.accepted:

@@ -105,7 +105,11 @@ def cmd_regenerate(args: argparse.Namespace, settings: Settings) -> int:
         if scene.clip is not None:  # the schedule will now request it too
             scene.clip.status = "failed"
             scene.clip.error = f"regeneration requested: {args.reason}"
-    ledger = Ledger(session_factory(settings.database_url), catalog=settings.model_catalog())
+    ledger = Ledger(
+        session_factory(settings.database_url),
+        catalog=settings.model_catalog(),
+        journal_dir=settings.media_root,  # a PostgreSQL ledger's journal (replayed first)
+    )
     given_up = ledger.give_up(args.slug, str(args.scene), fingerprints, args.reason)
     if not given_up:
         print(
@@ -309,7 +313,11 @@ def cmd_costs(args: argparse.Namespace, settings: Settings) -> int:
             queries.project_by_slug(session, args.slug)
         except queries.NotFound as exc:
             raise CliError(str(exc)) from exc
-    ledger = Ledger(session_factory(settings.database_url), catalog=settings.model_catalog())
+    ledger = Ledger(
+        session_factory(settings.database_url),
+        catalog=settings.model_catalog(),
+        journal_dir=settings.media_root,  # a PostgreSQL ledger's journal (replayed first)
+    )
     lines = ledger.cost_report(args.slug)
     billed = round(sum(line.cost_usd for line in lines), 4)
     at_risk = round(sum(line.at_risk_usd for line in lines), 4)

@@ -13,21 +13,32 @@ timeout and retries are shorter and each retry refreshes ``updated_at``), ``open
 it ``unknown`` with a note and opens a new row that lists it under ``details["after_ambiguous"]``.
 So a rerun resubmits, once, and the possible double charge is recorded rather than hidden. A
 younger row means another worker is submitting right now, and ``open_submission`` refuses.
+
+When the database falters (SQLite locked by another writer past the busy timeout, a PostgreSQL
+connection dropped), every call raises ``LedgerUnavailable``. The writes made after a request was
+sent (``JOURNALED``: its operation name, its end) are first appended to the fallback journal
+(``db.journal``: beside the SQLite file, or in ``journal_dir`` for a server database), so what the
+API accepted is never lost; ``replay_journal`` applies them later, each only where the row has not
+moved past it. Such a write waits for SQLite's lock only ``SENT_WRITE_BUSY_MS`` before journaling,
+so what the API answered is on disk within seconds whatever holds the lock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from vidpipe_dagster.db.journal import JournalRecord, LedgerJournal
 from vidpipe_dagster.db.models import GenerationLedger
 from vidpipe_dagster.db.session import session_factory
 from vidpipe_dagster.domain.budget import DailySpend, expected_cost_usd
@@ -36,11 +47,14 @@ from vidpipe_dagster.domain.preview import PREVIEW_BACKEND
 from vidpipe_dagster.domain.spend import (
     AMBIGUOUS_NOTE,
     GIVEN_UP_NOTE,
+    HELD_NOTE,
     LIVE_STATES,
+    WAITING_STATES,
     DailyCap,
     LedgerConflict,
     LedgerEntry,
     LedgerState,
+    LedgerUnavailable,
     OverDailyBudget,
 )
 from vidpipe_dagster.domain.video_requests import PriceTable
@@ -48,13 +62,36 @@ from vidpipe_dagster.domain.video_requests import PriceTable
 __all__ = [
     "AMBIGUOUS_NOTE",
     "GIVEN_UP_NOTE",
+    "HELD_NOTE",
     "CostLine",
     "DailyCap",
     "Ledger",
     "LedgerConflict",
     "LedgerEntry",
+    "LedgerJournal",
+    "LedgerUnavailable",
     "OverDailyBudget",
 ]
+
+# A write after a request was sent waits this long for SQLite's lock, then is journaled (and
+# the engine retries it in the background): the journal has it within seconds whatever holds the
+# lock. Long enough that this process's own writers (up to 32 in flight, each an fsync) do not
+# push a write into the journal on a loaded machine.
+SENT_WRITE_BUSY_MS = 5000
+_CHUNK = 500  # fingerprints per IN list
+
+# A journaled write is replayed only onto a row still in one of these states: a later write that
+# reached the database (a failure, a person's ``regenerate``) is never undone by an older one.
+_REPLAY_FROM: dict[str, frozenset[str]] = {
+    "record_operation": frozenset({"submitting", "unknown"}),
+    "mark_done": frozenset({"submitting", "in_flight", "unknown", "held"}),
+    "mark_failed": frozenset({"submitting", "in_flight", "unknown"}),
+    "mark_unknown": frozenset({"submitting", "in_flight"}),
+    "mark_held": frozenset({"submitting", "in_flight", "unknown"}),
+    "mark_result_lost": frozenset({"done"}),
+    "update_result": frozenset({"done"}),
+}
+JOURNALED = frozenset(_REPLAY_FROM)
 
 
 def _entry(row: GenerationLedger) -> LedgerEntry:
@@ -96,6 +133,41 @@ def _lock_key(fingerprint: str) -> int:
     return int.from_bytes(hashlib.sha256(fingerprint.encode()).digest()[:8], "big", signed=True)
 
 
+def _unavailable(exc: BaseException) -> bool:
+    """A database that cannot answer now (locked, gone, connection dropped), as opposed to a
+    mistake in the statement: only the former is worth journaling and retrying."""
+    if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return f"{type(orig).__name__}: {first}"
+
+
+def default_journal(
+    sessions: sessionmaker[Session], journal_dir: str | Path | None = None
+) -> LedgerJournal | None:
+    """Beside a SQLite file; for a server database in ``journal_dir`` (the media root: the one
+    folder every worker shares); none for an in-memory database or without a folder."""
+    bind = sessions.kw.get("bind")
+    url = getattr(bind, "url", None)
+    if url is None:
+        return None
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            return None
+        return LedgerJournal.beside_sqlite(Path(database).resolve())
+    if journal_dir is None:
+        return None
+    return LedgerJournal.in_folder(Path(journal_dir), url.render_as_string(hide_password=True))
+
+
 class Ledger:
     """Ledger operations over a session factory; see the module docstring for the states."""
 
@@ -105,26 +177,74 @@ class Ledger:
         *,
         stale_after_s: float = 900.0,
         catalog: ModelCatalog | None = None,
+        journal: LedgerJournal | Literal["auto"] | None = "auto",
+        journal_dir: str | Path | None = None,
     ) -> None:
         self.sessions = sessions
         self.stale_after_s = stale_after_s
         self.catalog = catalog or packaged_catalog()  # prices open requests for budgets
+        self.journal = default_journal(sessions, journal_dir) if journal == "auto" else journal
 
     @classmethod
     def from_url(
-        cls, url: str, *, stale_after_s: float = 900.0, catalog: ModelCatalog | None = None
+        cls,
+        url: str,
+        *,
+        stale_after_s: float = 900.0,
+        catalog: ModelCatalog | None = None,
+        journal_dir: str | Path | None = None,
     ) -> Ledger:
-        return cls(session_factory(url), stale_after_s=stale_after_s, catalog=catalog)
+        return cls(
+            session_factory(url),
+            stale_after_s=stale_after_s,
+            catalog=catalog,
+            journal_dir=journal_dir,
+        )
 
     @contextmanager
-    def _write(self, lock_fingerprint: str | None = None) -> Iterator[Session]:
+    def _guard(
+        self, op: str | None = None, entry_id: Any = None, args: Mapping[str, Any] | None = None
+    ) -> Iterator[None]:
+        """Turn a faltering database into ``LedgerUnavailable``, journaling ``op`` first."""
+        try:
+            yield
+        except sa_exc.SQLAlchemyError as exc:
+            if not _unavailable(exc):
+                raise
+            journaled = False
+            if op is not None and self.journal is not None:
+                try:
+                    self.journal.append(op, entry_id, args or {})
+                    journaled = True
+                except OSError:
+                    pass
+            kept = (
+                f"; kept in the journal {self.journal.path} for the next run to replay"
+                if journaled and self.journal is not None
+                else ""
+            )
+            raise LedgerUnavailable(
+                f"the ledger database is unavailable ({_reason(exc)}){kept}", journaled=journaled
+            ) from exc
+
+    @contextmanager
+    def _write(
+        self, lock_fingerprint: str | None = None, *, busy_timeout_ms: int | None = None
+    ) -> Iterator[Session]:
         """A write transaction that takes SQLite's write lock up front (no upgrade deadlocks) and,
-        on PostgreSQL, an advisory lock on ``lock_fingerprint`` when given."""
+        on PostgreSQL, an advisory lock on ``lock_fingerprint`` when given. ``busy_timeout_ms``
+        bounds SQLite's wait for the lock in this transaction only."""
         session = self.sessions()
+        restore: tuple[Any, int] | None = None
         try:
             connection = session.connection()
             dialect = connection.dialect.name
             if dialect == "sqlite":
+                if busy_timeout_ms is not None:
+                    raw = connection.connection.dbapi_connection
+                    previous = raw.execute("PRAGMA busy_timeout").fetchone()[0]
+                    raw.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+                    restore = (raw, int(previous))
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
             elif dialect == "postgresql" and lock_fingerprint is not None:
                 connection.execute(
@@ -136,7 +256,44 @@ class Ledger:
             session.rollback()
             raise
         finally:
+            if restore is not None:
+                raw, previous = restore
+                try:
+                    raw.execute(f"PRAGMA busy_timeout={previous}")
+                except Exception:  # a broken connection is discarded by the pool anyway
+                    session.invalidate()
             session.close()
+
+    def _journaled_write(
+        self,
+        op: str,
+        entry_id: uuid.UUID,
+        args: Mapping[str, Any],
+        apply: Callable[[GenerationLedger], None],
+    ) -> None:
+        """One write made after a request was sent: the database within ``SENT_WRITE_BUSY_MS``
+        (SQLite), else the journal."""
+        busy_ms = SENT_WRITE_BUSY_MS
+        with self._guard(op, entry_id, args), self._write(busy_timeout_ms=busy_ms) as s:
+            apply(self._row(s, entry_id))
+
+    def replay_journal(self) -> list[str]:
+        """Apply the writes a faltering database left in the journal, in the order they were
+        made, each only onto a row that has not moved past it (``_REPLAY_FROM``), in one
+        transaction; returns what was applied or skipped. Raises ``LedgerUnavailable`` (and
+        keeps the journal) while the database still refuses."""
+        if self.journal is None or not self.journal.pending():
+            return []
+        with self.journal.claim() as (records, unreadable):
+            said = [f"unreadable journal line kept for a person: {line}" for line in unreadable]
+            if records:
+                with self._guard(), self._write() as session:
+                    said += _replay(session, records)
+        return said
+
+    def _replay_if_pending(self) -> None:
+        if self.journal is not None and self.journal.pending():
+            self.replay_journal()
 
     def _row(self, session: Session, entry_id: uuid.UUID) -> GenerationLedger:
         row = session.get(GenerationLedger, entry_id, with_for_update=True)
@@ -172,13 +329,41 @@ class Ledger:
         )
         if backend is not None:
             query = query.where(GenerationLedger.backend == backend)
-        with self.sessions() as session:
+        with self._guard(), self.sessions() as session:
             rows = session.scalars(query.order_by(GenerationLedger.created_at.desc())).all()
             done = next((r for r in rows if r.state == "done"), None)
             if done is not None:
                 return _entry(done)
             running = next((r for r in rows if r.operation_name), None)
             return _entry(running) if running is not None else None
+
+    def find_reusable_many(
+        self, fingerprints: Sequence[str], backend: str | None = None
+    ) -> dict[str, LedgerEntry]:
+        """``find_reusable`` for every fingerprint at once: one query per 500 fingerprints
+        (after replaying the journal), so a run looks its scenes up once, not once each."""
+        self._replay_if_pending()
+        wanted = list(dict.fromkeys(fingerprints))
+        found: dict[str, LedgerEntry] = {}
+        with self._guard(), self.sessions() as session:
+            for start in range(0, len(wanted), _CHUNK):
+                query = select(GenerationLedger).where(
+                    GenerationLedger.fingerprint.in_(wanted[start : start + _CHUNK]),
+                    GenerationLedger.state.in_(LIVE_STATES),
+                )
+                if backend is not None:
+                    query = query.where(GenerationLedger.backend == backend)
+                rows = session.scalars(query.order_by(GenerationLedger.created_at.desc())).all()
+                done: dict[str, GenerationLedger] = {}
+                running: dict[str, GenerationLedger] = {}
+                for row in rows:  # newest first
+                    if row.state == "done":
+                        done.setdefault(row.fingerprint, row)
+                    elif row.operation_name:
+                        running.setdefault(row.fingerprint, row)
+                for fingerprint in {*done, *running}:
+                    found[fingerprint] = _entry(done.get(fingerprint) or running[fingerprint])
+        return found
 
     def open_submission(
         self,
@@ -204,8 +389,9 @@ class Ledger:
         ``resolution`` and ``takes`` (video) are what its price depends on; ``entry_id`` names
         the row up front, so that the billing labels sent with the request can carry it.
         """
+        self._replay_if_pending()  # a journaled operation name must count before paying again
         now = _utcnow()
-        with self._write(lock_fingerprint=fingerprint) as session:
+        with self._guard(), self._write(lock_fingerprint=fingerprint) as session:
             rows = session.scalars(
                 select(GenerationLedger).where(
                     GenerationLedger.fingerprint == fingerprint,
@@ -260,9 +446,10 @@ class Ledger:
         return entry_id
 
     def record_operation(self, entry_id: uuid.UUID, operation_name: str) -> None:
-        """``in_flight`` the moment the API returns an operation name (it is now resumable)."""
-        with self._write() as session:
-            row = self._row(session, entry_id)
+        """``in_flight`` the moment the API returns an operation name (it is now resumable).
+        Journaled when the database refuses within ``SENT_WRITE_BUSY_MS``."""
+
+        def apply(row: GenerationLedger) -> None:
             if row.state == "done":
                 return
             row.state = "in_flight"
@@ -270,15 +457,22 @@ class Ledger:
             row.error = None
             row.updated_at = _utcnow()
 
+        self._journaled_write(
+            "record_operation",
+            entry_id,
+            {"operation_name": operation_name},
+            apply,
+        )
+
     def note(self, entry_id: uuid.UUID, message: str) -> None:
         """Record a transient problem; refreshing ``updated_at`` shows the submission is live."""
-        with self._write() as session:
+        with self._guard(), self._write() as session:
             row = self._row(session, entry_id)
             row.error = message
             row.updated_at = _utcnow()
 
     def add_details(self, entry_id: uuid.UUID, **values: Any) -> None:
-        with self._write() as session:
+        with self._guard(), self._write() as session:
             row = self._row(session, entry_id)
             row.details = {**(row.details or {}), **values}
             row.updated_at = _utcnow()
@@ -293,49 +487,48 @@ class Ledger:
     ) -> None:
         """The video is stored; the request was billed. Idempotent for concurrent finishers.
         ``details`` are merged into the row's (e.g. every take's stored file)."""
-        with self._write() as session:
-            row = self._row(session, entry_id)
-            row.state = "done"
-            row.billed = True
-            row.cost_usd = cost_usd
-            row.result_url = result_url
-            if details:
-                row.details = {**(row.details or {}), **details}
-            row.error = None
-            row.updated_at = _utcnow()
+        args = {"cost_usd": cost_usd, "result_url": result_url, "details": dict(details or {})}
+        self._journaled_write("mark_done", entry_id, args, lambda row: _done(row, args))
 
     def update_result(
         self, entry_id: uuid.UUID, result_url: str, details: Mapping[str, Any] | None = None
     ) -> None:
         """A ``done`` row's video was downloaded again and stored at a new place."""
-        with self._write() as session:
-            row = self._row(session, entry_id)
-            row.result_url = result_url
-            if details:
-                row.details = {**(row.details or {}), **details}
-            row.updated_at = _utcnow()
+        args = {"result_url": result_url, "details": dict(details or {})}
+        self._journaled_write("update_result", entry_id, args, lambda row: _new_result(row, args))
 
     def mark_failed(self, entry_id: uuid.UUID, *, billed: bool, error: str) -> None:
         """``failed_billed`` or ``failed_unbilled``; a row already ``done`` is left alone."""
-        self._set_final(entry_id, "failed_billed" if billed else "failed_unbilled", error, billed)
+        args = {"billed": billed, "error": error}
+        self._journaled_write("mark_failed", entry_id, args, lambda row: _failed(row, args))
 
     def mark_unknown(self, entry_id: uuid.UUID, error: str = AMBIGUOUS_NOTE) -> None:
         """The request may or may not have been accepted (and billed); nothing can tell."""
-        self._set_final(entry_id, "unknown", error, None)
+        args = {"error": error}
+        self._journaled_write(
+            "mark_unknown", entry_id, args, lambda row: _final(row, "unknown", error, None)
+        )
+
+    def mark_held(self, entry_id: uuid.UUID, error: str = HELD_NOTE) -> None:
+        """The operation ended without a video and without a filter count: it may have been
+        billed, so the row stays live (nothing is sent again) until a person decides."""
+        args = {"error": error}
+        self._journaled_write(
+            "mark_held", entry_id, args, lambda row: _final(row, "held", error, None)
+        )
 
     def mark_result_lost(self, entry_id: uuid.UUID, error: str) -> None:
         """A billed ``done`` row whose video is gone for good; it stops being reused."""
-        with self._write() as session:
-            row = self._row(session, entry_id)
-            row.state = "result_lost"
-            row.error = error
-            row.updated_at = _utcnow()
+        args = {"error": error}
+        self._journaled_write("mark_result_lost", entry_id, args, lambda row: _lost(row, args))
 
     def outcome_unknown(self, fingerprints: Sequence[str], backend: str) -> bool:
         """Whether the newest row of these requests may have been billed without an answer:
-        ``unknown``, or ``submitting`` with no operation name for longer than a live worker
-        takes (the rule ``open_submission`` uses). Schedules must leave such work to a person."""
-        with self.sessions() as session:
+        ``unknown`` or ``held``, or ``submitting`` with no operation name for longer than a live
+        worker takes (the rule ``open_submission`` uses). Schedules must leave such work to a
+        person. The journal is replayed first: a recorded operation name is not unknown."""
+        self._replay_if_pending()
+        with self._guard(), self.sessions() as session:
             newest = session.scalars(
                 select(GenerationLedger)
                 .where(
@@ -347,7 +540,7 @@ class Ledger:
             ).first()
             if newest is None:
                 return False
-            if newest.state == "unknown":
+            if newest.state in WAITING_STATES:
                 return True
             stale = _age_s(newest.updated_at or newest.created_at, _utcnow()) >= self.stale_after_s
             return newest.state == "submitting" and not newest.operation_name and stale
@@ -361,7 +554,8 @@ class Ledger:
         reused from another project is the same request). ``done`` rows become ``result_lost``,
         open ones ``failed_billed`` (assumed paid); nothing is deleted. Returns the rows as they
         were."""
-        with self._write() as session:
+        self._replay_if_pending()
+        with self._guard(), self._write() as session:
             rows = session.scalars(
                 select(GenerationLedger).where(
                     GenerationLedger.kind == "video",
@@ -380,19 +574,6 @@ class Ledger:
                 row.error = f"{GIVEN_UP_NOTE}: {reason}"
                 row.updated_at = _utcnow()
         return before
-
-    def _set_final(
-        self, entry_id: uuid.UUID, state: LedgerState, error: str, billed: bool | None
-    ) -> None:
-        with self._write() as session:
-            row = self._row(session, entry_id)
-            if row.state == "done":
-                return
-            row.state = state
-            row.error = error
-            if billed is not None:
-                row.billed = billed
-            row.updated_at = _utcnow()
 
     def billed_per_clip(self, project_slug: str, clips: Mapping[str, str]) -> dict[str, int]:
         """Per scene key: how many billed requests (not given up) made its clip, whose final
@@ -425,7 +606,8 @@ class Ledger:
     def cost_report(self, project_slug: str) -> list[CostLine]:
         """Every request of a project, oldest first, with its labels and what it cost, so a
         studio can match its cloud bill line by line (the labels carry the ledger row id)."""
-        with self.sessions() as session:
+        self._replay_if_pending()
+        with self._guard(), self.sessions() as session:
             rows = session.scalars(
                 select(GenerationLedger)
                 .where(GenerationLedger.project_slug == project_slug)
@@ -474,7 +656,7 @@ class Ledger:
         Later touches (a re-download, a lost result, a resumed poll) move no spend to another day.
         With ``run_id``, only rows a run recorded as its own (``details["run_id"]``).
         """
-        with self.sessions() as session:
+        with self._guard(), self.sessions() as session:
             return self._spend_in(session, since, project_slug, price_table, run_id)
 
     def _hold_within(self, session: Session, cap: DailyCap) -> None:
@@ -563,6 +745,96 @@ class Ledger:
         )
 
 
+def _done(row: GenerationLedger, args: Mapping[str, Any]) -> None:
+    row.state = "done"
+    row.billed = True
+    row.cost_usd = float(args["cost_usd"])
+    row.result_url = str(args["result_url"])
+    if args.get("details"):
+        row.details = {**(row.details or {}), **args["details"]}
+    row.error = None
+    row.updated_at = _utcnow()
+
+
+def _new_result(row: GenerationLedger, args: Mapping[str, Any]) -> None:
+    row.result_url = str(args["result_url"])
+    if args.get("details"):
+        row.details = {**(row.details or {}), **args["details"]}
+    row.updated_at = _utcnow()
+
+
+def _final(row: GenerationLedger, state: LedgerState, error: str, billed: bool | None) -> None:
+    """An end other than ``done``; a row already ``done`` is left alone."""
+    if row.state == "done":
+        return
+    row.state = state
+    row.error = error
+    if billed is not None:
+        row.billed = billed
+    row.updated_at = _utcnow()
+
+
+def _failed(row: GenerationLedger, args: Mapping[str, Any]) -> None:
+    billed = bool(args["billed"])
+    _final(row, "failed_billed" if billed else "failed_unbilled", str(args["error"]), billed)
+
+
+def _lost(row: GenerationLedger, args: Mapping[str, Any]) -> None:
+    row.state = "result_lost"
+    row.error = str(args["error"])
+    row.updated_at = _utcnow()
+
+
+def _replay(session: Session, records: Sequence[JournalRecord]) -> list[str]:
+    """Apply journal records onto their rows (see ``Ledger.replay_journal``)."""
+    ids: dict[str, uuid.UUID] = {}
+    said: list[str] = []
+    for record in records:
+        try:
+            ids[record.entry_id] = uuid.UUID(record.entry_id)
+        except ValueError:
+            said.append(f"skipped {record.describe()}: not a ledger row id")
+    rows = {
+        row.id: row
+        for row in session.scalars(
+            select(GenerationLedger)
+            .where(GenerationLedger.id.in_(list(set(ids.values()))))
+            .with_for_update()
+        )
+    }
+    for record in records:
+        row = rows.get(ids.get(record.entry_id))  # type: ignore[arg-type]
+        allowed = _REPLAY_FROM.get(record.op)
+        if row is None or allowed is None:
+            said.append(f"skipped {record.describe()}: no such row or write")
+            continue
+        args = record.args
+        if record.op == "record_operation" and not row.operation_name:
+            row.operation_name = str(args["operation_name"])
+            row.updated_at = _utcnow()
+            if row.state in allowed:
+                row.state = "in_flight"
+                row.error = "operation name recovered from the journal"
+            said.append(f"replayed {record.describe()}")
+            continue
+        if row.state not in allowed:
+            continue  # the row moved on: an older write must not undo a newer one
+        if record.op == "mark_done":
+            _done(row, args)
+        elif record.op == "update_result":
+            _new_result(row, args)
+        elif record.op == "mark_failed":
+            _failed(row, args)
+        elif record.op == "mark_unknown":
+            _final(row, "unknown", str(args["error"]), None)
+        elif record.op == "mark_held":
+            _final(row, "held", str(args["error"]), None)
+        elif record.op == "mark_result_lost":
+            _lost(row, args)
+        said.append(f"replayed {record.describe()}")
+    return said
+
+
 Charge = Literal["billed", "not charged", "pending", "may be billed", "free preview"]
 
 
@@ -628,7 +900,7 @@ def _cost_line(entry: LedgerEntry, expected_usd: float) -> CostLine:
         charge, cost = "billed", entry.cost_usd or expected_usd
     elif entry.state == "failed_unbilled":
         charge = "not charged"
-    elif entry.state == "unknown":
+    elif entry.state in WAITING_STATES:
         charge, at_risk = "may be billed", expected_usd
     else:
         charge, at_risk = "pending", expected_usd

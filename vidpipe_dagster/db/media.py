@@ -14,6 +14,8 @@ from vidpipe_dagster.domain.media import (
     MediaMissing,
     confine_media,
     ensure_media_folder,
+    media_file_exists,
+    move_into_media,
     read_media,
     relative_to_root,
     remove_media,
@@ -41,6 +43,15 @@ class MediaStore:
     def write(self, relative: str, data: bytes) -> Path:
         """Write atomically, creating folders; refuses to write through or onto a symlink."""
         return write_media(self.root, relative, data)
+
+    def write_from(self, relative: str, source: Path) -> Path:
+        """Move the file ``source`` in atomically without reading it into memory (a rename on
+        the same disk), with ``write``'s rules; ``source`` is gone afterwards."""
+        return move_into_media(self.root, relative, source)
+
+    def exists(self, relative: str) -> bool:
+        """Whether the file is there; a symlink on the way is an error, not a missing file."""
+        return media_file_exists(self.root, relative)
 
     def prepare_folder(self, relative: str) -> Path:
         """Create ``relative`` (and its parents) as real folders, or prove they are: a stage

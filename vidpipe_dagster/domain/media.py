@@ -203,6 +203,60 @@ def write_media(root: Path, relative: str | os.PathLike[str], data: bytes) -> Pa
     return root.joinpath(*parts)
 
 
+def move_into_media(root: Path, relative: str | os.PathLike[str], source: Path) -> Path:
+    """Put the file ``source`` at ``root/relative`` atomically, with ``write_media``'s rules,
+    without reading it into memory: a rename when it is on the same disk (stage it in the
+    destination folder), else a copy in 1 MiB pieces. ``source`` is gone afterwards."""
+    parts = media_parts(relative)
+    with _media_dir(root, parts[:-1], create=True) as dir_fd:
+        _check_leaf(dir_fd, root, parts)
+        tmp = f".{parts[-1]}.{secrets.token_hex(6)}.part"
+        try:
+            try:
+                os.rename(source, tmp, dst_dir_fd=dir_fd)
+                fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _copy_into(source, tmp, dir_fd)
+                source.unlink()
+            os.replace(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+    return root.joinpath(*parts)
+
+
+def _copy_into(source: Path, name: str, dir_fd: int) -> None:
+    fd = os.open(
+        name,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o644,
+        dir_fd=dir_fd,
+    )
+    with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+        while chunk := src.read(1 << 20):
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def media_file_exists(root: Path, relative: str | os.PathLike[str]) -> bool:
+    """Whether the file exists, walking the path without following any symlink (a link on
+    the way is an error, not a missing file: it must not make a paid result look lost)."""
+    parts = media_parts(relative)
+    try:
+        with _media_dir(root, parts[:-1], create=False) as dir_fd:
+            return _check_leaf(dir_fd, root, parts)
+    except MediaMissing:
+        return False
+
+
 def ensure_media_folder(root: Path, relative: str | os.PathLike[str]) -> Path:
     """Create the folder ``root/relative`` and its parents, or prove they are real folders."""
     parts = media_parts(relative)

@@ -11,10 +11,16 @@ One row per paid API request, written *before* the request is sent (``db.ledger`
   dropped, after sending and before the operation name came back). It may have been billed.
 - ``result_lost``: was ``done`` and billed, but the stored video is gone and cannot be downloaded
   again; a new submission replaces it only when a person says so.
+- ``held``: the operation finished "done" with no video and no filter count, which the API does
+  not document. It may have been billed, so it stays live (nothing is sent again for it) until a
+  person decides (``vidpipe-dagster regenerate``), like a paid clip whose file is lost.
 
-A ``done`` fingerprint is reused, an ``in_flight`` one resumed, so nothing is paid for twice;
-``unknown`` is never resent without a person (or ``retry_ambiguous_submits``). See
-``docs/architecture.md`` for the whole machine.
+A ``done`` fingerprint is reused, an ``in_flight`` one resumed, a ``held`` one waits, so nothing is
+paid for twice; ``unknown`` is never resent without a person (or ``retry_ambiguous_submits``).
+
+A write after a paid request was sent (its operation name, its end) must outlive a faltering
+database: the ledger raises ``LedgerUnavailable`` after keeping the write in an append-only journal
+(``db.ledger``), which the next run replays before it plans anything.
 """
 
 from __future__ import annotations
@@ -30,13 +36,27 @@ from vidpipe_dagster.domain.catalog import ModelCatalog
 from vidpipe_dagster.domain.video_requests import PriceTable
 
 LedgerState = Literal[
-    "submitting", "in_flight", "done", "failed_unbilled", "failed_billed", "unknown", "result_lost"
+    "submitting",
+    "in_flight",
+    "done",
+    "failed_unbilled",
+    "failed_billed",
+    "unknown",
+    "result_lost",
+    "held",
 ]
-LIVE_STATES: tuple[LedgerState, ...] = ("submitting", "in_flight", "done")
+# rows that stand for their request: a new one is not opened beside them
+LIVE_STATES: tuple[LedgerState, ...] = ("submitting", "in_flight", "done", "held")
+# rows whose money a person must settle before the request is sent again
+WAITING_STATES: tuple[LedgerState, ...] = ("unknown", "held")
 GIVEN_UP_NOTE = "given up by a person"  # error prefix of rows a person retired (``regenerate``)
 AMBIGUOUS_NOTE = (
     "outcome unknown: the request may have reached the API, but no operation name was recorded "
     "(the worker stopped or the connection dropped after sending); it may have been billed"
+)
+HELD_NOTE = (
+    "finished without a video and without a filter count (not what the API documents); it may "
+    "have been billed, so it is not sent again until a person decides"
 )
 
 
@@ -88,6 +108,15 @@ class OverDailyBudget(RuntimeError):
     """Opening this request would take today's committed spend over the per-day budget."""
 
 
+class LedgerUnavailable(RuntimeError):
+    """The database refused a ledger call (locked, connection dropped). ``journaled``: the write
+    is safe in the journal, which the next run replays; otherwise nothing was kept."""
+
+    def __init__(self, message: str, *, journaled: bool = False) -> None:
+        super().__init__(message)
+        self.journaled = journaled
+
+
 class LedgerConflict(RuntimeError):
     """A new paid request would duplicate ``entry``: it is done, in flight, or being submitted."""
 
@@ -104,6 +133,16 @@ class SpendLedger(Protocol):
 
     def find_reusable(self, fingerprint: str, backend: str | None = None) -> LedgerEntry | None:
         """The newest ``done`` row (reuse), else the newest open row with an operation name."""
+        ...
+
+    def find_reusable_many(
+        self, fingerprints: Sequence[str], backend: str | None = None
+    ) -> dict[str, LedgerEntry]:
+        """``find_reusable`` for many fingerprints in one query (those with no row are absent)."""
+        ...
+
+    def replay_journal(self) -> list[str]:
+        """Apply the writes a faltering database left in the journal; what was applied."""
         ...
 
     def open_submission(
@@ -149,6 +188,8 @@ class SpendLedger(Protocol):
     def mark_unknown(self, entry_id: uuid.UUID, error: str = AMBIGUOUS_NOTE) -> None: ...
 
     def mark_result_lost(self, entry_id: uuid.UUID, error: str) -> None: ...
+
+    def mark_held(self, entry_id: uuid.UUID, error: str = HELD_NOTE) -> None: ...
 
     def outcome_unknown(self, fingerprints: Sequence[str], backend: str) -> bool: ...
 

@@ -7,7 +7,7 @@ Each paid request is checked again, atomically, when its ledger row is opened (`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from vidpipe_dagster.domain.budget import Budget, BudgetPlan, plan_within_budget, start_of_today_utc
 from vidpipe_dagster.domain.catalog import ModelCatalog
@@ -15,7 +15,7 @@ from vidpipe_dagster.domain.clean_sheets import TIER3_MAX_TRIES
 from vidpipe_dagster.domain.spend import SpendLedger
 from vidpipe_dagster.domain.video_requests import PriceTable
 from vidpipe_dagster.generation.client import VideoClient
-from vidpipe_dagster.generation.clips import ClipJob, estimate_new_spend
+from vidpipe_dagster.generation.clips import ClipJob, Settled, estimate_new_spend
 
 
 def plan_clip_spend(
@@ -25,10 +25,13 @@ def plan_clip_spend(
     budget: Budget,
     price_table: PriceTable | None = None,
     catalog: ModelCatalog | None = None,
+    *,
+    settled: Mapping[str, Settled | None] | None = None,
 ) -> BudgetPlan:
     """Whether these clips fit: previews and reusable clips cost nothing, the rest the catalog's
-    list price (resolution, audio, duration, every take)."""
-    estimates = estimate_new_spend(jobs, client, ledger, price_table, catalog)
+    list price (resolution, audio, duration, every take). ``settled`` (``settle_jobs``, which
+    replays the ledger's journal first) is the lookup the engine will start from."""
+    estimates = estimate_new_spend(jobs, client, ledger, price_table, catalog, settled=settled)
     spent = ledger.spend_since(start_of_today_utc(), price_table=price_table)
     return plan_within_budget(estimates, budget, spent)
 

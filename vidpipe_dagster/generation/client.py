@@ -7,9 +7,11 @@ whether a failure was billed, may be retried, or needs prompt remediation.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -25,7 +27,10 @@ ErrorKind = Literal[
 
 
 class GenerationApiError(Exception):
-    """A classified API failure. ``billed`` says whether the provider charges for it."""
+    """A classified API failure. ``billed`` says whether the provider charges for it;
+    ``not_sent`` that the request provably never reached the service (the connection was refused,
+    the name did not resolve, or TLS failed before a byte of the request was written), so sending
+    it again cannot pay twice."""
 
     def __init__(
         self,
@@ -35,6 +40,7 @@ class GenerationApiError(Exception):
         status_code: int | None = None,
         support_codes: tuple[str, ...] = (),
         billed: bool = False,
+        not_sent: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind: ErrorKind = kind
@@ -42,6 +48,13 @@ class GenerationApiError(Exception):
         self.status_code = status_code
         self.support_codes = support_codes
         self.billed = billed
+        self.not_sent = not_sent
+
+    @property
+    def unaccepted(self) -> bool:
+        """A transient failure that proves nothing was accepted: the service answered (429,
+        5xx) or the request never left (``not_sent``). Only these are resent automatically."""
+        return self.kind == "transient" and (self.status_code is not None or self.not_sent)
 
     @property
     def retryable(self) -> bool:
@@ -124,8 +137,21 @@ class VideoClient(Protocol):
 
     async def fetch_video(self, result: OperationResult) -> bytes:
         """The mp4 bytes of a finished operation's first video (inline bytes or a download);
-        the engine passes ``result.take(i)`` for the other takes. Retry-safe."""
+        the engine passes ``result.take(i)`` for the other takes. Retry-safe. A client may also
+        offer ``save_video(result, path)``, which writes it to a file without holding it
+        (``save_video`` below uses it when present)."""
         ...
+
+
+async def save_video(client: VideoClient, result: OperationResult, path: Path) -> None:
+    """Write ``result``'s video to ``path``: streamed by a client that offers ``save_video``
+    (a download is never held whole in memory), else from its ``fetch_video`` bytes."""
+    saver = getattr(client, "save_video", None)
+    if saver is not None:
+        await saver(result, path)
+        return
+    data = await client.fetch_video(result)
+    await asyncio.to_thread(path.write_bytes, data)
 
 
 class ImageClient(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import socket
 import urllib.error
 from typing import Literal
 
@@ -85,6 +86,47 @@ def _transport_error_types() -> tuple[type[BaseException], ...]:
 TRANSPORT_ERRORS = _transport_error_types()
 
 
+def _not_sent_error_types() -> tuple[type[BaseException], ...]:
+    """Failures raised before any byte of the request was written: the TCP connect (refused,
+    unreachable), the name lookup, the TLS handshake (httpcore maps ``ssl.SSLError`` during
+    ``start_tls`` to ``ConnectError``), waiting for a pooled connection, and the credentials
+    refresh that precedes the request. A read or write error, a timeout waiting for the answer,
+    or a reset are *not* here: the service may have received the whole request by then."""
+    found: list[type[BaseException]] = [ConnectionRefusedError, socket.gaierror]
+    for module_name, attributes in (
+        ("httpx2", ("ConnectError", "ConnectTimeout", "PoolTimeout", "UnsupportedProtocol")),
+        ("httpx", ("ConnectError", "ConnectTimeout", "PoolTimeout", "UnsupportedProtocol")),
+        ("aiohttp", ("ClientConnectorError",)),  # refused, DNS, TLS certificate or handshake
+        ("google.auth.exceptions", ("TransportError",)),  # token refresh: before the request
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for attribute in attributes:
+            cls = getattr(module, attribute, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                found.append(cls)
+    return tuple(found)
+
+
+NOT_SENT_ERRORS = _not_sent_error_types()
+
+
+def never_sent(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was explicitly raised from (``raise … from``, as
+    httpx and httpcore wrap their transports' errors), proves the request never left. Implicit
+    context is not followed: an error raised while handling another says nothing about it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, NOT_SENT_ERRORS):
+            return True
+        seen.add(id(current))
+        current = current.__cause__
+    return False
+
+
 def classify_api_error(exc: BaseException, call: Call) -> GenerationApiError:
     """Map an SDK or transport failure to our error kinds (see ``ErrorKind``)."""
     import pydantic
@@ -109,6 +151,13 @@ def classify_api_error(exc: BaseException, call: Call) -> GenerationApiError:
         status = f"{exc.status}: " if exc.status else ""
         return GenerationApiError(
             kind, f"{status}{message}", status_code=code or None, support_codes=support
+        )
+    if never_sent(exc):
+        detail = str(exc) or type(exc).__name__
+        return GenerationApiError(
+            "transient",
+            f"{type(exc).__name__}: {detail} (before the request was written: nothing was sent)",
+            not_sent=True,
         )
     if isinstance(exc, TRANSPORT_ERRORS):
         detail = str(exc) or type(exc).__name__

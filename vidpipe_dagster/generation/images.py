@@ -12,11 +12,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from vidpipe_dagster.domain.catalog import ModelCatalog, packaged_catalog
-from vidpipe_dagster.domain.spend import DailyCap, OverDailyBudget, SpendLedger
+from vidpipe_dagster.domain.spend import (
+    AMBIGUOUS_NOTE,
+    DailyCap,
+    LedgerUnavailable,
+    OverDailyBudget,
+    SpendLedger,
+)
 from vidpipe_dagster.domain.video_requests import billing_labels
 from vidpipe_dagster.generation.client import GenerationApiError, ImageClient
 
@@ -113,12 +120,24 @@ class LedgeredImageClient:
                 **({"extra_images": tuple(extra_images)} if extra_images else {}),
             )
         except GenerationApiError as exc:
-            await asyncio.to_thread(
-                self.ledger.mark_failed, entry, billed=exc.billed, error=str(exc)
-            )
+            if exc.kind == "transient" and not exc.unaccepted:  # sent; no answer came back
+                await self._settle(self.ledger.mark_unknown, entry, f"{AMBIGUOUS_NOTE}: {exc}")
+            else:
+                await self._settle(
+                    self.ledger.mark_failed, entry, billed=exc.billed, error=str(exc)
+                )
             raise
         except BaseException as exc:
-            await asyncio.to_thread(self.ledger.mark_unknown, entry, f"{type(exc).__name__}: {exc}")
+            await self._settle(self.ledger.mark_unknown, entry, f"{type(exc).__name__}: {exc}")
             raise
-        await asyncio.to_thread(self.ledger.mark_done, entry, cost_usd=price, result_url="")
+        await self._settle(self.ledger.mark_done, entry, cost_usd=price, result_url="")
         return data
+
+    async def _settle(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        """A write after the image was asked for: a database that refuses it must not cost the
+        paid image (the ledger keeps it in its journal when it has one)."""
+        try:
+            await asyncio.to_thread(write, *args, **kwargs)
+        except LedgerUnavailable as exc:
+            if not exc.journaled:
+                raise

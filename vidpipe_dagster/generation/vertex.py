@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Mapping, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from google import genai
@@ -115,6 +117,36 @@ class VertexVideoClient:
     async def fetch_video(self, result: OperationResult) -> bytes:
         if result.video_bytes:
             return result.video_bytes
+        uri = self._video_uri(result)
+        if uri.startswith(("http://", "https://")):
+            return await _call(
+                asyncio.to_thread(_download_http, uri, self._download_timeout_s),
+                "fetch",
+                self._download_timeout_s + 5,
+            )
+        return await _call(asyncio.to_thread(_download_gcs, uri), "fetch", self._download_timeout_s)
+
+    async def save_video(self, result: OperationResult, path: Path) -> None:
+        """Write the video to ``path``: inline bytes as they came, a URI streamed in chunks (a
+        video is never held whole in memory on the way to the media root)."""
+        if result.video_bytes:
+            await asyncio.to_thread(path.write_bytes, result.video_bytes)
+            return
+        uri = self._video_uri(result)
+        if uri.startswith(("http://", "https://")):
+            await _call(
+                asyncio.to_thread(_download_http_to, uri, path, self._download_timeout_s),
+                "fetch",
+                self._download_timeout_s + 5,
+            )
+            return
+        await _call(
+            asyncio.to_thread(_download_gcs_to, uri, path), "fetch", self._download_timeout_s
+        )
+
+    @staticmethod
+    def _video_uri(result: OperationResult) -> str:
+        """The URI to download, or why there is nothing to download (classified)."""
         if result.content_filtered:
             reasons = "; ".join(result.rai_filtered_reasons) or "no reason given"
             raise GenerationApiError(
@@ -126,21 +158,11 @@ class VertexVideoClient:
             raise GenerationApiError(
                 "failed", f"operation {result.name} finished without a video", billed=True
             )
-        if result.video_uri.startswith(("http://", "https://")):
-            return await _call(
-                asyncio.to_thread(_download_http, result.video_uri, self._download_timeout_s),
-                "fetch",
-                self._download_timeout_s + 5,
+        if not result.video_uri.startswith(("http://", "https://", "gs://")):
+            raise GenerationApiError(
+                "failed", f"cannot download video URI {result.video_uri!r}", billed=True
             )
-        if result.video_uri.startswith("gs://"):
-            return await _call(
-                asyncio.to_thread(_download_gcs, result.video_uri),
-                "fetch",
-                self._download_timeout_s,
-            )
-        raise GenerationApiError(
-            "failed", f"cannot download video URI {result.video_uri!r}", billed=True
-        )
+        return result.video_uri
 
 
 class VertexImageClient:
@@ -273,7 +295,16 @@ def _download_http(url: str, timeout_s: float) -> bytes:
         raise _download_error(url, exc.code) from exc
 
 
-def _download_gcs(uri: str) -> bytes:
+def _download_http_to(url: str, path: Path, timeout_s: float) -> None:
+    """``_download_http`` into a file, 1 MiB at a time."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response, path.open("wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except urllib.error.HTTPError as exc:
+        raise _download_error(url, exc.code) from exc
+
+
+def _gcs_blob(uri: str):  # type: ignore[no-untyped-def]
     """gs:// needs google-cloud-storage; the SDK cannot download GCS objects in Vertex mode."""
     try:
         storage = importlib.import_module("google.cloud.storage")
@@ -286,13 +317,36 @@ def _download_gcs(uri: str) -> bytes:
             billed=True,
         ) from exc
     bucket, _, blob = uri.removeprefix("gs://").partition("/")
+    return storage.Client().bucket(bucket).blob(blob)
+
+
+def _download_gcs(uri: str) -> bytes:
+    blob = _gcs_blob(uri)
     try:
-        return storage.Client().bucket(bucket).blob(blob).download_as_bytes()
+        return blob.download_as_bytes()
     except Exception as exc:
-        code = getattr(exc, "code", None)  # google.api_core errors carry the HTTP status
-        if not isinstance(code, int):
+        error = _gcs_error(uri, exc)
+        if error is exc:
             raise
-        raise _download_error(uri, code) from exc
+        raise error from exc
+
+
+def _download_gcs_to(uri: str, path: Path) -> None:
+    blob = _gcs_blob(uri)
+    try:
+        blob.download_to_filename(str(path))
+    except Exception as exc:
+        error = _gcs_error(uri, exc)
+        if error is exc:
+            raise
+        raise error from exc
+
+
+def _gcs_error(uri: str, exc: Exception) -> Exception:
+    code = getattr(exc, "code", None)  # google.api_core errors carry the HTTP status
+    if not isinstance(code, int):
+        return exc
+    return _download_error(uri, code)
 
 
 def _download_error(uri: str, code: int) -> GenerationApiError:

@@ -48,8 +48,11 @@ class StageContext:
         return self.backends.catalog()
 
     def ledger(self) -> Ledger:
-        """The generation ledger, pricing open requests from the same catalog."""
-        return Ledger(self.database.sessionmaker(), catalog=self.catalog)
+        """The generation ledger, pricing open requests from the same catalog. Its fallback
+        journal is beside a SQLite file, else in the media root (the folder workers share)."""
+        return Ledger(
+            self.database.sessionmaker(), catalog=self.catalog, journal_dir=self.media.root
+        )
 
 
 class StageError(Exception):

@@ -41,6 +41,7 @@ from vidpipe_dagster.domain.media import (
 from vidpipe_dagster.domain.preview import PREVIEW_LABEL
 from vidpipe_dagster.domain.reference_selection import ChosenReference
 from vidpipe_dagster.domain.render import Mp4Info, probe_mp4
+from vidpipe_dagster.domain.spend import LedgerUnavailable
 from vidpipe_dagster.domain.takes import TakeScore, choose_take, first_take, only_take
 from vidpipe_dagster.domain.video_requests import (
     ImageInput,
@@ -54,6 +55,7 @@ from vidpipe_dagster.generation.clips import (
     ClipOutcome,
     Limits,
     generate_clips,
+    settle_jobs,
 )
 from vidpipe_dagster.stages.clip_identity import save_take_identity, score_takes
 from vidpipe_dagster.stages.context import StageContext, StageError
@@ -223,11 +225,21 @@ def iter_clips(
     jobs = [i.job for i in inputs if i.job is not None]
     _log_forced_durations(ctx, inputs)
     try:  # a clips folder that escapes the media root is found before anything is paid for
-        ctx.media.prepare_folder(f"projects/{slug}/clips")
+        clips_folder = ctx.media.prepare_folder(f"projects/{slug}/clips")
     except MediaError as exc:
         raise StageError(f"{exc}; nothing was submitted") from exc
     ledger = ctx.ledger()
-    plan = plan_clip_spend(jobs, client, ledger, ctx.budget, options.prices, ctx.catalog)
+    try:
+        replayed = ledger.replay_journal()  # writes a faltering database left behind, first
+        for line in replayed:
+            ctx.log.warning(f"ledger journal: {line}")
+        # one ledger lookup for every scene, shared by the budget and the engine
+        settled = settle_jobs(jobs, ledger, client.backend, ctx.catalog)
+        plan = plan_clip_spend(
+            jobs, client, ledger, ctx.budget, options.prices, ctx.catalog, settled=settled
+        )
+    except LedgerUnavailable as exc:
+        raise StageError(f"{exc}; nothing was submitted, rerun once the database answers") from exc
     ctx.log.info(f"spend: {plan.message}")
     if not plan.fits:
         raise StageError(
@@ -242,11 +254,11 @@ def iter_clips(
         return
     known = _known_billing(ctx, ledger, slug, jobs, client.backend)
     by_key = {item.key: item for item in inputs}
-    settled: queue.Queue[ClipResult | BaseException | None] = queue.Queue()
+    finished: queue.Queue[ClipResult | BaseException | None] = queue.Queue()
 
-    def store(fingerprint: str, data: bytes) -> str:
+    def store(fingerprint: str, downloaded: Path) -> str:
         rel = f"projects/{slug}/clips/{fingerprint[:24]}.mp4"
-        ctx.media.write(rel, data)
+        ctx.media.write_from(rel, downloaded)  # staged in the same folder: a rename
         return rel
 
     def on_done(outcome: ClipOutcome) -> None:
@@ -254,7 +266,7 @@ def iter_clips(
             result = _settle(ctx, ledger, slug, by_key[outcome.key], outcome, client, known)
         except Exception as exc:  # the database went away: report the scene, never hang
             result = ClipResult(outcome.key, outcome, f"recording failed: {exc!r}")
-        settled.put(result)
+        finished.put(result)
 
     reused: list[str] = []
 
@@ -281,8 +293,9 @@ def iter_clips(
                         retry_ambiguous_submits=options.retry_ambiguous_submits,
                         regenerate_lost_results=options.regenerate_lost_results,
                     ),
-                    load_result=ctx.media.load,
                     store_result=store,
+                    result_exists=ctx.media.exists,
+                    staging_dir=clips_folder,
                     price_table=options.prices,
                     poll_interval=0.05 if client.is_preview else options.poll_interval_seconds,
                     on_event=log_event,
@@ -290,17 +303,18 @@ def iter_clips(
                     row_details={"run_id": run_id} if run_id else None,
                     catalog=ctx.catalog,
                     on_done=on_done,
+                    settled=settled,
                 )
             )
         except BaseException as exc:  # handed to the caller's thread below
-            settled.put(exc)
+            finished.put(exc)
         finally:
-            settled.put(None)  # the engine is done: every job has settled or failed
+            finished.put(None)  # the engine is done: every job has settled or failed
 
     worker = threading.Thread(target=engine, name=f"clips-{slug}", daemon=True)
     worker.start()
     pending = {job.key for job in jobs}
-    while (result := settled.get()) is not None:
+    while (result := finished.get()) is not None:
         if isinstance(result, BaseException):
             raise result
         pending.discard(result.key)
