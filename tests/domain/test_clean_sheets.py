@@ -41,7 +41,7 @@ from vidpipe_dagster.domain.faces import load_face_analyzer
 from vidpipe_dagster.domain.identity import FaceEmbedding
 from vidpipe_dagster.domain.media import MediaError, read_image_bytes
 from vidpipe_dagster.generation.client import GenerationApiError
-from vidpipe_dagster.generation.tier3 import generate_tier3_clean_sheet
+from vidpipe_dagster.generation.tier3 import MAY_BE_BILLED, generate_tier3_clean_sheet
 from vidpipe_dagster.generation.vertex import VertexImageClient, make_genai_client
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
@@ -774,3 +774,17 @@ def test_passes_on_the_third_try_at_0_5_through_the_real_client_and_emulator() -
 def test_a_character_without_a_face_model_is_not_validated_even_without_an_embedding() -> None:
     outcome, _ = run_tier3([solid(RED)], embedder=None, stored=None, is_character=True)
     assert outcome.accepted and outcome.validation == "unavailable" and outcome.score is None
+
+
+def test_a_timeout_after_sending_is_never_resent_without_a_person() -> None:
+    """No answer after the request left: it may have been billed, so Tier 3 stops at once (no
+    backoff retry, no Dagster retry) and says why; a request that provably never left is retried."""
+    lost = GenerationApiError("transient", "read timed out after sending")
+    outcome, client = run_tier3([lost, solid(RED)], embedder=ColourEmbedder({RED: 0.9}))
+    assert not outcome.accepted and outcome.stopped_by == MAY_BE_BILLED
+    assert len(client.requests) == 1, "not resent"
+    assert "may have been billed" in outcome.reason
+
+    refused = GenerationApiError("transient", "connection refused", not_sent=True)
+    outcome, client = run_tier3([refused, solid(RED)], embedder=ColourEmbedder({RED: 0.9}))
+    assert outcome.accepted and len(client.requests) == 2, "never sent: retried"

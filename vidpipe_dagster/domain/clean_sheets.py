@@ -414,6 +414,7 @@ TryOutcome = Literal[
     "failed",
     "not_found",
     "transient",  # still failing after the transient retries
+    "may_be_billed",  # sent, no answer: not resent without a person's say
 ]
 # passed / failed: scored against the stored embedding; not_applicable: nothing to compare
 # with; unavailable: no face engine (or an incompatible one); not_run: would apply, but no

@@ -21,6 +21,7 @@ from vidpipe_dagster.domain.clean_sheets import (
     TIER3_MAX_TRIES,
     Tier3Outcome,
     Tier3Try,
+    TryOutcome,
     Validation,
     normalize_generated_image,
     threshold_for_try,
@@ -78,10 +79,15 @@ async def _generate_with_backoff(
             return _Call(data, None, attempt, billed)
         except GenerationApiError as exc:
             billed += int(exc.billed and exc.kind != "content_policy")
-            if exc.kind != "transient" or attempt == retries:
+            # only a failure that proves nothing was accepted is resent: a timeout or reset
+            # after sending may have been billed, and resending it needs a person's say
+            if not exc.unaccepted or attempt == retries:
                 return _Call(None, exc, attempt, billed)
             await sleep(rng.uniform(0.0, min(max_s, base_s * 2**attempt)))
     raise AssertionError("unreachable")
+
+
+MAY_BE_BILLED: TryOutcome = "may_be_billed"  # sent, no answer: never resent without a person's say
 
 
 async def generate_tier3_clean_sheet(
@@ -113,8 +119,10 @@ async def generate_tier3_clean_sheet(
     character without a face engine is ``unavailable`` (not validated), never
     ``not_applicable``: its embedding is missing only because there was no engine to compute it.
     Errors: content_policy stops (same prompt is not resent, cost 0); rejected / failed /
-    not_found stop; transient errors are retried with backoff inside a try and stop only when
-    the retries run out (``stopped_by="transient"``, so a caller can let Dagster retry later).
+    not_found stop; transient errors that prove nothing was accepted (429, 5xx, never sent) are
+    retried with backoff inside a try and stop only when the retries run out
+    (``stopped_by="transient"``, so a caller can let Dagster retry later); a timeout or reset
+    after sending stops at once (``stopped_by=MAY_BE_BILLED``: a person decides to resend).
     A generated file that is not an image uses up its try (it was paid for).
     Catalog: ``price_per_image`` defaults to the model's price at its default size; a retired
     model is refused before paying; ``extra_images`` (further inputs after the reference image)
@@ -180,8 +188,15 @@ async def generate_tier3_clean_sheet(
             exc = call.error or GenerationApiError("failed", "no image bytes returned")
             what = "blocked by content policy" if exc.kind == "content_policy" else exc.kind
             reason = f"{exc} (after {retried} transient retries)" if retried else str(exc)
-            tries.append(Tier3Try(number, None, None, cost, exc.kind, reason, retried))
-            return finish(False, f"try {number} {what}: {reason}", stopped_by=exc.kind)
+            stopped_by: TryOutcome = exc.kind
+            if exc.kind == "transient" and not exc.unaccepted:
+                stopped_by = what = MAY_BE_BILLED
+                reason += (
+                    "; no answer after the request was sent, so it may have been billed and "
+                    "is not resent automatically"
+                )
+            tries.append(Tier3Try(number, None, None, cost, stopped_by, reason, retried))
+            return finish(False, f"try {number} {what}: {reason}", stopped_by=stopped_by)
         data = call.data
         cost += price_per_image
         try:

@@ -35,7 +35,7 @@ from vidpipe_dagster.domain.identity import FaceEmbedding, FaceEngine, FaceScore
 from vidpipe_dagster.domain.media import MediaError, image_mime_type, read_image, sha256_bytes
 from vidpipe_dagster.generation.budgets import plan_tier3_spend
 from vidpipe_dagster.generation.images import LedgeredImageClient
-from vidpipe_dagster.generation.tier3 import generate_tier3_clean_sheet
+from vidpipe_dagster.generation.tier3 import MAY_BE_BILLED, generate_tier3_clean_sheet
 from vidpipe_dagster.stages.context import CheckOutcome, StageContext, StageError
 
 # What makes a sheet (compositing, tiers, prompt, validation): bump it when the same photo would now
@@ -350,6 +350,14 @@ def _try_tier3(
     result.validation = outcome.validation
     accepted_try = [t.number for t in outcome.tries if t.outcome == "accepted"]
     result.try_number = accepted_try[0] if accepted_try else None
+    if outcome.stopped_by == MAY_BE_BILLED:
+        raise StageError(
+            f"asset {item.key!r}: tier 3 image request got no answer after it was sent "
+            f"({outcome.reason}). It may have been billed (vidpipe-dagster costs {slug} lists "
+            "it as unknown); nothing was resent. Materialize this partition again to send a "
+            "new request, or use tier 2.",
+            retry=False,
+        )
     if outcome.stopped_by == "transient":
         raise StageError(
             f"asset {item.key!r}: tier 3 API kept failing transiently ({outcome.reason}); "
