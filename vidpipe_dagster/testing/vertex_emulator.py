@@ -35,6 +35,7 @@ import json
 import logging
 import random
 import re
+import signal
 import socket
 import threading
 import time
@@ -1014,11 +1015,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         video_fps=args.video_fps,
         seed=args.seed,
     )
+    # Stop on SIGTERM and Ctrl-C even when started by a process that ignores them (a child
+    # inherits ignored signals, and Python then installs no SIGINT handler of its own).
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
     with emulator:
         print(f"Vertex emulator listening on {emulator.base_url} (Ctrl-C to stop)", flush=True)
         print(f"  use emulator_host={emulator.address!r} with make_genai_client", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        stopped.wait()
     return 0
 
 
