@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from vidpipe_dagster.db import ledger as ledger_module
 from vidpipe_dagster.db.ledger import DailyCap, Ledger, LedgerConflict, OverDailyBudget
 from vidpipe_dagster.db.models import GenerationLedger
 from vidpipe_dagster.db.session import migrate
@@ -205,7 +206,13 @@ def test_concurrent_openers_get_exactly_one_row(ledger: Ledger) -> None:
     assert len(ledger.entries(f)) == 1
 
 
-def test_many_generations_finishing_at_once(ledger: Ledger) -> None:
+def test_many_generations_finishing_at_once(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write lands in the database. Writes after sending normally give up on SQLite's lock
+    after SENT_WRITE_BUSY_MS and go to the journal (tests/test_ledger_faults.py); here they may
+    wait as long as a loaded machine needs, so the test is about concurrency, not the clock."""
+    monkeypatch.setattr(ledger_module, "SENT_WRITE_BUSY_MS", 600_000)
     fingerprints = [fp() for _ in range(40)]
     ids = [open_row(ledger, f) for f in fingerprints]
 
