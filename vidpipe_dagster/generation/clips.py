@@ -541,6 +541,21 @@ class _Engine:
             return 0.0
         return request_cost_usd(request, self.price_table, self.catalog, takes=takes)
 
+    async def filtered(
+        self, outcome: ClipOutcome, entry_id: Any, message: str, codes: tuple[str, ...]
+    ) -> _ContentPolicy:
+        """A filtered operation, recorded as not charged; the signal remediation acts on."""
+        signal = self.policy(message, codes)
+        await self.settle(
+            outcome,
+            entry_id,
+            "the filtered operation",
+            self.ledger.mark_failed,
+            billed=False,
+            error=str(signal),
+        )
+        return signal
+
     def policy(self, message: str, codes: tuple[str, ...]) -> _ContentPolicy:
         """A content-policy signal, its codes mapped to categories by the catalog."""
         verdict = self.catalog.classify_filter(message, codes)
@@ -1080,16 +1095,7 @@ class _Engine:
             message = f"operation {operation} failed: {result.error_message}"
             codes = support_codes(result.error_message)
             if is_policy_message(result.error_message):
-                signal = self.policy(message, codes)
-                await self.settle(
-                    outcome,
-                    entry_id,
-                    "the filtered operation",
-                    self.ledger.mark_failed,
-                    billed=False,
-                    error=str(signal),
-                )
-                raise signal
+                raise await self.filtered(outcome, entry_id, message, codes)
             await self.settle(
                 outcome,
                 entry_id,
@@ -1105,18 +1111,12 @@ class _Engine:
             )
         reasons = "; ".join(result.rai_filtered_reasons) or "no reason given"
         if result.content_filtered:
-            signal = self.policy(
-                f"video filtered by safety checks: {reasons}", support_codes(reasons)
-            )
-            await self.settle(
+            raise await self.filtered(
                 outcome,
                 entry_id,
-                "the filtered operation",
-                self.ledger.mark_failed,
-                billed=False,
-                error=str(signal),
+                f"video filtered by safety checks: {reasons}",
+                support_codes(reasons),
             )
-            raise signal
         if not result.videos:  # done, no video, nothing filtered: not what the API documents
             await self.settle(
                 outcome,
@@ -1138,16 +1138,9 @@ class _Engine:
             urls = await self.store_takes(request, result, entry_id, outcome, slot)
         except GenerationApiError as exc:
             if exc.kind == "content_policy":
-                signal = self.policy(exc.message, exc.support_codes)
-                await self.settle(
-                    outcome,
-                    entry_id,
-                    "the filtered operation",
-                    self.ledger.mark_failed,
-                    billed=False,
-                    error=str(signal),
-                )
-                raise signal from exc
+                raise await self.filtered(
+                    outcome, entry_id, exc.message, exc.support_codes
+                ) from exc
             outcome.attempts += 0 if resumed else 1
             # The video exists and was paid for: keep the row in flight so that a rerun polls
             # the operation and downloads it again instead of submitting a new request.
@@ -1193,16 +1186,9 @@ class _Engine:
                 if exc.kind == "not_found":
                     raise _OperationLost(str(exc)) from exc
                 if exc.kind == "content_policy":
-                    signal = self.policy(exc.message, exc.support_codes)
-                    await self.settle(
-                        outcome,
-                        entry_id,
-                        "the filtered operation",
-                        self.ledger.mark_failed,
-                        billed=False,
-                        error=str(signal),
-                    )
-                    raise signal from exc
+                    raise await self.filtered(
+                        outcome, entry_id, exc.message, exc.support_codes
+                    ) from exc
                 if exc.kind != "transient":  # e.g. credentials: the operation itself may be fine
                     await self.quietly(self.ledger.note, entry_id, f"poll failed: {exc}")
                     raise _JobFailed(
