@@ -219,7 +219,6 @@ def test_many_generations_finishing_at_once(
     def finish(args: tuple[int, uuid.UUID]) -> None:
         n, entry_id = args
         ledger.record_operation(entry_id, f"op/{n}")
-        ledger.note(entry_id, "polling")
         ledger.mark_done(entry_id, cost_usd=3.2, result_url=f"clips/{n}.mp4")
 
     with ThreadPoolExecutor(16) as pool:
