@@ -94,9 +94,19 @@ def crew_spec(identity_check: str | None) -> dict[str, Any]:
 
 
 def import_crew(
-    settings: Settings, write_spec: SpecWriter, identity_check: str | None = None
+    settings: Settings,
+    write_spec: SpecWriter,
+    identity_check: str | None = None,
+    *,
+    takes: int | None = None,
+    scenes: int = 2,
 ) -> Path:
-    path = write_spec(crew_spec(identity_check), folder="crew", images=False)
+    """Import the crew project (``takes`` per scene when given, its first ``scenes`` scenes)."""
+    spec = crew_spec(identity_check)
+    if takes is not None:
+        spec["project"]["takes"] = takes
+    spec["scenes"] = spec["scenes"][:scenes]
+    path = write_spec(spec, folder="crew", images=False)
     pad = _launch_pad()
     images = {
         "img/a.png": astronaut(),

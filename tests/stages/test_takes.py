@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from tests.assets.test_clip_identity_step import astronaut, camera_man, crew_spec, face_crop
+from tests.assets.test_clip_identity_step import camera_man, crew_spec, face_crop, import_crew
 from tests.conftest import SpecWriter, small_spec, stage_context
 from tests.test_schedule_cost import select_references
 from vidpipe_dagster.db import queries
@@ -48,23 +48,7 @@ FAST = ClipOptions(poll_interval_seconds=0.05, backoff_base_seconds=0.01, reques
 
 def import_takes(settings: Settings, write_spec: SpecWriter, takes: int) -> None:
     """The crew project (CHAR_01 is the astronaut) with one scene, asking for ``takes``."""
-    spec = crew_spec(None)
-    spec["project"]["takes"] = takes
-    spec["scenes"] = spec["scenes"][:1]
-    path = write_spec(spec, folder="crew", images=False)
-    pad = _launch_pad()
-    images = {
-        "img/a.png": astronaut(),
-        "img/a_face.png": face_crop(),
-        "img/pad.png": pad,
-        "frames/0_start.png": _keyframe(pad, face_crop(), 0.5, 0.95),
-        "frames/0_end.png": _keyframe(pad, face_crop(), 0.45, 1.0),
-    }
-    for rel, image in images.items():
-        (path.parent / rel).parent.mkdir(parents=True, exist_ok=True)
-        image.save(path.parent / rel)
-    with session_scope(settings.database_url) as session:
-        import_project(session, path, settings.media_root)
+    import_crew(settings, write_spec, takes=takes, scenes=1)
     select_references(settings, SLUG)
 
 
