@@ -498,3 +498,35 @@ def test_an_ambiguous_submit_is_resent_only_when_the_run_config_accepts_the_risk
     else:
         assert "0" in reports["clips"].failed and emulator.submit_count == 1
         assert "unknown" in reports["clips"].failed["0"].lower()
+
+
+def test_scenes_settled_together_each_check_their_own_materialization(
+    settings: Settings, imported, instance: dg.DagsterInstance
+) -> None:
+    """A cached rerun settles every scene at once and reports their checks in one batch: each
+    result still names its own scene's materialization from that run (what Dagster counts as
+    the check status of the scene's current data)."""
+    imported()
+    run(settings, instance, ["references", "clips"])
+    reports = run(settings, instance, ["clips"])  # every clip reused: the scenes settle at once
+    assert reports["clips"].succeeded == ["0", "1"]
+    key = dg.AssetKey(["spring_ad", "scene_clip"])
+    [newest_run] = instance.get_runs(limit=1)
+    run_id = newest_run.run_id
+    for scene in ("0", "1"):
+        [newest] = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[scene]), limit=1
+        ).records
+        assert newest.run_id == run_id
+        assert clip_metadata(instance, "spring-ad", scene)["status"].value == "cached"
+        for name in (*CHECKS, "characters_recognisable"):
+            history = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(key, name), limit=100
+            )
+            [record] = [
+                r
+                for r in history
+                if r.run_id == run_id and r.partition == scene and r.event is not None
+            ]
+            evaluation = record.event.dagster_event.event_specific_data
+            assert evaluation.target_materialization_data.storage_id == newest.storage_id, name

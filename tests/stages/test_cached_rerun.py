@@ -3,6 +3,9 @@ keyframe its import already proved, and writes no clip row that did not change (
 
 from __future__ import annotations
 
+import collections
+import queue
+import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ from vidpipe_dagster.domain.media import MediaError, read_image, sha256_bytes
 from vidpipe_dagster.domain.render import render_animatic
 from vidpipe_dagster.runner import materialize_project
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.scene_clip import ClipResult, settled_batch
 from vidpipe_dagster.testing.vertex_emulator import VertexEmulator
 
 FAST = {"poll_interval_seconds": 0.05, "backoff_base_seconds": 0.01, "requests_per_minute": 0}
@@ -94,21 +98,51 @@ def test_a_cached_rerun_reads_in_fixed_queries_decodes_no_keyframe_and_writes_no
         return real_decode(data, label=label)
 
     monkeypatch.setattr(media, "decode_image", counting_decode)
-    counts = {}
+    event_reads = _count_our_event_log_reads(instance, monkeypatch)
+    counts, reads = {}, {}
     for scenes in (["0"], ["0", "1"]):
         statements = _Statements(settings.database_url)
         decoded.clear()
+        event_reads.clear()
         try:
             _clips(settings, instance, scenes)
         finally:
             statements.close()
         counts[len(scenes)] = len(statements.stage)
+        reads[len(scenes)] = collections.Counter(event_reads)
         assert statements.clip_writes == [], "an unchanged clip row was written again"
         assert not [label for label in decoded if "keyframe" in label], decoded
     # project, scenes with clips, keyframes, manifest, its assets, selections, primary sheets,
     # done and billed ledger rows: a fixed number, whatever the scene count
     assert counts[2] == counts[1] <= 10, counts
+    # the inputs' versions: read once per run, not once per scene and input
+    assert reads[2]["provenance"] == reads[1]["provenance"] > 0, reads
     assert emulator.submit_count == submits  # nothing paid
+
+
+def _count_our_event_log_reads(
+    instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """Reads of Dagster's event log made by this project's code (Dagster's own are not ours),
+    named by the module that made them."""
+    reads: list[str] = []
+    storage = instance.event_log_storage
+    for owner, name in (
+        (instance, "fetch_materializations"),
+        (instance, "fetch_observations"),
+        (storage, "get_latest_storage_id_by_partition"),
+        (storage, "get_latest_tags_by_partition"),
+    ):
+        real = getattr(owner, name)
+
+        def counting(*args, _real=real, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if "/vidpipe_dagster/" in caller:
+                reads.append(Path(caller).stem)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counting)
+    return reads
 
 
 def test_read_image_trusts_only_the_hash_it_was_given(tmp_path: Path) -> None:
@@ -176,3 +210,24 @@ def test_a_sheet_saved_at_another_compression_level_is_the_same_sheet() -> None:
     other = picture.copy()
     other.putpixel((3, 3), (0, 0, 0))
     assert not _same_sheet(old, media.png_bytes(other, compress_level=CLEAN_SHEET_PNG_LEVEL))
+
+
+def test_scenes_already_settled_are_taken_together_and_none_is_waited_for() -> None:
+    """The clip stage reports scenes that settled together in one batch (one lookup of their
+    checks' targets), never more than ``most``, and never waits to fill a batch."""
+    finished: queue.Queue = queue.Queue()
+    for key in "01234":
+        finished.put(ClipResult(key, None, "x"))
+    batch, ended, error = settled_batch(finished, most=3)
+    assert [r.key for r in batch] == ["0", "1", "2"] and not ended and error is None
+    batch, ended, error = settled_batch(finished, most=3)  # what is there, not waiting for more
+    assert [r.key for r in batch] == ["3", "4"] and not ended and error is None
+    finished.put(ClipResult("5", None, "x"))
+    finished.put(None)  # the engine ended
+    batch, ended, error = settled_batch(finished, most=3)
+    assert [r.key for r in batch] == ["5"] and ended and error is None
+    failure = RuntimeError("the database went away")
+    finished.put(ClipResult("6", None, "x"))
+    finished.put(failure)
+    batch, ended, error = settled_batch(finished, most=3)  # the settled scene is kept
+    assert [r.key for r in batch] == ["6"] and ended and error is failure

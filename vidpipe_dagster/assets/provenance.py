@@ -30,49 +30,89 @@ def observation(key: dg.AssetKey, partition: str, data_version: str) -> dg.Asset
     )
 
 
+class InputVersions:
+    """The newest event of every input partition a range of scenes read, fetched once per step
+    (two queries per input asset) instead of once per scene and input: per scene those lookups
+    were most of a cached rerun's own time (about 7 ms each on SQLite, five per scene).
+
+    Build it when the step starts reporting a stage, after any upstream stage of the same step
+    has materialized: the versions are those the scenes read.
+    """
+
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        inputs: Mapping[str, Inputs],
+        sources: set[dg.AssetKey],
+    ) -> None:
+        wanted: dict[dg.AssetKey, set[str]] = {}
+        for scene_inputs in inputs.values():
+            for dep, partitions in scene_inputs.items():
+                wanted.setdefault(dep, set()).update(partitions)
+        self._latest = {
+            dep: _latest_by_partition(instance, dep, partitions, dep in sources)
+            for dep, partitions in wanted.items()
+            if partitions
+        }
+
+    def tags(self, inputs: Inputs) -> dict[str, str]:
+        """Per input, the data version and storage id of the newest event among the partitions
+        this scene read (the cursor after which a change to any of them makes the scene stale)."""
+        tags: dict[str, str] = {}
+        for dep, partitions in inputs.items():
+            version, pointer = "none", None
+            if partitions:
+                latest = self._latest.get(dep, {})
+                found = [latest[p] for p in partitions if p in latest]
+                version, pointer = (
+                    max(found, key=lambda item: item[1]) if found else ("unknown", None)
+                )
+            name = dep.to_user_string()
+            tags[f"{INPUT_VERSION_PREFIX}/{name}"] = version
+            # "NULL": read before that input had any event (Dagster's own marker for it)
+            tags[f"{INPUT_POINTER_PREFIX}/{name}"] = str(pointer) if pointer is not None else "NULL"
+        return tags
+
+
 def materialization(
-    instance: dg.DagsterInstance,
     key: dg.AssetKey,
     partition: str,
     *,
     data_version: str,
     code_version: str,
-    inputs: Inputs,
-    sources: set[dg.AssetKey],
+    input_tags: Mapping[str, str],
     metadata: Mapping[str, Any],
 ) -> dg.AssetMaterialization:
-    """A scene's materialization carrying its own versions and those of the inputs it used.
-
-    ``sources`` are the observed (external) inputs; the others are materialized assets.
-    """
+    """A scene's materialization carrying its own versions and those of the inputs it used
+    (``InputVersions.tags``)."""
     tags = {
         CODE_VERSION_TAG: code_version,
         DATA_VERSION_TAG: data_version,
         USER_PROVIDED_TAG: "true",
+        **input_tags,
     }
-    for dep, partitions in inputs.items():
-        version, pointer = _latest(instance, dep, partitions, dep in sources)
-        name = dep.to_user_string()
-        tags[f"{INPUT_VERSION_PREFIX}/{name}"] = version
-        # "NULL": read before that input had any event (Dagster's own marker for it)
-        tags[f"{INPUT_POINTER_PREFIX}/{name}"] = str(pointer) if pointer is not None else "NULL"
     return dg.AssetMaterialization(asset_key=key, partition=partition, metadata=metadata, tags=tags)
 
 
-def _latest(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: Sequence[str], source: bool
-) -> tuple[str, int | None]:
-    """The newest event among ``partitions`` of ``key``: its data version and storage id (the
-    cursor after which a change to any of them makes this scene stale)."""
-    if not partitions:
-        return "none", None
-    records_filter = dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(partitions))
-    fetch = instance.fetch_observations if source else instance.fetch_materializations
-    records = fetch(records_filter, limit=1).records
-    if not records:
-        return "unknown", None
-    record = records[0]
-    event = record.asset_observation if source else record.asset_materialization
-    return (event.tags or {}).get(
-        DATA_VERSION_TAG, "unknown"
-    ) if event else "unknown", record.storage_id
+def _latest_by_partition(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: set[str], source: bool
+) -> dict[str, tuple[str, int]]:
+    """Each partition's newest event of ``key`` (an observation for a source): its data version
+    and storage id, in two queries (the ids, then their data-version tags, which Dagster indexes
+    for exactly this lookup)."""
+    kind = (
+        dg.DagsterEventType.ASSET_OBSERVATION
+        if source
+        else dg.DagsterEventType.ASSET_MATERIALIZATION
+    )
+    storage = instance.event_log_storage
+    ids = storage.get_latest_storage_id_by_partition(key, kind, partitions)
+    if not ids:
+        return {}
+    versions = storage.get_latest_tags_by_partition(
+        key, kind, [DATA_VERSION_TAG], list(ids), before_cursor=max(ids.values()) + 1
+    )
+    return {
+        partition: (versions.get(partition, {}).get(DATA_VERSION_TAG, "unknown"), storage_id)
+        for partition, storage_id in ids.items()
+    }

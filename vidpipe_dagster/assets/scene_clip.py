@@ -12,7 +12,7 @@ from pydantic import Field
 
 from vidpipe_dagster.assets import metadata as md
 from vidpipe_dagster.assets.clip_previews import identity_markdown, takes_markdown
-from vidpipe_dagster.assets.provenance import InputsOf, materialization
+from vidpipe_dagster.assets.provenance import InputsOf, InputVersions, materialization
 from vidpipe_dagster.domain.preview import PREVIEW_LABEL
 from vidpipe_dagster.domain.previews import animated_webp, sample_frames
 from vidpipe_dagster.domain.takes import scored_fingerprint
@@ -22,7 +22,7 @@ from vidpipe_dagster.stages.clip_identity import (
     SceneIdentity,
     reusable_scene_identities,
 )
-from vidpipe_dagster.stages.context import StageContext
+from vidpipe_dagster.stages.context import CheckOutcome, StageContext
 
 CODE_VERSION = stage.CODE_VERSION
 CHECK_DESCRIPTIONS = {
@@ -115,20 +115,30 @@ def events(
     sources: set[dg.AssetKey],
     identity_blocking: bool = False,
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
-    """Each scene's clip, identity and checks as it settles; failed scenes fail the step at the
-    end (and so does a blocking identity check at ERROR, after every scene is materialized)."""
+    """Each scene's clip, identity and checks as it settles (scenes that settle together, as a
+    cached rerun's do, report together); failed scenes fail the step at the end (and so does a
+    blocking identity check at ERROR, after every scene is materialized)."""
     keys = list(context.partition_keys)
     client = ctx.backends.video_client()
     preview = client.is_preview
     failed: dict[str, str] = {}
     done: list[str] = []
     known: dict[int, SceneIdentity] | None = None
-    results = stage.iter_clips(ctx, slug, keys, config.options(), run_id=context.run.run_id)
-    for result in md.stage_errors_as_failures(results):
-        outcomes = []
-        if result.done and result.outcome is not None:
-            if known is None:  # every scene's stored scores in one read, not per scene
+    versions: InputVersions | None = None
+    batches = stage.iter_clip_batches(ctx, slug, keys, config.options(), run_id=context.run.run_id)
+    for batch in md.stage_errors_as_failures(batches):
+        outcomes: dict[str, list[CheckOutcome]] = {}
+        for result in batch:
+            facts = clip_checks.facts_of_result(ctx, slug, result, preview)
+            outcomes[result.key] = clip_checks.checks_for(facts)
+            if not (result.done and result.outcome is not None):
+                failed[result.key] = result.error or "failed"
+                context.log.error(f"scene {result.key}: {failed[result.key]}")
+                continue
+            if known is None:  # every scene's stored scores and input versions in one read
                 known = reusable_scene_identities(ctx, slug, [int(k) for k in keys])
+                versions = InputVersions(context.instance, {k: inputs_of(k) for k in keys}, sources)
+            assert versions is not None
             identity, recognisable = clip_checks.identity_outcome(
                 ctx,
                 slug,
@@ -139,7 +149,7 @@ def events(
                     result.outcome.request.fingerprint, result.chosen_take
                 ),
             )
-            outcomes.append(recognisable)
+            outcomes[result.key].append(recognisable)
             metadata = _metadata(context, result, client.backend, preview)
             metadata["identity"] = identity_markdown(ctx, identity, preview)
             if len(result.take_urls) > 1:  # one request, several takes: each shown, the choice
@@ -147,22 +157,15 @@ def events(
                 metadata["take_choice"] = result.take_choice or ""
                 metadata["takes"] = takes_markdown(ctx, result)
             yield materialization(
-                context.instance,
                 key,
                 result.key,
                 data_version=result.data_version,
                 code_version=CODE_VERSION,
-                inputs=inputs_of(result.key),
-                sources=sources,
+                input_tags=versions.tags(inputs_of(result.key)),
                 metadata=metadata,
             )
             done.append(result.key)
-        else:
-            failed[result.key] = result.error or "failed"
-            context.log.error(f"scene {result.key}: {failed[result.key]}")
-        facts = clip_checks.facts_of_result(ctx, slug, result, preview)
-        outcomes = clip_checks.checks_for(facts) + outcomes
-        yield from md.evaluations(context, key, result.key, outcomes)
+        yield from md.evaluations(context, key, outcomes)
     if failed:
         lines = "; ".join(f"scene {k}: {v}" for k, v in sorted(failed.items()))
         raise dg.Failure(
@@ -191,8 +194,7 @@ def read_back(
         context.partition_keys,
         identity_blocking=identity_blocking if with_identity else None,
     )
-    for scene, outcomes in found.items():
-        yield from md.evaluations(context, key, scene, outcomes)
+    yield from md.evaluations(context, key, found)
 
 
 def _metadata(

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 
 from vidpipe_dagster.assets import metadata as md
-from vidpipe_dagster.assets.provenance import InputsOf, materialization
+from vidpipe_dagster.assets.provenance import InputsOf, InputVersions, materialization
 from vidpipe_dagster.stages import scene_references as stage
 from vidpipe_dagster.stages.context import StageContext
 
@@ -30,15 +30,16 @@ def events(
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     """Select, persist and report each scene, then its checks (the persisted one read back)."""
     selections = stage.select_scenes(ctx, slug, keys)
+    versions = InputVersions(
+        context.instance, {s.key: inputs_of(s.key) for s in selections}, sources
+    )
     for scene in selections:
         yield materialization(
-            context.instance,
             key,
             scene.key,
             data_version=scene.version,
             code_version=CODE_VERSION,
-            inputs=inputs_of(scene.key),
-            sources=sources,
+            input_tags=versions.tags(inputs_of(scene.key)),
             metadata={
                 "selected_reference_tags": dg.MetadataValue.json(scene.tags),
                 "references": md.references_table(scene.chosen),
@@ -50,17 +51,20 @@ def events(
             },
         )
     persisted = stage.persisted_checks(ctx, slug, [s.key for s in selections])
-    for scene in selections:
-        outcomes = [*stage.selection_checks(scene), persisted[scene.key][-1]]
-        yield from md.evaluations(context, key, scene.key, outcomes)
+    outcomes = {
+        scene.key: [*stage.selection_checks(scene), persisted[scene.key][-1]]
+        for scene in selections
+    }
+    yield from md.evaluations(context, key, outcomes)
 
 
 def read_back(
     context: dg.AssetExecutionContext, ctx: StageContext, slug: str, key: dg.AssetKey
 ) -> Iterator[dg.AssetCheckEvaluation]:
     """The checks alone (a person ran them from the UI): everything read back from storage."""
-    for scene, outcomes in stage.persisted_checks(ctx, slug, context.partition_keys).items():
-        yield from md.evaluations(context, key, scene, outcomes)
+    yield from md.evaluations(
+        context, key, stage.persisted_checks(ctx, slug, context.partition_keys)
+    )
 
 
 def _preview(ctx: StageContext, scene: stage.SceneSelection) -> str:

@@ -205,6 +205,10 @@ class ClipRun:
         return [r for r in self.results if r.done]
 
 
+BATCH = 100  # scenes reported together at most (a cached rerun settles all of them at once)
+SettledItem = ClipResult | BaseException | None  # a scene, the engine's error, or its end
+
+
 def iter_clips(
     ctx: StageContext,
     slug: str,
@@ -216,6 +220,22 @@ def iter_clips(
     """Each scene's result as soon as it is settled (recorded in the database), while the other
     scenes are still generating; scenes whose inputs cannot form a request come first. Raises
     ``StageError`` before any paid call when the run does not fit the budget."""
+    for batch in iter_clip_batches(ctx, slug, keys, options, run_id=run_id):
+        yield from batch
+
+
+def iter_clip_batches(
+    ctx: StageContext,
+    slug: str,
+    keys: Sequence[str],
+    options: ClipOptions,
+    *,
+    run_id: str | None = None,
+    most: int = BATCH,
+) -> Iterator[list[ClipResult]]:
+    """``iter_clips`` by batch: each batch holds the scenes already settled when the caller asks
+    for the next (at most ``most``), so scenes that finished together are reported together (one
+    lookup for their checks' targets instead of one per scene). Never waits to fill a batch."""
     client = ctx.backends.video_client()
     ctx.log.info(
         f"{len(keys)} scene(s) with backend {client.backend}"
@@ -247,14 +267,16 @@ def iter_clips(
             "raise VIDPIPE_BUDGET_PER_RUN_USD / VIDPIPE_BUDGET_PER_DAY_USD.",
             metadata={"estimate_usd": plan.requested_usd, "available_usd": plan.allowance_usd},
         )
-    for item in inputs:
-        if item.job is None:
-            yield _settle(ctx, ledger, slug, item, None, client)
+    unformed = [
+        _settle(ctx, ledger, slug, item, None, client) for item in inputs if item.job is None
+    ]
+    for start in range(0, len(unformed), most):
+        yield unformed[start : start + most]
     if not jobs:
         return
     known = _known_billing(ctx, ledger, slug, jobs, client.backend)
     by_key = {item.key: item for item in inputs}
-    finished: queue.Queue[ClipResult | BaseException | None] = queue.Queue()
+    finished: queue.Queue[SettledItem] = queue.Queue()
 
     def store(fingerprint: str, downloaded: Path) -> str:
         rel = f"projects/{slug}/clips/{fingerprint[:24]}.mp4"
@@ -314,19 +336,41 @@ def iter_clips(
     worker = threading.Thread(target=engine, name=f"clips-{slug}", daemon=True)
     worker.start()
     pending = {job.key for job in jobs}
-    while (result := finished.get()) is not None:
-        if isinstance(result, BaseException):
-            raise result
-        pending.discard(result.key)
-        yield result
+    ended = False
+    while not ended:
+        batch, ended, error = settled_batch(finished, most)
+        pending.difference_update(result.key for result in batch)
+        if batch:
+            yield batch
+        if error is not None:
+            raise error
     worker.join()
     if reused:
         ctx.log.info(
             f"{len(reused)} scene(s) reused their finished clips (no API call): "
             + ", ".join(sorted(reused, key=lambda k: (len(k), k)))
         )
-    for key in sorted(pending):  # cannot happen unless the engine lost a job: say so
-        yield ClipResult(key, None, "the clip engine ended without an outcome for this scene")
+    lost = "the clip engine ended without an outcome for this scene"
+    if pending:  # cannot happen unless the engine lost a job: say so
+        yield [ClipResult(key, None, lost) for key in sorted(pending)]
+
+
+def settled_batch(
+    finished: queue.Queue[SettledItem], most: int
+) -> tuple[list[ClipResult], bool, BaseException | None]:
+    """Wait for the next settled scene, then take every other one already settled (at most
+    ``most`` in all). Returns them, whether the engine has ended, and its error if it raised."""
+    batch: list[ClipResult] = []
+    item = finished.get()
+    while item is not None and not isinstance(item, BaseException):
+        batch.append(item)
+        if len(batch) >= most:
+            return batch, False, None
+        try:
+            item = finished.get_nowait()
+        except queue.Empty:
+            return batch, False, None
+    return batch, True, item
 
 
 def make_clips(
