@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 
+from vidpipe_dagster.assets import event_log
 from vidpipe_dagster.assets.model_check import evaluation
 from vidpipe_dagster.db.project_graphs import ProjectGraph, load_project_graphs
 from vidpipe_dagster.db.session import Database
@@ -168,15 +169,17 @@ def materialize_project(
             stage: Stage = stage,
             run_config: dict[str, Any] = run_config,
         ) -> dg.ExecuteInProcessResult:
-            return job.execute_in_process(
-                run_config=run_config,
-                instance=instance,
-                partition_key=partition_key,
-                asset_selection=[key],
-                # the host lets a later tick prove the run dead if this process is killed
-                tags={PROJECT_TAG: slug, "vidpipe/stage": stage.name, **host_tags(), **tags},
-                raise_on_error=False,
-            )
+            # a run stores an event per partition before its step starts (planned ones)
+            with event_log.kept_open(instance):
+                return job.execute_in_process(
+                    run_config=run_config,
+                    instance=instance,
+                    partition_key=partition_key,
+                    asset_selection=[key],
+                    # the host lets a later tick prove the run dead if this process is killed
+                    tags={PROJECT_TAG: slug, "vidpipe/stage": stage.name, **host_tags(), **tags},
+                    raise_on_error=False,
+                )
 
         if stage.partitioned_by == "none":
             _record(report, run(None, {}), ["all"], slug)

@@ -10,8 +10,8 @@ from typing import Any
 
 import dagster as dg
 
+from vidpipe_dagster.assets import event_log, scene_clip, scene_references
 from vidpipe_dagster.assets import metadata as md
-from vidpipe_dagster.assets import scene_clip, scene_references
 from vidpipe_dagster.assets.partitions import ProjectPartitions
 from vidpipe_dagster.assets.provenance import Inputs
 from vidpipe_dagster.db.project_graphs import ProjectGraph
@@ -117,32 +117,34 @@ def build_scenes(graph: ProjectGraph, parts: ProjectPartitions, owners: list[str
         budget: BudgetResource,
         models: LocalModelsResource,
     ):
-        config = scene_clip.SceneClipConfig(**context.op_execution_context.op_config)
-        ctx = md.stage_context(
-            context.log, database, media, vertex=vertex, models=models, budget=budget
-        )
-        ctx = md.with_run_budget(ctx, config.budget_per_run_usd, config.budget_per_day_usd)
-        selected = context.selected_asset_keys
-        if refs in selected:
-            yield from scene_references.events(
-                context, ctx, graph.slug, refs, context.partition_keys, inputs_of_refs, sources
+        # Dagster's SQLite event log stays open while the scenes report (docs/sqlite.md)
+        with event_log.kept_open(context.instance, context.run.run_id):
+            config = scene_clip.SceneClipConfig(**context.op_execution_context.op_config)
+            ctx = md.stage_context(
+                context.log, database, media, vertex=vertex, models=models, budget=budget
             )
-        elif any(check.asset_key == refs for check in context.selected_asset_check_keys):
-            yield from scene_references.read_back(context, ctx, graph.slug, refs)
-        if clip in selected:
-            yield from scene_clip.events(
-                context,
-                ctx,
-                graph.slug,
-                clip,
-                config,
-                inputs_of_clip,
-                sources,
-                identity_blocking=graph.identity_blocking,
-            )
-        elif any(check.asset_key == clip for check in context.selected_asset_check_keys):
-            yield from scene_clip.read_back(
-                context, ctx, graph.slug, clip, identity_blocking=graph.identity_blocking
-            )
+            ctx = md.with_run_budget(ctx, config.budget_per_run_usd, config.budget_per_day_usd)
+            selected = context.selected_asset_keys
+            if refs in selected:
+                yield from scene_references.events(
+                    context, ctx, graph.slug, refs, context.partition_keys, inputs_of_refs, sources
+                )
+            elif any(check.asset_key == refs for check in context.selected_asset_check_keys):
+                yield from scene_references.read_back(context, ctx, graph.slug, refs)
+            if clip in selected:
+                yield from scene_clip.events(
+                    context,
+                    ctx,
+                    graph.slug,
+                    clip,
+                    config,
+                    inputs_of_clip,
+                    sources,
+                    identity_blocking=graph.identity_blocking,
+                )
+            elif any(check.asset_key == clip for check in context.selected_asset_check_keys):
+                yield from scene_clip.read_back(
+                    context, ctx, graph.slug, clip, identity_blocking=graph.identity_blocking
+                )
 
     return scenes
