@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, child, export
+
 BEFORE = "064a1cf"  # main when this work started (per-project job resolution, no other change)
 GOAL_S = 5.0  # 500 x 8 scenes, all phases
 FLAT = 1.5  # per-project cost at the largest size / at the smallest
@@ -128,20 +129,6 @@ def measure(url: str) -> dict[str, Any]:
 # -- orchestration ---------------------------------------------------------------------------
 
 
-def _child(tree: Path, env: dict[str, str], url: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), f"--measure={url}"],
-        cwd=tree,
-        env={**env, "PYTHONPATH": str(tree)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"measuring {url} against {tree} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def _best(results: list[dict[str, Any]]) -> dict[str, Any]:
     """The round with the least total CPU time (the others were slowed by the shared machine)."""
     return min(results, key=lambda r: sum(p["cpu"] for p in r["phases"].values()))
@@ -149,18 +136,6 @@ def _best(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _total(result: dict[str, Any], clock: str = "cpu") -> float:
     return sum(p[clock] for p in result["phases"].values())
-
-
-def _export(revision: str, folder: Path) -> Path | None:
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", revision], capture_output=True, check=False
-    )
-    if archive.returncode != 0:
-        print(f"(no 'before': git archive {revision} failed: {archive.stderr.decode()[:200]})")
-        return None
-    folder.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    return folder
 
 
 def _floors(urls: dict[str, str], env: dict[str, str]) -> dict[str, Any]:
@@ -217,12 +192,14 @@ def run(sizes: list[int], scenes: int, big: int, rounds: int, before: str | None
         )
         trees = {"after": REPO}
         if before:
-            exported = _export(before, root / "before")
+            exported = export(before, root / "before")
             if exported is not None:
                 trees = {f"before ({before})": exported, **trees}
         results = {
             tree_label: {
-                label: _best([_child(tree, env, url) for _ in range(rounds)])
+                label: _best(
+                    [child(__file__, tree, env, f"--measure={url}") for _ in range(rounds)]
+                )
                 for label, url in urls.items()
             }
             for tree_label, tree in trees.items()

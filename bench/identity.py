@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import statistics
-import time
-from collections.abc import Callable
 
+from _common import paired_ratio, timed
 from PIL import Image
 from skimage import data as skdata
 
@@ -46,23 +44,6 @@ FRAMES = 8
 CLIP_SECONDS = 8.0
 IDENTITY_LIMIT = 1.5
 TIER2_LIMIT = 1.25
-
-
-def timed(rounds: int, *fns: Callable[[], object]) -> list[list[float]]:
-    """Each function's time in every round, the functions interleaved round by round so that
-    load from other processes on a shared machine falls on all of them alike."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(rounds):
-        for index, fn in enumerate(fns):
-            started = time.perf_counter()
-            fn()
-            times[index].append(time.perf_counter() - started)
-    return times
-
-
-def paired_ratio(ours: list[float], bare: list[float]) -> float:
-    """Median over rounds of ours / bare in the same round (robust to a busy neighbour)."""
-    return statistics.median(o / b for o, b in zip(ours, bare, strict=True))
 
 
 def bench_identity(rounds: int) -> bool:

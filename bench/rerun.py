@@ -27,30 +27,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import CAST, REPO, SHOTS, add_cast, add_scene, child, export, photo, stored_photo
+
 BEFORE = "6e36819"  # main when this work started
 SLUG = "rerun"
 LIMIT_S = 10.0  # for 500 scenes
 LIMIT_STATEMENTS = 3.0  # per scene
-SHOTS = ("close_up", "wide_shot", "medium_shot", "establishing", "two_shot")
-ASSETS = (  # asset id, tag, type, face crop of
-    ("hero", "CHAR_01", "CHARACTER", None),
-    ("hero_face", "CHAR_01", "CHARACTER", "hero"),
-    ("sidekick", "CHAR_02", "CHARACTER", None),
-    ("city", "ENV_01", "ENVIRONMENT", None),
-    ("bike", "PROP_01", "PROP", None),
-)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -59,20 +50,6 @@ def _size(text: str) -> tuple[int, int]:
 
 
 # -- the fixture (this tree's code) ----------------------------------------------------------
-
-
-def _photo(size: tuple[int, int], shift: int) -> bytes:
-    """A photographic PNG (decodes like a real keyframe, unlike a flat color)."""
-    import numpy as np
-    import skimage.data
-    from PIL import Image
-
-    base = Image.fromarray(skimage.data.astronaut()).resize(size)
-    pixels = np.roll(np.asarray(base), shift * 7, axis=1)
-    pixels = (pixels.astype(np.int16) + shift) % 256
-    out = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(out, "PNG", compress_level=1)
-    return out.getvalue()
 
 
 def _clip(size: tuple[int, int], seconds: float = 8.0, fps: int = 24) -> bytes:
@@ -132,52 +109,17 @@ def build_fixture(settings: Any, scenes: int, keyframe: tuple[int, int]) -> None
     """Rows and files as an import and reference selection leave them (written directly:
     importing 500 1280x720 scenes decodes every image again and takes minutes)."""
     from vidpipe_dagster.db.media import MediaStore
-    from vidpipe_dagster.db.models import (
-        Asset,
-        AssetCleanReference,
-        Keyframe,
-        Manifest,
-        Project,
-        Scene,
-        SceneManifest,
-    )
+    from vidpipe_dagster.db.models import Project
     from vidpipe_dagster.db.session import migrate, session_scope
-    from vidpipe_dagster.domain.reference_selection import select_references_for_scene
 
     settings.ensure_dirs()
     migrate(settings.database_url)
     media = MediaStore(settings.media_root)
+    inputs = f"projects/{SLUG}/inputs"
     with session_scope(settings.database_url) as session:
-        manifest = Manifest(name="rerun cast")
-        session.add(manifest)
-        session.flush()
-        assets: dict[str, Asset] = {}
-        for n, (key, tag, kind, crop_of) in enumerate(ASSETS):
-            data = _photo((1024, 1024), 100 + n)
-            digest = hashlib.sha256(data).hexdigest()
-            rel = f"projects/{SLUG}/inputs/{digest[:20]}.png"
-            media.write(rel, data)
-            asset = Asset(
-                manifest_id=manifest.id,
-                asset_key=key,
-                manifest_tag=tag,
-                asset_type=kind,
-                reference_image_url=rel,
-                original_sha256=digest,
-                quality_score=7.0,
-                is_face_crop=crop_of is not None,
-                source_asset_id=assets[crop_of].id if crop_of else None,
-            )
-            session.add(asset)
-            session.flush()
-            assets[key] = asset
-        hero = assets["hero"]
-        sheet_rel = f"clean_sheets/tier2_{hero.id}.png"
-        media.write(sheet_rel, _photo((1024, 1024), 200))
-        session.add(
-            AssetCleanReference(
-                asset_id=hero.id, tier="tier2_rembg", clean_image_url=sheet_rel, is_primary=True
-            )
+        originals = [stored_photo(media, inputs, (1024, 1024), 100 + n) for n in range(len(CAST))]
+        manifest, assets = add_cast(
+            session, media, "rerun cast", originals, photo((1024, 1024), 200)
         )
         project = Project(
             slug=SLUG,
@@ -189,31 +131,12 @@ def build_fixture(settings: Any, scenes: int, keyframe: tuple[int, int]) -> None
         )
         session.add(project)
         session.flush()
-        ordered = sorted(assets.values(), key=lambda a: a.asset_key)
         for index in range(scenes):
-            scene = Scene(project_id=project.id, scene_index=index, prompt=f"scene {index}")
-            session.add(scene)
-            session.flush()
-            for offset, position in enumerate(("start", "end")):
-                data = _photo(keyframe, 2 * index + offset)
-                digest = hashlib.sha256(data).hexdigest()
-                rel = f"projects/{SLUG}/inputs/{digest[:20]}.png"
-                media.write(rel, data)
-                session.add(
-                    Keyframe(
-                        scene_id=scene.id, position=position, image_url=rel, content_sha256=digest
-                    )
-                )
-            placements = _placements(index)
-            picks = select_references_for_scene(placements, ordered)
-            session.add(
-                SceneManifest(
-                    project_id=project.id,
-                    scene_index=index,
-                    manifest_json=placements,
-                    selected_reference_tags=[a.manifest_tag for a in picks],
-                )
+            frames = (
+                stored_photo(media, inputs, keyframe, 2 * index),
+                stored_photo(media, inputs, keyframe, 2 * index + 1),
             )
+            add_scene(session, project, index, frames, _placements(index), assets)
 
 
 def first_run(settings: Any) -> None:
@@ -399,20 +322,6 @@ def measure_rerun() -> dict[str, Any]:
 # -- orchestration ---------------------------------------------------------------------------
 
 
-def _child(tree: Path, env: dict[str, str]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--measure"],
-        cwd=tree,
-        env={**env, "PYTHONPATH": str(tree)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"the rerun against {tree} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def floor(settings: Any) -> float:
     """The rows a rerun needs, read in plain queries (best of 3, CPU time)."""
     from sqlalchemy import text
@@ -437,18 +346,6 @@ def floor(settings: Any) -> float:
                 connection.execute(query, {"slug": SLUG}).all()
             best = min(best, time.process_time() - start)
     return best
-
-
-def _export(revision: str, folder: Path) -> Path | None:
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", revision], capture_output=True, check=False
-    )
-    if archive.returncode != 0:
-        print(f"(no 'before': git archive {revision} failed: {archive.stderr.decode()[:200]})")
-        return None
-    folder.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    return folder
 
 
 def run(args: argparse.Namespace) -> None:
@@ -495,7 +392,7 @@ def run(args: argparse.Namespace) -> None:
             )
         trees = {"after": REPO}
         if args.before:
-            exported = _export(args.before, Path(tmp) / "before")
+            exported = export(args.before, Path(tmp) / "before")
             if exported is not None:
                 trees = {f"before ({args.before})": exported, **trees}
         results: dict[str, dict[str, Any]] = {}
@@ -503,7 +400,7 @@ def run(args: argparse.Namespace) -> None:
             rounds = []
             for _ in range(args.rounds):
                 submits = emulator.submit_attempts
-                result = _child(tree, env)
+                result = child(__file__, tree, env, "--measure")
                 result["api_calls"] = emulator.submit_attempts - submits
                 rounds.append(result)
             results[label] = min(rounds, key=lambda r: r["wall"])

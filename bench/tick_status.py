@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -39,35 +38,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, SHOTS, add_cast, add_scene, child, export, photo, stored_photo
+
 BEFORE = "eb27925"  # main when this bench was written (before the batched tick and status)
 TICK_PREFIX = "tick-"
 BIG = "status-big"
-SHOTS = ("close_up", "wide_shot", "medium_shot", "establishing", "two_shot")
-ASSETS = (  # asset id, tag, type, face crop of
-    ("hero", "CHAR_01", "CHARACTER", None),
-    ("hero_face", "CHAR_01", "CHARACTER", "hero"),
-    ("sidekick", "CHAR_02", "CHARACTER", None),
-    ("city", "ENV_01", "ENVIRONMENT", None),
-    ("bike", "PROP_01", "PROP", None),
-)
 
 
 # -- the fixture (this tree's code) ----------------------------------------------------------
-
-
-def _photo(size: tuple[int, int], shift: int) -> bytes:
-    """A photographic PNG (decodes like a real keyframe, unlike a flat color)."""
-    import numpy as np
-    import skimage.data
-    from PIL import Image
-
-    base = Image.fromarray(skimage.data.astronaut()).resize(size)
-    pixels = np.roll(np.asarray(base), shift * 7, axis=1)
-    pixels = (pixels.astype(np.int16) + shift) % 256
-    out = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(out, "PNG", compress_level=1)
-    return out.getvalue()
 
 
 def _placements(scene: int) -> dict[str, Any]:
@@ -94,17 +72,11 @@ def build_fixture(settings: Any, projects: int, scenes: int, big_scenes: int) ->
     directly: the bench measures reading, and importing 1,600 1280x720 scenes takes minutes)."""
     from vidpipe_dagster.db.media import MediaStore
     from vidpipe_dagster.db.models import (
-        Asset,
-        AssetCleanReference,
-        Keyframe,
-        Manifest,
         Project,
         Scene,
-        SceneManifest,
         VideoClip,
     )
     from vidpipe_dagster.db.session import migrate, session_scope
-    from vidpipe_dagster.domain.reference_selection import select_references_for_scene
     from vidpipe_dagster.stages.context import StageContext
     from vidpipe_dagster.stages.scene_clip import ClipOptions
     from vidpipe_dagster.stages.schedule import stored_jobs
@@ -112,52 +84,15 @@ def build_fixture(settings: Any, projects: int, scenes: int, big_scenes: int) ->
     settings.ensure_dirs()
     migrate(settings.database_url)
     media = MediaStore(settings.media_root)
-    frames = []
-    for n in range(64):  # 64 distinct 1280x720 keyframes, shared by the projects' scenes
-        data = _photo((1280, 720), n)
-        digest = hashlib.sha256(data).hexdigest()
-        rel = f"inputs/frames/{digest[:20]}.png"
-        media.write(rel, data)
-        frames.append((rel, digest))
-    originals = []
-    for n, _ in enumerate(ASSETS):
-        data = _photo((1024, 1024), 100 + n)
-        digest = hashlib.sha256(data).hexdigest()
-        rel = f"inputs/assets/{digest[:20]}.png"
-        media.write(rel, data)
-        originals.append((rel, digest))
-    sheet = _photo((1024, 1024), 200)
+    # 64 distinct 1280x720 keyframes, shared by the projects' scenes
+    frames = [stored_photo(media, "inputs/frames", (1280, 720), n) for n in range(64)]
+    originals = [stored_photo(media, "inputs/assets", (1024, 1024), 100 + n) for n in range(5)]
+    sheet = photo((1024, 1024), 200)
 
     slugs = [(f"{TICK_PREFIX}{p:03d}", scenes) for p in range(projects)] + [(BIG, big_scenes)]
     for slug, count in slugs:
         with session_scope(settings.database_url) as session:
-            manifest = Manifest(name=f"cast of {slug}")
-            session.add(manifest)
-            session.flush()
-            assets: dict[str, Asset] = {}
-            for (key, tag, kind, crop_of), (rel, digest) in zip(ASSETS, originals, strict=True):
-                asset = Asset(
-                    manifest_id=manifest.id,
-                    asset_key=key,
-                    manifest_tag=tag,
-                    asset_type=kind,
-                    reference_image_url=rel,
-                    original_sha256=digest,
-                    quality_score=7.0,
-                    is_face_crop=crop_of is not None,
-                    source_asset_id=assets[crop_of].id if crop_of else None,
-                )
-                session.add(asset)
-                session.flush()
-                assets[key] = asset
-            hero = assets["hero"]
-            sheet_rel = f"clean_sheets/tier2_{hero.id}.png"
-            media.write(sheet_rel, sheet)
-            session.add(
-                AssetCleanReference(
-                    asset_id=hero.id, tier="tier2_rembg", clean_image_url=sheet_rel, is_primary=True
-                )
-            )
+            manifest, assets = add_cast(session, media, f"cast of {slug}", originals, sheet)
             project = Project(
                 slug=slug,
                 name=slug,
@@ -168,34 +103,9 @@ def build_fixture(settings: Any, projects: int, scenes: int, big_scenes: int) ->
             )
             session.add(project)
             session.flush()
-            ordered = sorted(assets.values(), key=lambda a: a.asset_key)
             for index in range(count):
-                scene = Scene(project_id=project.id, scene_index=index, prompt=f"{slug} {index}")
-                session.add(scene)
-                session.flush()
-                for position, (rel, digest) in zip(
-                    ("start", "end"),
-                    (frames[(2 * index) % 64], frames[(2 * index + 1) % 64]),
-                    strict=True,
-                ):
-                    session.add(
-                        Keyframe(
-                            scene_id=scene.id,
-                            position=position,
-                            image_url=rel,
-                            content_sha256=digest,
-                        )
-                    )
-                placements = _placements(index)
-                picks = select_references_for_scene(placements, ordered)
-                session.add(
-                    SceneManifest(
-                        project_id=project.id,
-                        scene_index=index,
-                        manifest_json=placements,
-                        selected_reference_tags=[a.manifest_tag for a in picks],
-                    )
-                )
+                pair = (frames[(2 * index) % 64], frames[(2 * index + 1) % 64])
+                add_scene(session, project, index, pair, _placements(index), assets)
         ctx = StageContext(database=_database(settings), media=media)
         jobs = stored_jobs(ctx, slug, ClipOptions())
         with session_scope(settings.database_url) as session:
@@ -348,20 +258,6 @@ def measure_status_cli() -> dict[str, Any]:
 # -- orchestration ---------------------------------------------------------------------------
 
 
-def _child(tree: Path, env: dict[str, str], mode: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), f"--measure={mode}"],
-        cwd=tree,
-        env={**env, "PYTHONPATH": str(tree)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{mode} against {tree} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def _wall(args: list[str], tree: Path, env: dict[str, str], repeat: int = 3) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -420,18 +316,6 @@ def floors(settings: Any, env: dict[str, str]) -> dict[str, float]:
     return {"tick": tick, "status": status, "python": bare}
 
 
-def _export(revision: str, folder: Path) -> Path | None:
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", revision], capture_output=True, check=False
-    )
-    if archive.returncode != 0:
-        print(f"(no 'before': git archive {revision} failed: {archive.stderr.decode()[:200]})")
-        return None
-    folder.mkdir(parents=True)
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
-    return folder
-
-
 def run(projects: int, scenes: int, big_scenes: int, before: str | None) -> None:
     from vidpipe_dagster.settings import Settings
 
@@ -458,15 +342,15 @@ def run(projects: int, scenes: int, big_scenes: int, before: str | None) -> None
         )
         trees = {"after": REPO}
         if before:
-            exported = _export(before, root / "before")
+            exported = export(before, root / "before")
             if exported is not None:
                 trees = {f"before ({before})": exported, **trees}
         results: dict[str, dict[str, Any]] = {}
         for label, tree in trees.items():
             results[label] = {
-                "tick": _child(tree, env, "tick"),
-                "status": _child(tree, env, "status"),
-                "cli": _child(tree, env, "cli"),
+                "tick": child(__file__, tree, env, "--measure=tick"),
+                "status": child(__file__, tree, env, "--measure=status"),
+                "cli": child(__file__, tree, env, "--measure=cli"),
                 "cli_wall": _wall(
                     [sys.executable, "-m", "vidpipe_dagster.cli", "status", BIG, "--json"],
                     tree,

@@ -25,34 +25,16 @@ import argparse
 import io
 import json
 import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, child, export, paired_ratio, timed
+
 BEFORE = "6e36819"  # main when this work started
 LIMIT = 1.10
 SIDE = 1024
-
-
-def timed(rounds: int, *fns: Callable[[], object]) -> list[list[float]]:
-    """Each function's time in every round, interleaved round by round."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(rounds):
-        for index, fn in enumerate(fns):
-            started = time.perf_counter()
-            fn()
-            times[index].append(time.perf_counter() - started)
-    return times
-
-
-def paired_ratio(ours: list[float], bare: list[float]) -> float:
-    return statistics.median(o / b for o, b in zip(ours, bare, strict=True))
 
 
 def write_photo(folder: Path) -> Path:
@@ -126,32 +108,15 @@ def measure(path: Path, rounds: int) -> dict[str, Any]:
 
 
 def _before(revision: str, folder: Path, path: Path, rounds: int) -> dict[str, Any] | None:
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", revision], capture_output=True, check=False
-    )
-    if archive.returncode != 0:
-        print(f"(no 'before': git archive {revision} failed)")
+    tree = export(revision, folder / "before")
+    if tree is None:
         return None
-    tree = folder / "before"
-    tree.mkdir()
-    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
-    done = subprocess.run(
-        [sys.executable, __file__, "--measure", str(path), "--rounds", str(rounds)],
-        cwd=tree,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(tree),
-            # the same weights as this tree's (its default folder is relative to the checkout)
-            "VIDPIPE_MODELS_DIR": os.environ.get("VIDPIPE_MODELS_DIR")
-            or str(REPO / ".vidpipe-models"),
-        },
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"the 'before' measurement failed:\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    env = {
+        **os.environ,
+        # the same weights as this tree's (its default folder is relative to the checkout)
+        "VIDPIPE_MODELS_DIR": os.environ.get("VIDPIPE_MODELS_DIR") or str(REPO / ".vidpipe-models"),
+    }
+    result = child(__file__, tree, env, "--measure", str(path), "--rounds", str(rounds))
     result["levels"] = {int(k): tuple(v) for k, v in result["levels"].items()}
     return result
 
