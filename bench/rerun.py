@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import sys
@@ -52,38 +51,12 @@ def _size(text: str) -> tuple[int, int]:
 # -- the fixture (this tree's code) ----------------------------------------------------------
 
 
-def _clip(size: tuple[int, int], seconds: float = 8.0, fps: int = 24) -> bytes:
-    """A Veo-like mp4: H.264 (libx264's defaults, as a generic encoder leaves them) and AAC."""
-    import av
-    import numpy as np
+def _clip(size: tuple[int, int]) -> bytes:
+    """A Veo-like 8 s 24 fps mp4 (H.264 and AAC), as the emulator hands it back."""
+    from vidpipe_dagster.testing.clips import veo_like_clip
 
-    out = io.BytesIO()
-    with av.open(out, mode="w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
-        video.options = {"preset": "veryfast"}
-        sound = container.add_stream("aac", rate=48_000)
-        sound.layout = "stereo"
-        ramp = np.linspace(0, 255, size[0], dtype=np.float32)
-        for index in range(round(seconds * fps)):
-            row = ((ramp + index * 9) % 256).astype(np.uint8)
-            array = np.repeat(np.stack([row, row[::-1], row // 2], -1)[None], size[1], 0)
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            frame.pts = index
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        total = round(seconds * 48_000)
-        for start in range(0, total, 1024):
-            t = (np.arange(start, start + 1024) / 48_000).astype(np.float32)
-            tone = (np.sin(2 * np.pi * 440 * t) * 0.2).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(
-                np.stack([tone, tone]), format="fltp", layout="stereo"
-            )
-            frame.sample_rate = 48_000
-            frame.pts = start
-            container.mux(sound.encode(frame))
-        container.mux(sound.encode(None))
-    return out.getvalue()
+    with tempfile.TemporaryDirectory(prefix="vidpipe-bench-clip-") as folder:
+        return veo_like_clip(Path(folder, "clip.mp4"), 8.0, size).read_bytes()
 
 
 def _placements(scene: int) -> dict[str, Any]:
