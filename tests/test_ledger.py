@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from vidpipe_dagster.db import ledger as ledger_module
 from vidpipe_dagster.db.ledger import DailyCap, Ledger, LedgerConflict, OverDailyBudget
 from vidpipe_dagster.db.models import GenerationLedger
-from vidpipe_dagster.db.session import migrate
+from vidpipe_dagster.db.session import get_engine, migrate
 
 POSTGRES_URL = os.environ.get("VIDPIPE_TEST_POSTGRES_URL")
 
@@ -484,3 +485,41 @@ def test_cost_report_lists_every_request_with_labels_and_cost(ledger: Ledger) ->
     assert first["ledger_row"] == str(done) and first["resolution"] == "720p"
     assert first["operation_name"] == "op/1" and first["duration_seconds"] == 8.0
     assert ledger.cost_report(f"{project}-none") == []
+
+
+def test_a_post_send_write_sets_its_lock_wait_back_while_the_connection_is_its_own(
+    tmp_path: Path,
+) -> None:
+    """SQLAlchemy hands a session's connection back to the pool when it commits. A write after
+    sending shortens SQLite's lock wait for itself and must set it back before that, never
+    after: by then another thread may be using the connection (16 writers hung on it for
+    minutes, their transactions crossed)."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    migrate(url)
+    ledger = Ledger.from_url(url)
+    engine = get_engine(url)
+    engine.dispose()  # every connection from here on is traced from its first statement
+    log: list[tuple[str, int]] = []
+
+    def traced(dbapi_connection, _record) -> None:
+        key = id(dbapi_connection)
+        dbapi_connection.set_trace_callback(lambda sql: log.append((sql, key)))
+
+    event.listen(engine, "connect", traced)
+    event.listen(engine, "checkout", lambda c, _r, _p: log.append(("checkout", id(c))))
+    event.listen(engine, "checkin", lambda c, _r: log.append(("checkin", id(c))))
+    try:
+        entry = open_row(ledger, fp())
+        ledger.record_operation(entry, "op/1")  # a write made after the request was sent
+        ledger.mark_done(entry, cost_usd=3.2, result_url="clips/1.mp4")
+    finally:
+        event.remove(engine, "connect", traced)
+    held: dict[int, bool] = {}
+    waits = 0
+    for what, connection in log:
+        if what in ("checkout", "checkin"):
+            held[connection] = what == "checkout"
+        elif what.upper().startswith("PRAGMA BUSY_TIMEOUT") and connection in held:
+            waits += 1
+            assert held[connection], f"{what!r} ran on a connection back in the pool"
+    assert waits >= 4  # read, shortened, set back: for each of the two writes after sending

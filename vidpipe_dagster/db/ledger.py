@@ -235,16 +235,25 @@ class Ledger:
         on PostgreSQL, an advisory lock on ``lock_fingerprint`` when given. ``busy_timeout_ms``
         bounds SQLite's wait for the lock in this transaction only."""
         session = self.sessions()
-        restore: tuple[Any, int] | None = None
         try:
             connection = session.connection()
             dialect = connection.dialect.name
-            if dialect == "sqlite":
-                if busy_timeout_ms is not None:
-                    raw = connection.connection.dbapi_connection
-                    previous = raw.execute("PRAGMA busy_timeout").fetchone()[0]
-                    raw.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-                    restore = (raw, int(previous))
+            if dialect == "sqlite" and busy_timeout_ms is not None:
+                # Only BEGIN IMMEDIATE waits for the lock (once held, nothing in the transaction
+                # waits), so the usual timeout is back before the transaction goes on: the
+                # connection is this session's only until it commits, then another thread's.
+                raw = connection.connection.dbapi_connection
+                previous = int(raw.execute("PRAGMA busy_timeout").fetchone()[0])
+                raw.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+                try:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                finally:
+                    try:
+                        raw.execute(f"PRAGMA busy_timeout={previous}")
+                    except Exception:  # never pool a connection left with this wait
+                        session.invalidate()
+                        raise
+            elif dialect == "sqlite":
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
             elif dialect == "postgresql" and lock_fingerprint is not None:
                 connection.execute(
@@ -256,12 +265,6 @@ class Ledger:
             session.rollback()
             raise
         finally:
-            if restore is not None:
-                raw, previous = restore
-                try:
-                    raw.execute(f"PRAGMA busy_timeout={previous}")
-                except Exception:  # a broken connection is discarded by the pool anyway
-                    session.invalidate()
             session.close()
 
     def _journaled_write(
