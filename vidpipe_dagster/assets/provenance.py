@@ -35,8 +35,8 @@ class InputVersions:
     (two queries per input asset) instead of once per scene and input: per scene those lookups
     were most of a cached rerun's own time (about 7 ms each on SQLite, five per scene).
 
-    Build it when the step starts reporting a stage, after any upstream stage of the same step
-    has materialized: the versions are those the scenes read.
+    Build it just before the stage reads its inputs, after any upstream stage of the same step
+    has materialized: the versions are then those the scenes read.
     """
 
     def __init__(

@@ -124,7 +124,9 @@ def events(
     failed: dict[str, str] = {}
     done: list[str] = []
     known: dict[int, SceneIdentity] | None = None
-    versions: InputVersions | None = None
+    # the inputs' versions as the stage is about to read them (an upstream stage of this step,
+    # scene_references, has materialized by now), for every scene in one read
+    versions = InputVersions(context.instance, {k: inputs_of(k) for k in keys}, sources)
     batches = stage.iter_clip_batches(ctx, slug, keys, config.options(), run_id=context.run.run_id)
     for batch in md.stage_errors_as_failures(batches):
         outcomes: dict[str, list[CheckOutcome]] = {}
@@ -135,10 +137,8 @@ def events(
                 failed[result.key] = result.error or "failed"
                 context.log.error(f"scene {result.key}: {failed[result.key]}")
                 continue
-            if known is None:  # every scene's stored scores and input versions in one read
+            if known is None:  # every scene's stored scores in one read, not per scene
                 known = reusable_scene_identities(ctx, slug, [int(k) for k in keys])
-                versions = InputVersions(context.instance, {k: inputs_of(k) for k in keys}, sources)
-            assert versions is not None
             identity, recognisable = clip_checks.identity_outcome(
                 ctx,
                 slug,

@@ -29,10 +29,9 @@ def events(
     sources: set[dg.AssetKey],
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     """Select, persist and report each scene, then its checks (the persisted one read back)."""
+    # the inputs' versions as the selection reads them, for every scene in one read
+    versions = InputVersions(context.instance, {k: inputs_of(k) for k in keys}, sources)
     selections = stage.select_scenes(ctx, slug, keys)
-    versions = InputVersions(
-        context.instance, {s.key: inputs_of(s.key) for s in selections}, sources
-    )
     for scene in selections:
         yield materialization(
             key,
