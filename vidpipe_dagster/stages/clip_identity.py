@@ -200,23 +200,43 @@ def reusable_scene_identities(
                     slug, index, (), status.note, False, fingerprint, note=note
                 )
             continue
-        current = sorted(r.character_tag for r in rows) == sorted(tags) and all(
-            r.clip_fingerprint == fingerprint and r.engine == engine_name for r in rows
+        reused = _reused(
+            slug, index, tags, rows, fingerprint, engine_name, status.note, reference_images
         )
-        if not current:
-            continue
-        by_tag = {r.character_tag: r for r in rows}
-        known[index] = SceneIdentity(
-            slug,
-            index,
-            tuple(queries.identity_of_row(by_tag[t]) for t in tags),
-            status.note,
-            True,
-            fingerprint,
-            crops={t: r.best_frame_url for t, r in by_tag.items() if r.best_frame_url},
-            references={t: reference_images[t][0][1] for t in tags if reference_images.get(t)},
-        )
+        if reused is not None:
+            known[index] = reused
     return known
+
+
+def _reused(
+    slug: str,
+    index: int,
+    tags: Sequence[str],
+    rows: Sequence[ClipIdentityScore],
+    fingerprint: str | None,
+    engine_name: str | None,
+    engine_note: str,
+    reference_images: Mapping[str, list[tuple[str, str]]],
+) -> SceneIdentity | None:
+    """The scene's stored identity, when its rows are exactly its placed characters scored on
+    this clip (``fingerprint``) by this engine; None: the scene must be scored."""
+    if (
+        not rows
+        or sorted(r.character_tag for r in rows) != sorted(tags)
+        or not all(r.clip_fingerprint == fingerprint and r.engine == engine_name for r in rows)
+    ):
+        return None
+    by_tag = {r.character_tag: r for r in rows}
+    return SceneIdentity(
+        slug,
+        index,
+        tuple(queries.identity_of_row(by_tag[t]) for t in tags),
+        engine_note,
+        True,
+        fingerprint,
+        crops={t: r.best_frame_url for t, r in by_tag.items() if r.best_frame_url},
+        references={t: reference_images[t][0][1] for t in tags if reference_images.get(t)},
+    )
 
 
 def score_scene_identity(
@@ -263,23 +283,11 @@ def score_scene_identity(
             note="no CHARACTER is placed in this scene",
         )
     engine_name = engine.name if engine is not None else None
-    if (
-        not force
-        and rows
-        and sorted(r.character_tag for r in rows) == sorted(tags)
-        and all(r.clip_fingerprint == fingerprint and r.engine == engine_name for r in rows)
-    ):
-        by_tag = {r.character_tag: r for r in rows}
-        return SceneIdentity(
-            slug,
-            scene_index,
-            tuple(queries.identity_of_row(by_tag[t]) for t in tags),
-            status.note,
-            True,
-            fingerprint,
-            crops={t: r.best_frame_url for t, r in by_tag.items() if r.best_frame_url},
-            references={t: v[0][1] for t, v in reference_images.items() if v},
-        )
+    reused = _reused(
+        slug, scene_index, tags, rows, fingerprint, engine_name, status.note, reference_images
+    )
+    if reused is not None and not force:
+        return reused
 
     path = ctx.media.path(file_url)
     if not path.is_file():
