@@ -472,26 +472,3 @@ def current_selections(
         )
         selections[index] = (picks, row)
     return selections
-
-
-def newest_done_video_rows(
-    session: Session, fingerprints: Sequence[str], backend: str
-) -> dict[str, tuple[bool, float]]:
-    """Per fingerprint, (billed, cost) of its newest ``done`` ledger row on ``backend``: what
-    ``Ledger.find_reusable`` answers for a finished request, for many requests in few queries
-    (fingerprints without such a row are absent)."""
-    found: dict[str, tuple[bool, float]] = {}
-    unique = list(dict.fromkeys(fingerprints))
-    for start in range(0, len(unique), 500):  # SQLite's bound-parameter limit, with margin
-        rows = session.execute(
-            select(GenerationLedger.fingerprint, GenerationLedger.billed, GenerationLedger.cost_usd)
-            .where(
-                GenerationLedger.fingerprint.in_(unique[start : start + 500]),
-                GenerationLedger.state == "done",
-                GenerationLedger.backend == backend,
-            )
-            .order_by(GenerationLedger.created_at.desc())
-        ).all()
-        for fingerprint, billed, cost in rows:
-            found.setdefault(fingerprint, (bool(billed), float(cost or 0.0)))
-    return found

@@ -54,6 +54,7 @@ from vidpipe_dagster.generation.clips import (
     ClipJob,
     ClipOutcome,
     Limits,
+    Settled,
     generate_clips,
     settle_jobs,
 )
@@ -274,7 +275,7 @@ def iter_clip_batches(
         yield unformed[start : start + most]
     if not jobs:
         return
-    known = _known_billing(ctx, ledger, slug, jobs, client.backend)
+    known = _known_billing(ledger, slug, settled)
     by_key = {item.key: item for item in inputs}
     finished: queue.Queue[SettledItem] = queue.Queue()
 
@@ -613,29 +614,31 @@ def _log_forced_durations(ctx: StageContext, inputs: Sequence[SceneInputs]) -> N
 
 @dataclass(frozen=True)
 class KnownBilling:
-    """What the ledger said before the engine ran, for every job's request, in two queries:
-    its billed requests over the ladder, and the cost of its newest billed ``done`` row. Valid
-    for a scene whose outcome is that request and that sent nothing this run (a reused clip);
-    any other scene asks the ledger after it settles."""
+    """What the ledger said before the engine ran, for the rung each scene's clip will be reused
+    from: the cost of its ``done`` row (the run's one lookup, ``settle_jobs``) and its billed
+    requests over the ladder (one more query). Valid for a scene whose outcome is that rung and
+    that sent nothing this run (a reused clip); any other scene asks the ledger after it settles."""
 
-    fingerprints: Mapping[str, str]  # scene key -> job.request.fingerprint
+    fingerprints: Mapping[str, str]  # scene key -> the fingerprint of its finished rung
     billed_requests: Mapping[str, int]  # scene key -> count
-    billed_usd: Mapping[str, float | None]  # fingerprint -> cost (None: no billed done row)
+    billed_usd: Mapping[str, float | None]  # fingerprint -> cost (None: not billed)
 
     def applies(self, key: str, outcome: ClipOutcome) -> bool:
         return outcome.api_calls == 0 and self.fingerprints.get(key) == outcome.request.fingerprint
 
 
 def _known_billing(
-    ctx: StageContext, ledger: Ledger, slug: str, jobs: Sequence[ClipJob], backend: str
+    ledger: Ledger, slug: str, settled: Mapping[str, Settled | None]
 ) -> KnownBilling:
-    fingerprints = {job.key: job.request.fingerprint for job in jobs}
-    with ctx.database.session() as session:
-        done = queries.newest_done_video_rows(session, list(fingerprints.values()), backend)
+    done = {k: s for k, s in settled.items() if s is not None and s.entry.state == "done"}
+    fingerprints = {key: s.request.fingerprint for key, s in done.items()}
     return KnownBilling(
         fingerprints,
         ledger.billed_per_clip(slug, fingerprints),
-        {fp: (cost if billed else None) for fp, (billed, cost) in done.items()},
+        {
+            s.request.fingerprint: (s.entry.cost_usd if s.entry.billed else None)
+            for s in done.values()
+        },
     )
 
 
@@ -687,9 +690,7 @@ def _record_success(
     if take.url != outcome.result_url:  # the chosen take is the clip every reader uses
         path = ctx.media.path(take.url)
         probe = probe_mp4(path)
-    reused = known is not None and known.applies(item.key, outcome)
-    if reused:
-        assert known is not None
+    if known is not None and known.applies(item.key, outcome):
         billed = known.billed_usd.get(request.fingerprint)
         billed_requests: int | None = known.billed_requests.get(item.key)
     else:
@@ -772,29 +773,16 @@ def _choose_take(ctx: StageContext, item: SceneInputs, outcome: ClipOutcome) -> 
     urls = tuple(outcome.take_urls) or ((outcome.result_url,) if outcome.result_url else ())
     if len(urls) <= 1:
         return _Take(1, urls, only_take().reason)
-    if item.stored is not None:  # the row as the run read it (no query)
-        row = item.stored.values
-        stored = (row["fingerprint"], row["operation_name"], row["take_urls"], row["chosen_take"])
-        reason = row["take_choice"]
-    else:
-        with ctx.database.session() as session:
-            clip = queries.clip_of_scene(session, item.scene_id)
-            stored = (
-                (clip.fingerprint, clip.operation_name, clip.take_urls, clip.chosen_take)
-                if clip is not None
-                else None
-            )
-            reason = clip.take_choice if clip is not None else None
-    if stored is not None and reason:
-        fingerprint, operation, stored_urls, chosen = stored
-        same = (
-            fingerprint == outcome.request.fingerprint
-            and operation == outcome.operation_name
-            and list(stored_urls or []) == list(urls)
-        )
-        if same and chosen is not None and 1 <= chosen <= len(urls):
-            ctx.log.info(f"scene {item.key}: keeping {reason}")
-            return _Take(chosen, urls, reason)
+    row = item.stored.values if item.stored is not None else {}  # as the run read it (no row: {})
+    reason, chosen = row.get("take_choice"), row.get("chosen_take")
+    same = (
+        row.get("fingerprint") == outcome.request.fingerprint
+        and row.get("operation_name") == outcome.operation_name
+        and list(row.get("take_urls") or []) == list(urls)
+    )
+    if reason and same and chosen is not None and 1 <= chosen <= len(urls):
+        ctx.log.info(f"scene {item.key}: keeping {reason}")
+        return _Take(chosen, urls, reason)
     try:
         slug = item.job.project_slug if item.job is not None else ""
         scored = score_takes(ctx, slug, int(item.key), urls, len(outcome.request.reference_images))
