@@ -21,7 +21,7 @@ from vidpipe_dagster.db.session import session_scope
 from vidpipe_dagster.definitions import default_resources, defs
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.stages.scene_clip import ClipOptions, scene_inputs
-from vidpipe_dagster.stages.schedule import current_scenes, stored_jobs
+from vidpipe_dagster.stages.schedule import current_scenes, scenes_needing_clips, stored_jobs
 
 
 @pytest.fixture
@@ -210,3 +210,23 @@ def test_scenes_it_cannot_prove_current_take_the_full_path(
     needs, blocked = scene_needs(settings)
     reasons = {n.key: n.reason for n in needs}
     assert reasons == {"0": "failed", "1": "references out of date"}, (reasons, blocked)
+
+
+def test_the_scenes_a_tick_reads_in_full_are_read_together(
+    settings: Settings, imported: Callable[..., str]
+) -> None:
+    """Scenes not proven current from stored hashes (here: never generated) are read in full,
+    all in one read (``scenes_inputs``), not one read per scene: what grows with their number is
+    the ledger's answer for each (is an outcome unknown, what would it cost)."""
+    statements: dict[int, int] = {}
+    for count, slug in ((2, "small-ad"), (12, "large-ad")):
+        imported(many_scenes(count, slug), folder=slug)
+        select_references(settings, slug)
+        keys = [str(i) for i in range(count)]
+        with counted_statements(settings.database_url) as sql:
+            needs, blocked = scenes_needing_clips(
+                stage_context(settings), slug, keys, "veo-3.1-generate-001", ClipOptions()
+            )
+        assert [n.reason for n in needs] == ["missing"] * count and not blocked
+        statements[count] = len(sql)
+    assert statements[12] - statements[2] <= 2 * 10, statements

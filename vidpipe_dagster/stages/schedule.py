@@ -25,7 +25,7 @@ from vidpipe_dagster.domain.media import MediaError
 from vidpipe_dagster.domain.video_requests import ImageInput, VideoRequest, build_video_request
 from vidpipe_dagster.generation.clips import ClipJob, estimate_new_spend, request_ladder
 from vidpipe_dagster.stages.context import StageContext
-from vidpipe_dagster.stages.scene_clip import ClipOptions, request_arguments, scene_inputs
+from vidpipe_dagster.stages.scene_clip import ClipOptions, request_arguments, scenes_inputs
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,9 @@ def scenes_needing_clips(
     needs: list[SceneNeed] = []
     blocked: dict[str, str] = {}
     shape: tuple[str, int] | None = None  # the project's resolution and takes, read once
-    for key in remaining:
+    for item in scenes_inputs(ctx, slug, remaining, options):  # one read for all of them
+        key = item.key
         status, fingerprint = clips.get(key, (None, None))
-        item = scene_inputs(ctx, slug, key, options)
         if item.job is None:
             if item.error and "scene_references" in item.error:  # selection is out of date
                 if shape is None:
