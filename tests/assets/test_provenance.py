@@ -46,10 +46,10 @@ def test_one_read_for_all_scenes_gives_each_scene_the_newest_event_it_read(
         "1": {KEYFRAMES: ["1"], CLEAN: ["CHAR_02", "CHAR_09"]},  # CHAR_09 never materialized
         "2": {KEYFRAMES: ["2"], CLEAN: []},  # never observed; no tags at all
     }
-    versions = InputVersions(instance, inputs, sources={KEYFRAMES})
+    versions = InputVersions(instance, list(inputs), inputs.__getitem__, sources={KEYFRAMES})
 
     for scene, scene_inputs in inputs.items():
-        tags = versions.tags(scene_inputs)
+        tags = versions.tags(scene)
         for dep, partitions in scene_inputs.items():
             name = dep.to_user_string()
             record = _newest(instance, dep, list(partitions), dep == KEYFRAMES)
@@ -62,8 +62,8 @@ def test_one_read_for_all_scenes_gives_each_scene_the_newest_event_it_read(
                 expected = (event.tags["dagster/data_version"], str(record.storage_id))
             found = (tags[f"{INPUT_VERSION_PREFIX}/{name}"], tags[f"{INPUT_POINTER_PREFIX}/{name}"])
             assert found == expected, (scene, name)
-    assert versions.tags(inputs["0"])[f"{INPUT_VERSION_PREFIX}/p/clean_sheet"] == "c1-redone"
-    assert versions.tags(inputs["0"])[f"{INPUT_VERSION_PREFIX}/p/keyframes"] == "k0-edited"
+    assert versions.tags("0")[f"{INPUT_VERSION_PREFIX}/p/clean_sheet"] == "c1-redone"
+    assert versions.tags("0")[f"{INPUT_VERSION_PREFIX}/p/keyframes"] == "k0-edited"
 
 
 @pytest.fixture

@@ -42,11 +42,13 @@ class InputVersions:
     def __init__(
         self,
         instance: dg.DagsterInstance,
-        inputs: Mapping[str, Inputs],
+        scenes: Sequence[str],
+        inputs_of: InputsOf,
         sources: set[dg.AssetKey],
     ) -> None:
+        self._inputs = {scene: inputs_of(scene) for scene in scenes}
         wanted: dict[dg.AssetKey, set[str]] = {}
-        for scene_inputs in inputs.values():
+        for scene_inputs in self._inputs.values():
             for dep, partitions in scene_inputs.items():
                 wanted.setdefault(dep, set()).update(partitions)
         self._latest = {
@@ -55,11 +57,11 @@ class InputVersions:
             if partitions
         }
 
-    def tags(self, inputs: Inputs) -> dict[str, str]:
+    def tags(self, scene: str) -> dict[str, str]:
         """Per input, the data version and storage id of the newest event among the partitions
         this scene read (the cursor after which a change to any of them makes the scene stale)."""
         tags: dict[str, str] = {}
-        for dep, partitions in inputs.items():
+        for dep, partitions in self._inputs[scene].items():
             version, pointer = "none", None
             if partitions:
                 latest = self._latest.get(dep, {})

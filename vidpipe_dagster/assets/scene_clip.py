@@ -126,7 +126,7 @@ def events(
     known: dict[int, SceneIdentity] | None = None
     # the inputs' versions as the stage is about to read them (an upstream stage of this step,
     # scene_references, has materialized by now), for every scene in one read
-    versions = InputVersions(context.instance, {k: inputs_of(k) for k in keys}, sources)
+    versions = InputVersions(context.instance, keys, inputs_of, sources)
     batches = stage.iter_clip_batches(ctx, slug, keys, config.options(), run_id=context.run.run_id)
     for batch in md.stage_errors_as_failures(batches):
         outcomes: dict[str, list[CheckOutcome]] = {}
@@ -161,7 +161,7 @@ def events(
                 result.key,
                 data_version=result.data_version,
                 code_version=CODE_VERSION,
-                input_tags=versions.tags(inputs_of(result.key)),
+                input_tags=versions.tags(result.key),
                 metadata=metadata,
             )
             done.append(result.key)

@@ -30,7 +30,7 @@ def events(
 ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     """Select, persist and report each scene, then its checks (the persisted one read back)."""
     # the inputs' versions as the selection reads them, for every scene in one read
-    versions = InputVersions(context.instance, {k: inputs_of(k) for k in keys}, sources)
+    versions = InputVersions(context.instance, keys, inputs_of, sources)
     selections = stage.select_scenes(ctx, slug, keys)
     for scene in selections:
         yield materialization(
@@ -38,7 +38,7 @@ def events(
             scene.key,
             data_version=scene.version,
             code_version=CODE_VERSION,
-            input_tags=versions.tags(inputs_of(scene.key)),
+            input_tags=versions.tags(scene.key),
             metadata={
                 "selected_reference_tags": dg.MetadataValue.json(scene.tags),
                 "references": md.references_table(scene.chosen),
