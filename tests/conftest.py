@@ -14,9 +14,8 @@ from PIL import Image
 
 from vidpipe_dagster.db.project_graphs import load_project_graphs
 from vidpipe_dagster.db.session import migrate, session_scope
-from vidpipe_dagster.definitions import default_resources
+from vidpipe_dagster.definitions import stage_context
 from vidpipe_dagster.settings import Settings
-from vidpipe_dagster.stages.context import StageContext
 from vidpipe_dagster.stages.project_import import import_project
 from vidpipe_dagster.stages.scene_clip import ClipOptions
 from vidpipe_dagster.stages.schedule import scenes_needing_clips
@@ -190,18 +189,6 @@ def imported(settings: Settings, write_spec: SpecWriter) -> Callable[..., str]:
         return spec["project"]["slug"]
 
     return do
-
-
-def stage_context(settings: Settings) -> StageContext:
-    """The plain objects a stage works with, as the assets build them from these settings."""
-    resources = default_resources(settings)
-    return StageContext(
-        database=resources["database"].database(),
-        media=resources["media"].store(),
-        backends=resources["vertex"].backends(),
-        models=resources["models"].models(),
-        budget=resources["budget"].budget(),
-    )
 
 
 def scene_needs(settings: Settings, slug: str = "spring-ad") -> tuple[list[Any], dict[str, str]]:

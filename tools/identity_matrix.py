@@ -14,10 +14,9 @@ from pathlib import Path
 
 from vidpipe_dagster.db import queries
 from vidpipe_dagster.db.session import session_scope
-from vidpipe_dagster.definitions import default_resources
+from vidpipe_dagster.definitions import stage_context
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.stages.clip_identity import project_identity_matrix, score_scene_identity
-from vidpipe_dagster.stages.context import StageContext
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,12 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    resources = default_resources(settings)
-    ctx = StageContext(
-        database=resources["database"].database(),
-        media=resources["media"].store(),
-        models=resources["models"].models(),
-    )
+    ctx = stage_context(settings)
     with session_scope(settings.database_url) as session:
         scenes = [s.scene_index for s in queries.project_by_slug(session, args.slug).scenes]
     for index in scenes:

@@ -13,9 +13,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from vidpipe_dagster.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from vidpipe_dagster.db.ledger import Ledger
 
 
 class CliError(Exception):
@@ -27,6 +30,19 @@ def _init(settings: Settings) -> None:
 
     settings.ensure_dirs()
     migrate(settings.database_url)
+
+
+def _ledger(settings: Settings) -> Ledger:
+    """The ledger as the stages open it: the catalog's prices, and its journal (a PostgreSQL
+    ledger's, in the media root) replayed before it answers."""
+    from vidpipe_dagster.db.ledger import Ledger
+    from vidpipe_dagster.db.session import session_factory
+
+    return Ledger(
+        session_factory(settings.database_url),
+        catalog=settings.model_catalog(),
+        journal_dir=settings.media_root,
+    )
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
@@ -91,8 +107,7 @@ def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_regenerate(args: argparse.Namespace, settings: Settings) -> int:
     """Stop reusing a scene's paid clip (or resuming its operation): the next clips run pays."""
     from vidpipe_dagster.db import queries
-    from vidpipe_dagster.db.ledger import Ledger
-    from vidpipe_dagster.db.session import session_factory, session_scope
+    from vidpipe_dagster.db.session import session_scope
 
     _init(settings)
     with session_scope(settings.database_url) as session:
@@ -105,11 +120,7 @@ def cmd_regenerate(args: argparse.Namespace, settings: Settings) -> int:
         if scene.clip is not None:  # the schedule will now request it too
             scene.clip.status = "failed"
             scene.clip.error = f"regeneration requested: {args.reason}"
-    ledger = Ledger(
-        session_factory(settings.database_url),
-        catalog=settings.model_catalog(),
-        journal_dir=settings.media_root,  # a PostgreSQL ledger's journal (replayed first)
-    )
+    ledger = _ledger(settings)
     given_up = ledger.give_up(args.slug, str(args.scene), fingerprints, args.reason)
     if not given_up:
         print(
@@ -139,20 +150,12 @@ def cmd_choose(args: argparse.Namespace, settings: Settings) -> int:
     import getpass
     from datetime import UTC, datetime
 
-    from vidpipe_dagster.definitions import default_resources
+    from vidpipe_dagster.definitions import stage_context
     from vidpipe_dagster.runner import RunnerError, materialize_project
-    from vidpipe_dagster.stages.context import StageContext
     from vidpipe_dagster.stages.takes import TakeChoiceError, choose_take
 
     _init(settings)
-    resources = default_resources(settings)
-    ctx = StageContext(
-        database=resources["database"].database(),
-        media=resources["media"].store(),
-        backends=resources["vertex"].backends(),
-        models=resources["models"].models(),
-        budget=resources["budget"].budget(),
-    )
+    ctx = stage_context(settings)
     who = args.by
     if who is None:
         try:
@@ -304,8 +307,7 @@ def cmd_costs(args: argparse.Namespace, settings: Settings) -> int:
     import csv
 
     from vidpipe_dagster.db import queries
-    from vidpipe_dagster.db.ledger import Ledger
-    from vidpipe_dagster.db.session import session_factory, session_scope
+    from vidpipe_dagster.db.session import session_scope
 
     _init(settings)
     with session_scope(settings.database_url) as session:
@@ -313,11 +315,7 @@ def cmd_costs(args: argparse.Namespace, settings: Settings) -> int:
             queries.project_by_slug(session, args.slug)
         except queries.NotFound as exc:
             raise CliError(str(exc)) from exc
-    ledger = Ledger(
-        session_factory(settings.database_url),
-        catalog=settings.model_catalog(),
-        journal_dir=settings.media_root,  # a PostgreSQL ledger's journal (replayed first)
-    )
+    ledger = _ledger(settings)
     lines = ledger.cost_report(args.slug)
     billed = round(sum(line.cost_usd for line in lines), 4)
     at_risk = round(sum(line.at_risk_usd for line in lines), 4)

@@ -33,6 +33,7 @@ from vidpipe_dagster.resources.models import LocalModelsResource
 from vidpipe_dagster.resources.vertex import VertexResource
 from vidpipe_dagster.sensors import build_final_cut_automation, build_inputs_sensor
 from vidpipe_dagster.settings import Settings
+from vidpipe_dagster.stages.context import StageContext
 
 
 def default_resources(settings: Settings) -> dict[str, Any]:
@@ -66,6 +67,19 @@ def default_resources(settings: Settings) -> dict[str, Any]:
             per_run_usd=settings.budget_per_run_usd, per_day_usd=settings.budget_per_day_usd
         ),
     }
+
+
+def stage_context(settings: Settings) -> StageContext:
+    """The plain objects a stage works with, built as the assets build them from these
+    settings' resources (for the CLI, tools and tests that call a stage without Dagster)."""
+    resources = default_resources(settings)
+    return StageContext(
+        database=resources["database"].database(),
+        media=resources["media"].store(),
+        backends=resources["vertex"].backends(),
+        models=resources["models"].models(),
+        budget=resources["budget"].budget(),
+    )
 
 
 log = logging.getLogger(__name__)
