@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,10 @@ import dagster as dg
 import pytest
 import yaml
 from PIL import Image
+from sqlalchemy import event
 
 from vidpipe_dagster.db.project_graphs import load_project_graphs
-from vidpipe_dagster.db.session import migrate, session_scope
+from vidpipe_dagster.db.session import get_engine, migrate, session_scope
 from vidpipe_dagster.definitions import stage_context
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.stages.project_import import import_project
@@ -209,3 +211,19 @@ def run_check_status(instance: dg.DagsterInstance, key: dg.AssetKey, name: str) 
     newest_run = history[0].run_id
     statuses = {r.status.value for r in history if r.run_id == newest_run}
     return "FAILED" if "FAILED" in statuses else statuses.pop()
+
+
+@contextmanager
+def counted_statements(url: str) -> Iterator[list[str]]:
+    """Every SQL statement sent on ``url``'s engine while the block runs."""
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    engine = get_engine(url)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)

@@ -8,15 +8,13 @@ from dagster._core.definitions.definitions_load_context import (  # the reader D
     DefinitionsLoadType,
 )
 from dagster._core.definitions.repository_definition import RepositoryLoadData
-from sqlalchemy import event
 
-from tests.conftest import small_spec
+from tests.conftest import counted_statements, small_spec
 from vidpipe_dagster.db.project_graphs import (
     graphs_from_json,
     graphs_to_json,
     load_project_graph_report,
 )
-from vidpipe_dagster.db.session import get_engine
 from vidpipe_dagster.definitions import GRAPHS_KEY, defs
 from vidpipe_dagster.settings import Settings
 
@@ -42,22 +40,13 @@ def test_a_run_worker_rebuilds_the_code_servers_graph_without_the_database(
     assert GRAPHS_KEY in metadata
 
     imported(small_spec("autumn-ad"), folder="b")  # imported after the code server loaded
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
-        statements.append(statement)
-
-    engine = get_engine(settings.database_url)
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with counted_statements(settings.database_url) as statements:
         worker = DefinitionsLoadContext(
             load_type=DefinitionsLoadType.RECONSTRUCTION,
             repository_load_data=RepositoryLoadData(reconstruction_metadata=metadata),
         )
         with DefinitionsLoadContext.scoped(worker):
             rebuilt = defs()
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     assert statements == []  # the worker asked the database nothing
     assert _keys(rebuilt) == _keys(served)  # the graph the run was launched against
     assert not any(key.startswith("autumn_ad/") for key in _keys(rebuilt))

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from tests.conftest import save_png, scene_needs, small_spec, stage_context
-from tests.test_status import counted_statements, many_scenes
+from tests.conftest import counted_statements, save_png, scene_needs, small_spec, stage_context
+from tests.test_status import many_scenes
 from vidpipe_dagster.db import queries
 from vidpipe_dagster.db.media import MediaStore
 from vidpipe_dagster.db.models import Asset, AssetCleanReference, Scene, VideoClip

@@ -8,15 +8,14 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, select, text
+from sqlalchemy import delete, select, text
 
-from tests.conftest import save_png, small_spec
+from tests.conftest import counted_statements, save_png, small_spec
 from vidpipe_dagster.cli import main
 from vidpipe_dagster.db import queries
 from vidpipe_dagster.db.models import (
@@ -123,22 +122,6 @@ def identity_row(clip: VideoClip, index: int) -> ClipIdentityScore:
         frames_sampled=8,
         clip_fingerprint=clip.fingerprint,
     )
-
-
-@contextmanager
-def counted_statements(url: str) -> Iterator[list[str]]:
-    """Every SQL statement sent on ``url``'s engine while the block runs."""
-    statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement)
-
-    engine = get_engine(url)
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def test_status_runs_the_same_queries_for_3_or_30_scenes(

@@ -6,28 +6,19 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, select
 
 from tests.assets.test_clip_identity_step import SLUG, import_crew, run
-from tests.conftest import SpecWriter, stage_context
+from tests.conftest import SpecWriter, counted_statements, stage_context
 from vidpipe_dagster.db.models import ClipIdentityScore, Scene, VideoClip
-from vidpipe_dagster.db.session import get_engine, session_scope
+from vidpipe_dagster.db.session import session_scope
 from vidpipe_dagster.settings import Settings
 from vidpipe_dagster.stages.clip_identity import reusable_scene_identities, score_scene_identity
 
 
 def statements(settings: Settings, call) -> tuple[object, int]:
-    seen: list[str] = []
-    engine = get_engine(settings.database_url)
-
-    def count(_conn, _cursor, statement, *_args) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with counted_statements(settings.database_url) as seen:
         result = call()
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
     return result, len(seen)
 
 
