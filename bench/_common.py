@@ -9,6 +9,7 @@ checkout's package, not this one's.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -16,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,43 @@ def add_scene(
         )
     )
     return scene
+
+
+class Counters:
+    """SQL statements sent on ``url``'s engine (each also counted under ``owner(frame)`` of its
+    caller, when given) and images Pillow opens, while ``counting``."""
+
+    def __init__(self, url: str, owner: Callable[[Any], str] | None = None) -> None:
+        from PIL import Image
+        from sqlalchemy import event
+
+        from vidpipe_dagster.db.session import get_engine
+
+        self.statements = 0
+        self.by_owner: dict[str, int] = {}
+        self.opens = 0
+        self.active = False
+        real_open = Image.open
+
+        def count_open(*args: Any, **kwargs: Any) -> Any:
+            if self.active:
+                self.opens += 1
+            return real_open(*args, **kwargs)
+
+        def count_sql(*_args: Any) -> None:
+            if self.active:
+                self.statements += 1
+                if owner is not None:
+                    name = owner(sys._getframe(1))
+                    self.by_owner[name] = self.by_owner.get(name, 0) + 1
+
+        Image.open = count_open  # type: ignore[assignment]
+        event.listen(get_engine(url), "before_cursor_execute", count_sql)
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[Counters]:
+        self.active = True
+        try:
+            yield self
+        finally:
+            self.active = False

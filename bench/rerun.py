@@ -26,16 +26,25 @@ Run: ``.venv/bin/python bench/rerun.py [--scenes 500 --rounds 2]``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import CAST, REPO, SHOTS, add_cast, add_scene, child, export, photo, stored_photo
+from _common import (
+    CAST,
+    REPO,
+    SHOTS,
+    Counters,
+    add_cast,
+    add_scene,
+    child,
+    export,
+    photo,
+    stored_photo,
+)
 
 BEFORE = "6e36819"  # main when this work started
 SLUG = "rerun"
@@ -141,45 +150,6 @@ _OWNERS = (  # where a statement comes from: the innermost frame of ours outside
 )
 
 
-class _Counters:
-    """SQL statements on the project database (by the code that sent them) and images Pillow
-    opens, while active."""
-
-    def __init__(self, url: str) -> None:
-        from PIL import Image
-        from sqlalchemy import event
-
-        from vidpipe_dagster.db.session import get_engine
-
-        self.statements = 0
-        self.by_owner: dict[str, int] = {}
-        self.opens = 0
-        self.active = False
-        real_open = Image.open
-
-        def count_open(*args: Any, **kwargs: Any) -> Any:
-            if self.active:
-                self.opens += 1
-            return real_open(*args, **kwargs)
-
-        def count_sql(*_args: Any) -> None:
-            if self.active:
-                self.statements += 1
-                owner = _owner(sys._getframe(1))
-                self.by_owner[owner] = self.by_owner.get(owner, 0) + 1
-
-        Image.open = count_open  # type: ignore[assignment]
-        event.listen(get_engine(url), "before_cursor_execute", count_sql)
-
-    @contextlib.contextmanager
-    def counting(self) -> Any:
-        self.active = True
-        try:
-            yield self
-        finally:
-            self.active = False
-
-
 def _owner(frame: Any) -> str:
     while frame is not None:
         name = frame.f_code.co_filename
@@ -262,7 +232,7 @@ def measure_rerun() -> dict[str, Any]:
     from vidpipe_dagster.settings import Settings
 
     settings = Settings.from_env()
-    counters = _Counters(settings.database_url)
+    counters = Counters(settings.database_url, _owner)
     with dg.DagsterInstance.get() as instance:
         before = {r.dagster_run.run_id for r in instance.get_run_records()}
         storing = _time_event_storage(instance)

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, SHOTS, add_cast, add_scene, child, export, photo, stored_photo
+from _common import REPO, SHOTS, Counters, add_cast, add_scene, child, export, photo, stored_photo
 
 BEFORE = "eb27925"  # main when this bench was written (before the batched tick and status)
 TICK_PREFIX = "tick-"
@@ -138,41 +138,6 @@ def _database(settings: Any) -> Any:
 # -- measurements (run in a fresh process against one checkout) ------------------------------
 
 
-class _Counters:
-    """SQL statements on the project database and images Pillow opens, while active."""
-
-    def __init__(self, url: str) -> None:
-        from PIL import Image
-        from sqlalchemy import event
-
-        from vidpipe_dagster.db.session import get_engine
-
-        self.statements = 0
-        self.decodes = 0
-        self.active = False
-        real_open = Image.open
-
-        def count_open(*args: Any, **kwargs: Any) -> Any:
-            if self.active:
-                self.decodes += 1
-            return real_open(*args, **kwargs)
-
-        def count_sql(*_args: Any) -> None:
-            if self.active:
-                self.statements += 1
-
-        Image.open = count_open  # type: ignore[assignment]
-        event.listen(get_engine(url), "before_cursor_execute", count_sql)
-
-    @contextlib.contextmanager
-    def counting(self) -> Any:
-        self.active = True
-        try:
-            yield self
-        finally:
-            self.active = False
-
-
 def measure_tick() -> dict[str, Any]:
     import dagster as dg
 
@@ -193,7 +158,7 @@ def measure_tick() -> dict[str, Any]:
     graphs = [
         g for g in load_project_graphs(settings.database_url) if g.slug.startswith(TICK_PREFIX)
     ]
-    counters = _Counters(settings.database_url)
+    counters = Counters(settings.database_url)
     with dg.DagsterInstance.ephemeral() as instance:
         backfill_tick(graphs[-1], *parts, instance)  # warm-up: imports, connections
         answers = set()
@@ -209,7 +174,7 @@ def measure_tick() -> dict[str, Any]:
         "projects": len(graphs),
         "seconds": seconds,
         "statements_per_tick": counters.statements / len(graphs),
-        "decodes_per_tick": counters.decodes / len(graphs),
+        "decodes_per_tick": counters.opens / len(graphs),
         "all_up_to_date": answers == expected,
         "answers": sorted(answers - expected)[:3],
     }
@@ -221,7 +186,7 @@ def measure_status_in_process() -> dict[str, Any]:
     from vidpipe_dagster.stages.status import project_status
 
     settings = Settings.from_env()
-    counters = _Counters(settings.database_url)
+    counters = Counters(settings.database_url)
     times = []
     for attempt in range(4):  # the first warms imports and the connection
         with counters.counting() if attempt == 3 else contextlib.nullcontext():
@@ -242,7 +207,7 @@ def measure_status_cli() -> dict[str, Any]:
     from vidpipe_dagster import cli
     from vidpipe_dagster.settings import Settings
 
-    counters = _Counters(Settings.from_env().database_url)
+    counters = Counters(Settings.from_env().database_url)
     with counters.counting(), contextlib.redirect_stdout(io.StringIO()) as out:
         code = cli.main(["status", BIG, "--json"])
     seconds = time.perf_counter() - start
