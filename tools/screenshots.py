@@ -89,10 +89,6 @@ class Page:
     """Metadata rows the picture is also about: a warning names any the dialog hides."""
 
 
-def _expand(key: str) -> Step:
-    return Step("expand", key)
-
-
 SCENE_CLIP = f"/assets/{PREFIX}/scene_clip"
 CHECK = f"{SCENE_CLIP}?view=checks&checkDetail=characters_recognisable"
 PAGES = {
@@ -106,13 +102,13 @@ PAGES = {
     "scene_clip_materialization.png": Page(
         f"{SCENE_CLIP}?partition=3&view=events",
         ready="conditioning_mode",
-        steps=(_expand("preview"),),
+        steps=(Step("expand", "preview"),),
         visible=("references",),
     ),
     "scene_clip_identity.png": Page(
         f"{SCENE_CLIP}?partition=3&view=events",
         ready="conditioning_mode",
-        steps=(_expand("identity"),),
+        steps=(Step("expand", "identity"),),
     ),
     "scene_clip_check_partitions.png": Page(
         CHECK,
@@ -130,22 +126,24 @@ PAGES = {
     "clean_sheet_materialization.png": Page(
         f"/assets/{PREFIX}/clean_sheet?partition=CHAR_01&view=events",
         ready="before_after",
-        steps=(_expand("before_after"),),
+        steps=(Step("expand", "before_after"),),
     ),
     "scene_references_materialization.png": Page(
         f"/assets/{PREFIX}/scene_references?partition=3&view=events",
         ready="selected_reference_tags",
-        steps=(_expand("preview"),),
+        steps=(Step("expand", "preview"),),
         height=720,
         visible=("references",),
     ),
     "final_cut_contact_sheet.png": Page(
-        f"/assets/{PREFIX}/final_cut?view=events", ready="cut_mode", steps=(_expand("preview"),)
+        f"/assets/{PREFIX}/final_cut?view=events",
+        ready="cut_mode",
+        steps=(Step("expand", "preview"),),
     ),
     "final_cut_identity_matrix.png": Page(
         f"/assets/{PREFIX}/final_cut?view=events",
         ready="cut_mode",
-        steps=(_expand("identity_matrix"),),
+        steps=(Step("expand", "identity_matrix"),),
     ),
 }
 # everything this script talks to is on 127.0.0.1: never through a proxy from the environment
