@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -59,6 +60,17 @@ def child(script: str, tree: Path, env: dict[str, str], *args: str) -> dict[str,
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args)} against {tree} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ``ru_maxrss``: Linux carries a parent's
+    peak over fork and exec into the child's ``ru_maxrss``."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed(rounds: int, *fns: Callable[[], object]) -> list[list[float]]:

@@ -36,6 +36,8 @@ import threading
 import time
 from pathlib import Path
 
+from _common import peak_rss_mb
+
 from vidpipe_dagster.db.ledger import Ledger
 from vidpipe_dagster.db.media import MediaStore
 from vidpipe_dagster.db.session import migrate, session_factory
@@ -63,14 +65,6 @@ def _wait_for(port: int, emulator: subprocess.Popen[bytes]) -> None:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"the emulator exited with status {emulator.returncode}")
-
-
-def _peak_rss_mb() -> float:
-    """This process's own peak resident set (``VmHWM``), in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 class _SubmitClock:
@@ -140,7 +134,7 @@ def _run(
     if stored != scenes:
         raise RuntimeError(f"{stored} clips stored for {scenes} scenes")
     first_wave = sorted(client.sent)[: min(in_flight, scenes)]
-    return {"wall": elapsed, "rss_mb": _peak_rss_mb(), "first_wave_s": first_wave[-1]}
+    return {"wall": elapsed, "rss_mb": peak_rss_mb(), "first_wave_s": first_wave[-1]}
 
 
 def _measure(

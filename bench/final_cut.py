@@ -32,6 +32,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from _common import peak_rss_mb
 from av.video.frame import PictureType
 
 from vidpipe_dagster.domain.editorial import (
@@ -207,17 +208,6 @@ def _run_once(mode: str, paths: list[Path], work: Path) -> dict[str, float]:
     wall = time.perf_counter() - start
     size = target.stat().st_size if target.is_file() else 0
     return {"wall": wall, "cpu": _cpu_seconds() - cpu, "size_mb": size / 1e6, "note": note}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory. VmHWM, not ``ru_maxrss``: Linux carries a parent's
-    peak over fork and exec into the child's ``ru_maxrss``, and the parent made the clips."""
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _ratio(label: str, ours: dict, limit: dict, goal: float | None) -> str:
