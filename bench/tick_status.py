@@ -174,7 +174,7 @@ def measure_tick() -> dict[str, Any]:
         "projects": len(graphs),
         "seconds": seconds,
         "statements_per_tick": counters.statements / len(graphs),
-        "decodes_per_tick": counters.opens / len(graphs),
+        "opens_per_tick": counters.opens / len(graphs),
         "all_up_to_date": answers == expected,
         "answers": sorted(answers - expected)[:3],
     }
@@ -340,7 +340,7 @@ def report(
         ok = "all 'up to date'" if t["all_up_to_date"] else f"NOT all up to date: {t['answers']}"
         print(
             f"  {label:22} {t['seconds']:8.3f} s = {t['seconds'] / floor['tick']:7.0f} x floor; "
-            f"{t['statements_per_tick']:6.1f} statements/tick, {t['decodes_per_tick']:6.1f} "
+            f"{t['statements_per_tick']:6.1f} statements/tick, {t['opens_per_tick']:6.1f} "
             f"Pillow image opens/tick; {ok}"
         )
     print(f"\nstatus --json of a {big}-scene project:")
